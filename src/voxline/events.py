@@ -1,0 +1,91 @@
+"""A tiny synchronous event bus.
+
+Handlers run inline, in emit order, because the hot path (a streaming reply mutating a turn
+dozens of times a second) must not pay for a task or a queue per event. A handler that needs to
+do I/O schedules its own task (the sync subscriber does exactly that). A failing handler is
+logged and skipped: an observer must never break the conversation it observes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("voxline.events")
+
+Handler = Callable[..., Any]
+
+# The names a session emits. Kept here so subscribers can discover them and typos fail fast.
+EVENT_NAMES = frozenset(
+    {
+        "turn_added",
+        "turn_updated",
+        "turn_deleted",
+        "state_changed",
+        "bot_text_delta",
+        "reply_started",
+        "reply_finished",
+        "interrupted",
+        "tool_started",
+        "tool_finished",
+        "approval_requested",
+        "approval_resolved",
+        "summary_created",
+        "metrics",
+        "error",
+        "session_started",
+        "session_closed",
+    }
+)
+
+
+class EventBus:
+    """Named events with any number of subscribers; `"*"` subscribes to everything."""
+
+    def __init__(self, *, strict: bool = True) -> None:
+        self._handlers: dict[str, list[Handler]] = defaultdict(list)
+        self._strict = strict
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def on(self, event: str, handler: Handler) -> Callable[[], None]:
+        """Subscribe; returns a function that unsubscribes."""
+        if self._strict and event != "*" and event not in EVENT_NAMES:
+            raise ValueError(f"unknown event {event!r}; known: {', '.join(sorted(EVENT_NAMES))}")
+        self._handlers[event].append(handler)
+
+        def off() -> None:
+            if handler in self._handlers[event]:
+                self._handlers[event].remove(handler)
+
+        return off
+
+    def emit(self, event: str, /, **payload: Any) -> None:
+        for handler in tuple(self._handlers.get(event, ())):
+            self._call(event, handler, payload)
+        for handler in tuple(self._handlers.get("*", ())):
+            self._call(event, handler, {"event": event, **payload})
+
+    def _call(self, event: str, handler: Handler, payload: dict[str, Any]) -> None:
+        try:
+            result = handler(**payload)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+        except Exception:
+            log.exception("event handler failed", event_name=event)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("async event handler failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait for async handlers started so far (used on shutdown and in tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

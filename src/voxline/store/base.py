@@ -1,0 +1,87 @@
+"""The storage contract every backend implements.
+
+Stores know only records (plain pydantic models and turn dicts), never sessions or channels.
+Turn writes are upserts guarded by version: a write carrying an older version than the stored
+one is ignored, so out-of-order flushes from a write-behind subscriber can never regress state.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+
+def _now() -> float:
+    return time.time()
+
+
+class ConversationRecord(BaseModel):
+    id: str
+    agent: str = ""
+    subject: str | None = None  # the caller's canonical identity, e.g. "phone:+14155550100"
+    channel: str = "text"
+    created_at: float = Field(default_factory=_now)
+    updated_at: float = Field(default_factory=_now)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class ApprovalRecord(BaseModel):
+    """A tool call waiting for (or decided by) a human."""
+
+    id: str
+    conversation_id: str
+    call_id: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    subject: str | None = None
+    status: ApprovalStatus = ApprovalStatus.PENDING
+    reason: str | None = None
+    result: str | None = None  # what the tool returned once approved and run
+    applied: bool = False  # the outcome has been fed back into the conversation
+    created_at: float = Field(default_factory=_now)
+    decided_at: float | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Async storage for conversations, their turns and approvals."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # conversations
+    async def upsert_conversation(self, record: ConversationRecord) -> None: ...
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRecord | None: ...
+
+    async def list_conversations(
+        self, *, subject: str | None = None, limit: int = 100
+    ) -> list[ConversationRecord]: ...
+
+    async def delete_conversations_before(self, cutoff: float) -> int: ...
+
+    # turns (dicts from `Turn.to_record()`)
+    async def write_turns(self, records: list[dict[str, Any]]) -> None: ...
+
+    async def delete_turns(self, conversation_id: str, turn_ids: list[str]) -> None: ...
+
+    async def load_turns(self, conversation_id: str) -> list[dict[str, Any]]: ...
+
+    # approvals
+    async def save_approval(self, record: ApprovalRecord) -> None: ...
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None: ...
+
+    async def list_approvals(
+        self, *, status: ApprovalStatus | None = None, conversation_id: str | None = None
+    ) -> list[ApprovalRecord]: ...

@@ -1,0 +1,1 @@
+"""Tools the model can call: the decorator, the executor, approvals."""
