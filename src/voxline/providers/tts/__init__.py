@@ -1,0 +1,1 @@
+"""Text-to-speech providers: the protocol in `base`, implementations beside it."""

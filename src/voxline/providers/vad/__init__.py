@@ -1,0 +1,1 @@
+"""Voice activity detection: the protocol in `base`, implementations beside it."""
