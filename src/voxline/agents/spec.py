@@ -1,0 +1,143 @@
+"""`AgentSpec`: an agent as JSON, validated by pydantic, with a publishable JSON Schema.
+
+One spec drives every channel, so it holds what differs between agents (instructions, model
+choices, tools, turn-taking and approval policy) and nothing that differs between deployments
+(keys, URLs, database), which belongs to `Settings`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from voxline.conversation.summary_policy import SummaryPolicy
+from voxline.providers.llm.base import ConfigurationError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TurnSettings(_Section):
+    """How the agent takes turns on voice channels."""
+
+    interruptible: bool = Field(True, description="Whether caller speech may cut the agent off.")
+    min_interruption_duration: float = Field(
+        0.5, ge=0, description="Seconds of caller speech before it counts as an interruption."
+    )
+    min_interruption_words: int = Field(
+        0, ge=0, description="Words the caller must say before an interruption is confirmed."
+    )
+    backchannels: list[str] = Field(
+        default_factory=lambda: ["uh-huh", "mm-hmm", "yeah", "okay", "right", "yes", "sure"],
+        description="Short acknowledgements that never interrupt the agent.",
+    )
+    end_of_turn_silence: float = Field(
+        0.6, gt=0, description="Seconds of silence that end the caller's turn."
+    )
+    min_speech: float = Field(0.2, gt=0, description="Seconds of speech that start a turn.")
+    pre_roll: float = Field(0.3, ge=0, description="Seconds of audio kept before speech onset.")
+
+
+class ApprovalSettings(_Section):
+    """Human approval of sensitive tools."""
+
+    tools: list[str] = Field(
+        default_factory=list, description="Tools that need approval, besides those that say so."
+    )
+    pending_message: str = Field(
+        "Let me check that with a colleague. I'll get back to you as soon as I hear.",
+        description="What the agent says while a call waits for a human.",
+    )
+
+
+class GuardrailSettings(_Section):
+    """Keeping personal data out of logs and replies within bounds."""
+
+    redact_pii_in_logs: bool = True
+    blocked_phrases: list[str] = Field(
+        default_factory=list, description="Replies containing one of these are not sent."
+    )
+    max_reply_chars: int | None = Field(None, gt=0)
+
+
+class ToolSpec(_Section):
+    """A tool as JSON: a registered Python tool by name, with per-agent overrides."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+    kind: Literal["python"] = "python"
+    description: str | None = None
+    timeout: float | None = Field(None, gt=0)
+    retries: int | None = Field(None, ge=0, le=10)
+    needs_approval: bool | None = None
+
+
+class AgentSpec(_Section):
+    """Everything that defines an agent, as JSON."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Unique name, used in URLs."
+    )
+    description: str = ""
+    instructions: str = Field(
+        "You are a helpful, concise voice assistant.", description="The system prompt."
+    )
+    llm: str | None = Field(
+        None,
+        description="LLM spec: 'local', 'openai:gpt-4.1-mini', "
+        "'openai-compatible:http://127.0.0.1:8000/v1#model', 'anthropic:MODEL', or 'a,b' to "
+        "fall back from a to b. Empty: the server's default.",
+    )
+    stt: str | None = Field(None, description="Speech-to-text spec; empty: the default.")
+    tts: str | None = Field(None, description="Text-to-speech spec; empty: the default.")
+    voice: str | None = Field(None, description="A voice name the TTS provider knows.")
+    greeting: str | None = Field(None, description="Said when a conversation starts.")
+    error_message: str = Field(
+        "Sorry, something went wrong on my side. Could you say that again?",
+        description="Said when the model fails mid-conversation, so the caller is not left in "
+        "silence.",
+    )
+    language: str = Field("en-US", description="BCP-47 language of the conversation.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, gt=0, le=32768)
+    model_options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra options passed to the LLM provider as is."
+    )
+    max_tool_steps: int = Field(
+        8, ge=1, le=32, description="Model/tool round trips allowed for one reply."
+    )
+    tools: list[str | ToolSpec] = Field(default_factory=list)
+    turn: TurnSettings = Field(default_factory=TurnSettings)
+    summarization: SummaryPolicy = Field(default_factory=SummaryPolicy)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def tool_specs(self) -> list[ToolSpec]:
+        return [ToolSpec(name=t) if isinstance(t, str) else t for t in self.tools]
+
+
+def agent_json_schema() -> dict[str, Any]:
+    return AgentSpec.model_json_schema()
+
+
+def load_agent_spec(path: str | Path) -> AgentSpec:
+    """Read an agent JSON file; every problem becomes one readable `ConfigurationError`."""
+    file = Path(path)
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"agent file not found: {file}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{file}: not valid JSON: {exc}") from None
+    try:
+        return AgentSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"{file}: invalid agent: {problems}") from None
