@@ -44,7 +44,7 @@ def fail(message: str) -> None:
 
 def _settings(**flags: Any) -> Settings:
     settings = load_settings(**flags)
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_json, redact_pii=settings.redact_pii_in_logs)
     return settings
 
 
@@ -56,7 +56,9 @@ def build_agent(path: Path | None, llm: str | None, imports: list[str] | None) -
             fail(f"cannot import {module!r}: {exc}")
     if path is None:
         agent = default_agent()
-        return Agent(agent.spec.model_copy(update={"llm": llm}), tools=agent.tools()) if llm else agent
+        return (
+            Agent(agent.spec.model_copy(update={"llm": llm}), tools=agent.tools()) if llm else agent
+        )
     spec = load_agent_spec(path)
     return Agent(spec.model_copy(update={"llm": llm}) if llm else spec)
 

@@ -11,8 +11,12 @@ import sys
 
 import structlog
 
+from voxline.guardrails.pii import redact_processor
 
-def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
+
+def configure_logging(
+    level: str = "INFO", json: bool | None = None, *, redact_pii: bool = True
+) -> None:
     """Configure structlog and the stdlib root logger once per process."""
     use_json = (not sys.stderr.isatty()) if json is None else json
     numeric = logging.getLevelName(level.upper())
@@ -21,9 +25,11 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
+    redaction: list[structlog.typing.Processor] = [redact_processor] if redact_pii else []
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *redaction,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON when stderr is not a terminal
+    redact_pii_in_logs: bool = True
 
     @classmethod
     def settings_customise_sources(

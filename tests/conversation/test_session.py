@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -88,7 +88,10 @@ async def test_parallel_tool_calls_run_concurrently_and_feed_back(
     llm = FakeLLM(
         [
             FakeReply(
-                tool_calls=[FakeToolCall("lookup", {"key": "a"}), FakeToolCall("lookup", {"key": "b"})]
+                tool_calls=[
+                    FakeToolCall("lookup", {"key": "a"}),
+                    FakeToolCall("lookup", {"key": "b"}),
+                ]
             ),
             FakeReply(text="a and b are known."),
         ]
@@ -99,7 +102,14 @@ async def test_parallel_tool_calls_run_concurrently_and_feed_back(
     await session.close()
 
     assert reply == "a and b are known."
-    assert kinds(session) == ["user_text", "tool_call", "tool_call", "tool_result", "tool_result", "bot_text"]
+    assert kinds(session) == [
+        "user_text",
+        "tool_call",
+        "tool_call",
+        "tool_result",
+        "tool_result",
+        "bot_text",
+    ]
     second = llm.requests[1].messages
     assistant = next(m for m in second if m.role == "assistant")
     assert [c.name for c in assistant.tool_calls] == ["lookup", "lookup"]
@@ -133,12 +143,11 @@ async def test_failing_tool_becomes_a_result_and_the_call_goes_on(
     await session.close()
 
 
-async def _until(predicate: object, timeout: float = 5.0) -> None:
-    async def poll() -> None:
-        while not predicate():  # type: ignore[operator]
+async def _until(predicate: Callable[[], bool]) -> None:
+    """Yield to the loop until `predicate` holds (bounded, so a bug fails instead of hanging)."""
+    async with asyncio.timeout(5):
+        while not predicate():  # noqa: ASYNC110 - polling state the session exposes
             await asyncio.sleep(0.001)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 async def test_interrupt_truncates_to_delivered_text(store: Store, settings: Settings) -> None:
@@ -314,7 +323,9 @@ async def test_history_survives_a_restart(tmp_path: Path, settings: Settings) ->
     await second.open()
     llm2 = FakeLLM(["Your name is Ada."])
     agent = Agent(name="tester", greeting="Hi!")
-    resumed = Session(agent, llm=llm2, store=second, settings=settings, conversation_id=conversation)
+    resumed = Session(
+        agent, llm=llm2, store=second, settings=settings, conversation_id=conversation
+    )
     await resumed.start()
     assert [t.kind.value for t in resumed.turns] == ["bot_text", "user_text", "bot_text"]
     assert await resumed.send_text("What is my name?") == "Your name is Ada."
@@ -349,4 +360,13 @@ async def test_tools_get_a_run_context_the_model_never_sees(
     assert "ctx" not in str(llm.requests[0].tools[0].parameters)
     assert seen[0].subject == "phone:+14155550100" and seen[0].conversation_id == session.id
     assert any(isinstance(t, BotTurn) and t.content == "One moment..." for t in session.turns)
+    await session.close()
+
+
+async def test_max_reply_chars_cuts_a_runaway_reply(store: Store, settings: Settings) -> None:
+    llm = FakeLLM([FakeReply(text=[f"blah{i} " for i in range(100)])])
+    session = make_session(llm, store, settings, guardrails={"max_reply_chars": 40})
+    await session.start()
+    reply = await session.send_text("talk")
+    assert len(reply) == 40 and reply.startswith("blah0 blah1")
     await session.close()

@@ -51,7 +51,7 @@ def agent_spec_of(agent: AgentRuntime) -> AgentSpec:
 
 
 class BaseAgent:
-    """Defaults from an `AgentSpec`; subclasses register by name (`class X(BaseAgent, name=...)`)."""
+    """Defaults from an `AgentSpec`; subclasses register by name: `class X(BaseAgent, name=...)`."""
 
     registry: ClassVar[dict[str, type[BaseAgent]]] = {}
     agent_name: ClassVar[str] = ""

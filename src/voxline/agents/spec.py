@@ -55,13 +55,14 @@ class ApprovalSettings(_Section):
 
 
 class GuardrailSettings(_Section):
-    """Keeping personal data out of logs and replies within bounds."""
+    """Limits on what the agent says (personal data in logs is redacted process-wide)."""
 
-    redact_pii_in_logs: bool = True
-    blocked_phrases: list[str] = Field(
-        default_factory=list, description="Replies containing one of these are not sent."
+    max_reply_chars: int | None = Field(
+        None,
+        gt=0,
+        description="Cut a reply off after this many characters: stops runaway monologues on "
+        "voice channels, where the caller cannot skim.",
     )
-    max_reply_chars: int | None = Field(None, gt=0)
 
 
 class ToolSpec(_Section):

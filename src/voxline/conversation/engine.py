@@ -62,6 +62,7 @@ class ReplyPlan:
     max_tokens: int | None = None
     options: dict[str, object] | None = None
     max_steps: int = 8
+    max_reply_chars: int | None = None
 
 
 class Delivery:
@@ -142,7 +143,10 @@ class ReplyEngine:
             if first is None and not isinstance(event, Usage):
                 first = time.monotonic() - started
             if isinstance(event, TextDelta):
-                self._append(event.text)
+                if self._append(event.text, plan.max_reply_chars):
+                    self.log.info("reply cut at max_reply_chars", limit=plan.max_reply_chars)
+                    calls = ToolCallAccumulator()
+                    break
             elif isinstance(event, ToolCallDelta):
                 calls.add(event)
             else:
@@ -168,21 +172,28 @@ class ReplyEngine:
         )
         return bot, calls.calls()
 
-    def _append(self, text: str) -> None:
+    def _append(self, text: str, limit: int | None = None) -> bool:
+        """Add a delta to the bot turn; returns True when the reply reached `limit`."""
         if not text:
-            return
+            return False
         if self._bot is None:
             self._bot = self.turns.add_bot_text()
             self._spoken.append(self._bot)
             self.state.to(S.SPEAKING)
+        reached = limit is not None and len(self._bot.content) + len(text) >= limit
+        if reached and limit is not None:
+            text = text[: max(0, limit - len(self._bot.content))]
         self._bot.content += text
         self.delivery.emitted(self._bot)
         self.bus.emit("bot_text_delta", turn=self._bot, delta=text)
+        return reached
 
     async def _run_tools(self, calls: list[ToolCallRequest]) -> None:
         self.state.to(S.CALLING_TOOLS)
         call_turns = [self.turns.add_tool_call(c.id, c.name, c.arguments) for c in calls]
-        await asyncio.gather(*(self._run_tool(c, t) for c, t in zip(calls, call_turns, strict=True)))
+        await asyncio.gather(
+            *(self._run_tool(c, t) for c, t in zip(calls, call_turns, strict=True))
+        )
 
     async def _run_tool(self, call: ToolCallRequest, call_turn: ToolCallTurn) -> ToolOutcome:
         self.bus.emit("tool_started", call=call, turn=call_turn)

@@ -193,6 +193,7 @@ class Session:
             max_tokens=config.max_tokens,
             options=config.options,
             max_steps=self.spec.max_tool_steps,
+            max_reply_chars=self.spec.guardrails.max_reply_chars,
         )
         try:
             turn = await engine.reply(plan)

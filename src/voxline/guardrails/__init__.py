@@ -1,0 +1,1 @@
+"""Guardrails: keeping personal data out of logs, and limits on what agents say."""
