@@ -370,3 +370,31 @@ async def test_max_reply_chars_cuts_a_runaway_reply(store: Store, settings: Sett
     reply = await session.send_text("talk")
     assert len(reply) == 40 and reply.startswith("blah0 blah1")
     await session.close()
+
+
+async def test_long_conversation_is_summarized_in_the_background(
+    store: Store, settings: Settings
+) -> None:
+    def responder(request: LLMRequest) -> FakeReply:
+        if any("<transcript>" in (m.content or "") for m in request.messages):
+            return FakeReply(text="The caller is Ada. Facts: name Ada; order A17.")
+        return FakeReply(text="Noted.")
+
+    llm = FakeLLM(responder)
+    session = make_session(
+        llm, store, settings, summarization={"max_turns": 8, "keep_last": 4, "max_tokens": None}
+    )
+    summaries: list[object] = []
+    session.on("summary_created", lambda turn, replaced: summaries.append(turn))
+    await session.start()
+    for i in range(6):
+        await session.send_text(f"Message {i}: I am Ada, order A17.")
+    await session.wait_idle()
+    assert len(summaries) == 1
+    first = session.turns.all()[0]
+    assert first.kind.value == "system" and "order A17" in first.to_record()["data"]["content"]
+    assert len(session.turns) < 12
+    await session.send_text("What is my order?")
+    system = [m.content or "" for m in llm.requests[-1].messages if m.role == "system"]
+    assert any("Facts: name Ada" in s for s in system)
+    await session.close()

@@ -292,12 +292,7 @@ class Session:
     def _maybe_summarize(self) -> None:
         summarizer = self._summarizer
         if summarizer is not None and summarizer.should_summarize(self.turns.all()):
-            self._spawn(self._summarize(summarizer))
-
-    async def _summarize(self, summarizer: Summarizer) -> None:
-        turn = await summarizer.summarize(self.turns)
-        if turn is not None:
-            self.bus.emit("summary_created", turn=turn)
+            self._spawn(summarizer.summarize(self.turns))
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[Any] = asyncio.create_task(coro)
