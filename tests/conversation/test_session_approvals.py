@@ -76,9 +76,13 @@ async def test_approve_runs_the_tool_and_the_model_tells_the_user(
     await s.wait_idle()
     assert refunds == [("A17", 20.0)]
     last = list(s.turns)[-1]
-    assert last.to_record()["data"]["content"] == "Good news: your refund of twenty dollars is done."
+    assert (
+        last.to_record()["data"]["content"] == "Good news: your refund of twenty dollars is done."
+    )
     final_request = llm.requests[-1].messages
-    assert any(m.role == "tool" and "refunded $20.00 on A17" in (m.content or "") for m in final_request)
+    assert any(
+        m.role == "tool" and "refunded $20.00 on A17" in (m.content or "") for m in final_request
+    )
     decided = await store.get_approval(approval_id)
     assert decided is not None and decided.status == ApprovalStatus.APPROVED and decided.applied
 
@@ -96,6 +100,6 @@ async def test_reject_tells_the_model_and_never_runs_the_tool(
     assert len(replay) == 2  # the original call and the decision fed back
     assert json.loads(replay[-1].arguments) == {"order_id": "A17", "amount": 20}
     refusal = [m for m in llm.requests[-1].messages if m.role == "tool"][-1]
-    assert "rejected" in (refusal.content or "") and "90 days" in (refusal.content or "")
+    assert "declined" in (refusal.content or "") and "90 days" in (refusal.content or "")
     decided = await store.get_approval(pending.id)
     assert decided is not None and decided.status == ApprovalStatus.REJECTED and decided.applied

@@ -257,16 +257,13 @@ class Session:
         executor = self._require_executor()
         tool = self._tools.get(record.tool)
         call_id = new_id("call")
-        if record.status == ApprovalStatus.APPROVED and tool is not None:
+        if tool is not None:
             outcome = await executor.run_approved(record, tool, self._run_context(call_id))
             content, is_error = outcome.content, outcome.is_error
         else:
-            reason = record.reason or ("the tool is no longer available" if tool is None else "")
-            content = "A human reviewer rejected this action" + (f": {reason}" if reason else "")
-            content += ". It was not performed; tell the user."
+            content = f"The {record.tool} tool is no longer available, so it was not run."
             is_error = True
-            record.applied = True
-            await self.store.save_approval(record)
+            await self.approvals.mark_applied(record.id, content)
         self.turns.add_tool_call(
             call_id, record.tool, json.dumps(record.arguments), approval_id=record.id
         )
