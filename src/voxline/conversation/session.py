@@ -37,6 +37,8 @@ S = SessionState
 class Session:
     """Runs one conversation with an agent: text in, streamed reply and tool calls out."""
 
+    CLOSE_FLUSH_TIMEOUT = 10.0  # seconds close() waits for storage before giving up loudly
+
     def __init__(
         self,
         agent: AgentRuntime,
@@ -143,7 +145,11 @@ class Session:
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self._sync is not None:
-            await self._sync.close()
+            try:
+                async with asyncio.timeout(self.CLOSE_FLUSH_TIMEOUT):
+                    await self._sync.close()
+            except TimeoutError:
+                self.log.error("storage did not take the last turns before the close timeout")
         await self.bus.drain()
         self.bus.emit("session_closed", session=self)
         self._state.to(S.IDLE)

@@ -1,0 +1,70 @@
+"""The tables behind `SqlStore`, in SQLAlchemy Core so one definition serves every dialect.
+
+Timestamps are epoch seconds in double precision because the record models carry floats and a
+round trip must give back the exact value. There are no foreign keys on purpose: an approval may
+be saved before its conversation row exists, and retention deletes children explicitly in the
+same transaction, which every backend (including ones without foreign keys) can do alike.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+ID = String(255)
+
+metadata = MetaData()
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("agent", Text, nullable=False, default=""),
+    Column("subject", Text, nullable=True, index=True),
+    Column("channel", Text, nullable=False, default="text"),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False, index=True),
+    Column("metadata", JSON, nullable=False),
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    Column("conversation_id", ID, nullable=False),
+    Column("id", ID, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("data", JSON, nullable=False),
+    PrimaryKeyConstraint("conversation_id", "id"),
+    Index("ix_turns_conversation_seq", "conversation_id", "seq"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("conversation_id", ID, nullable=False, index=True),
+    Column("call_id", Text, nullable=False),
+    Column("tool", Text, nullable=False),
+    Column("arguments", JSON, nullable=False),
+    Column("subject", Text, nullable=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("reason", Text, nullable=True),
+    Column("result", Text, nullable=True),
+    Column("applied", Boolean, nullable=False, default=False),
+    Column("created_at", Double, nullable=False),
+    Column("decided_at", Double, nullable=True),
+)

@@ -1,0 +1,78 @@
+"""Backends the store contract suite runs against: add a backend by adding one factory here.
+
+A factory is an async context manager that yields an opened, empty store and removes whatever it
+created on exit. Backends that need a server skip (with the reason) where none is reachable.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from voxline.store.base import Store
+from voxline.store.sql import SqlStore, parse_database_url
+
+StoreFactory = Callable[[Path], AbstractAsyncContextManager[Store]]
+
+POSTGRES_URL = os.environ.get(
+    "VOXLINE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+@asynccontextmanager
+async def _opened(store: SqlStore) -> AsyncIterator[Store]:
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def sqlite_file(tmp_path: Path) -> AbstractAsyncContextManager[Store]:
+    return _opened(SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'voxline.db'}"))
+
+
+def sqlite_memory(_tmp_path: Path) -> AbstractAsyncContextManager[Store]:
+    return _opened(SqlStore("sqlite+aiosqlite://"))
+
+
+@asynccontextmanager
+async def postgres(_tmp_path: Path) -> AsyncIterator[Store]:
+    """A scratch database per test on the server at VOXLINE_TEST_POSTGRES_URL."""
+    pytest.importorskip("asyncpg", reason="asyncpg is not installed")
+    server = parse_database_url(POSTGRES_URL)
+    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
+    name = f"voxline_test_{uuid.uuid4().hex[:12]}"
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OSError as exc:
+        await admin.dispose()
+        pytest.skip(f"PostgreSQL not reachable at {server.host}:{server.port}: {exc}")
+    try:
+        async with _opened(SqlStore(server.set(database=name).render_as_string(False))) as store:
+            yield store
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+STORE_FACTORIES: dict[str, StoreFactory] = {
+    "sqlite-file": sqlite_file,
+    "sqlite-memory": sqlite_memory,
+    "postgres": postgres,
+}
+
+
+@pytest.fixture(params=sorted(STORE_FACTORIES))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    async with STORE_FACTORIES[request.param](tmp_path) as opened:
+        yield opened
