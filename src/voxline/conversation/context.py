@@ -61,4 +61,3 @@ def build_messages(instructions: str, turns: Iterable[Turn]) -> list[ChatMessage
                 ChatMessage(role="system", content=f"The call was handed off to {turn.target}.")
             )
     return messages
-
