@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("VOXLINE_OPENAI_BASE_URL", "OPENAI_BASE_URL")
     )
+    openai_compatible_api_key: SecretStr | None = None  # for hosted compatible servers (Groq)
     anthropic_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("VOXLINE_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
