@@ -2,34 +2,41 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev
+RUN_EXTRAS ?= local
+TEST_EXTRAS ?= dev,local,piper
 
-.PHONY: setup run chat test lint typecheck check clean
+.PHONY: setup setup-dev run test lint typecheck check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-$(EXTRAS): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -e ".[$(EXTRAS)]"
+# One stamp per set of extras, so `make run` after `make test` installs nothing again.
+$(VENV)/.installed-%: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[$*]"
 	touch $@
 
-setup: $(VENV)/.installed-$(EXTRAS)
+setup: $(VENV)/.installed-$(RUN_EXTRAS)
+
+setup-dev: $(VENV)/.installed-$(TEST_EXTRAS)
 
 run: setup
 	$(BIN)/voxline chat
 
-test: setup
+test: setup-dev
 	$(BIN)/python -m pytest -q
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-typecheck: setup
+typecheck: setup-dev
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+bench: setup-dev
+	$(BIN)/python benchmarks/local_models.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -100,11 +100,91 @@ def agents_validate(path: Path) -> None:
 
 
 @app.command()
+def doctor(
+    load: Annotated[bool, typer.Option(help="Load each local model to time it.")] = True,
+) -> None:
+    """Report, for each role (LLM, STT, TTS, VAD), the provider, its model and its load time."""
+    from voxline.doctor import collect_report, render
+
+    typer.echo(render(collect_report(_settings(log_level="WARNING"), load=load)))
+
+
+@app.command()
 def version() -> None:
     """Print the installed version."""
     from importlib.metadata import version as dist_version
 
     typer.echo(dist_version("voxline"))
+
+
+@app.command()
+def serve(
+    agents: Annotated[
+        list[Path] | None,
+        typer.Option("--agents", help="Agent JSON file or directory of them (repeatable)."),
+    ] = None,
+    default: Annotated[
+        str | None, typer.Option("--default-agent", help="Agent behind /twilio/voice and /sms.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    public_url: Annotated[
+        str | None, typer.Option("--public-url", help="The server's URL as Twilio sees it.")
+    ] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option("--grace", help="Seconds calls in progress may finish on shutdown."),
+    ] = None,
+    database: Annotated[str | None, typer.Option("--db", help="Database URL.")] = None,
+    imports: ImportOpt = None,
+) -> None:
+    """Serve agents on Twilio voice (ConversationRelay) and SMS, with the approvals API."""
+    from voxline.server import ServerConfig, build_server, create_app, load_agents
+
+    settings = _settings(
+        server_host=host,
+        server_port=port,
+        public_url=public_url,
+        shutdown_grace_period=grace,
+        database_url=database,
+    )
+    builtin = build_agent(None, None, imports)  # the default agent, after the tool imports
+    try:
+        hosted: list[Any] = load_agents(agents or [])
+        if builtin.name not in {a.name for a in hosted}:
+            hosted.append(builtin)
+        app_ = create_app(ServerConfig(agents=hosted, settings=settings, default_agent=default))
+    except ConfigurationError as exc:
+        fail(str(exc))
+    if not settings.twilio_validate_signatures:
+        typer.secho(
+            "WARNING: Twilio signature checks are OFF. Anyone who finds this server can call "
+            "your agents and run their tools. Local development only!",
+            fg=typer.colors.RED,
+            bold=True,
+            err=True,
+        )
+    server = build_server(app_, host=settings.server_host, port=settings.server_port)
+    server.run()
+
+
+@app.command()
+def cleanup(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Delete history idle for longer, e.g. 7d, 12h.")
+    ],
+    database: Annotated[str | None, typer.Option("--db", help="Database URL.")] = None,
+) -> None:
+    """Delete conversations (turns and approvals too) with no activity for a while."""
+    from voxline.server.retention import expire_history, parse_age
+
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        fail(str(exc))
+    settings = _settings(database_url=database)
+    deleted = asyncio.run(expire_history(settings, age))
+    typer.echo(f"deleted {deleted} conversation(s) idle for more than {older_than}")
 
 
 def main() -> None:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
     database_url: str | None = None  # default: SQLite in data_dir
     llm: str = "local"  # the default LLM spec when an agent names none
+    stt: str = "local"  # the default speech-to-text spec
+    tts: str = "local"  # the default text-to-speech spec
+    vad: str = "local"  # the voice activity detector
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("VOXLINE_OPENAI_API_KEY", "OPENAI_API_KEY")
     )
@@ -47,6 +50,26 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON when stderr is not a terminal
     redact_pii_in_logs: bool = True
+    # `voxline serve`: the public face, Twilio and the approvals API.
+    public_url: str | None = None  # the app's root as callers see it: https://voice.example.com
+    trust_forwarded_headers: bool = True  # else X-Forwarded-Proto/-Host are ignored
+    server_host: str = "127.0.0.1"
+    server_port: int = 8080
+    shutdown_grace_period: float = 30.0  # seconds calls in progress may go on after SIGTERM
+    api_key: SecretStr | None = None  # Bearer key of the approvals API; unset: API refused
+    twilio_account_sid: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("VOXLINE_TWILIO_ACCOUNT_SID", "TWILIO_ACCOUNT_SID"),
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("VOXLINE_TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN"),
+    )
+    twilio_validate_signatures: bool = True  # off only for local development
+    twilio_api_base_url: str = "https://api.twilio.com"
+    twilio_max_frame_bytes: int = 65536  # larger ConversationRelay frames close the socket
+    sms_reply_timeout: float = 10.0  # slower SMS replies go out through the REST API
+    default_country: str = "US"  # region of phone numbers written without a country code
 
     @classmethod
     def settings_customise_sources(

@@ -22,7 +22,7 @@ from voxline.conversation.summarizer import Summarizer
 from voxline.conversation.sync import TurnSync
 from voxline.conversation.turns import BotTurn, TurnStore, new_id, turn_from_record
 from voxline.events import EventBus
-from voxline.providers.llm.base import LLM
+from voxline.providers.llm.base import LLM, ChatMessage, LLMRequest, Warmable
 from voxline.providers.llm.registry import create_llm
 from voxline.settings import Settings, load_settings
 from voxline.store.base import ApprovalRecord, ApprovalStatus, ConversationRecord, Store
@@ -126,6 +126,8 @@ class Session:
         if policy.enabled:
             summary_llm = create_llm(policy.llm, self.settings) if policy.llm else self._llm
             self._summarizer = Summarizer(policy, summary_llm)
+        if isinstance(self._llm, Warmable):
+            self._spawn(self._llm.warm(self._warm_request()))
         self._unsubscribe = self._approvals.subscribe(self.id, self._on_approval_decided)
         self.bus.emit("session_started", session=self, resumed=bool(records))
         self._state.to(S.LISTENING)
@@ -278,6 +280,12 @@ class Session:
         await self.respond()
 
     # -- helpers -----------------------------------------------------------------------------
+    def _warm_request(self) -> LLMRequest:
+        return LLMRequest(
+            messages=[ChatMessage(role="system", content=self.agent.instructions())],
+            tools=[t.definition() for t in self._tools.values()],
+        )
+
     def _run_context(self, call_id: str) -> RunContext:
         return RunContext(
             conversation_id=self.id,

@@ -111,6 +111,14 @@ class LLM(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class Warmable(Protocol):
+    """An LLM that can pre-evaluate a prompt prefix (local models): sessions call `warm` with
+    their system prompt and tools at start so the first reply skips that cost."""
+
+    async def warm(self, request: LLMRequest) -> None: ...
+
+
 class ToolCallAccumulator:
     """Joins `ToolCallDelta` fragments into complete calls, in index order."""
 

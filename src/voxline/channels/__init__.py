@@ -1,0 +1,1 @@
+"""Channels: a wire protocol on one side, a `Session` on the other."""

@@ -1,0 +1,134 @@
+"""Call-control tools a ConversationRelay agent can use: hang up, transfer, dial, switch
+language, play a sound.
+
+They are built per agent (only what its options enable) and find the live call by conversation
+id, so one set of tool objects serves every call of that agent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+from voxline.agents.spec import AgentSpec
+from voxline.channels.twilio_options import TwilioOptions
+from voxline.channels.twilio_relay import RelayCall
+from voxline.tools.base import RunContext, Tool
+from voxline.tools.decorator import FunctionTool
+
+HANDOFF_REASON_CODE = "live-agent-handoff"
+END_CALL_REASON_CODE = "end-call"
+_DIGITS = re.compile(r"^[0-9*#w]{1,64}$")
+NO_CALL = "There is no phone call in progress, so this cannot be done here."
+
+
+def relay_tools(
+    spec: AgentSpec, options: TwilioOptions, calls: Mapping[str, RelayCall]
+) -> list[Tool]:
+    """The tools `options` enable; `calls` maps conversation ids to live calls."""
+    tools: list[Tool] = []
+
+    if options.end_call:
+
+        def end_call(reason: str, ctx: RunContext) -> str:
+            """Hang up once your current sentence is spoken. Use it only when the caller is done
+            or asks to end the call; say goodbye first.
+
+            Args:
+                reason: Why the call ends, in a few words.
+            """
+            call = calls.get(ctx.conversation_id)
+            if call is None:
+                return NO_CALL
+            data = {"reasonCode": END_CALL_REASON_CODE, "reason": reason}
+            call.request_end(json.dumps(data))
+            return "The call will end after your goodbye."
+
+        tools.append(FunctionTool(end_call))
+
+    if options.transfer_to:
+
+        def transfer_to_human(reason: str, ctx: RunContext) -> str:
+            """Transfer the caller to a human colleague. Use it when the caller asks for a person
+            or you cannot help; tell them you are transferring them.
+
+            Args:
+                reason: Why the caller needs a human, for the colleague who picks up.
+            """
+            call = calls.get(ctx.conversation_id)
+            if call is None:
+                return NO_CALL
+            data = {
+                "reasonCode": HANDOFF_REASON_CODE,
+                "reason": reason,
+                "conversationId": ctx.conversation_id,
+            }
+            call.session.turns.add_handoff("human", reason, data)
+            call.request_end(json.dumps(data))
+            return "The transfer starts after your sentence; say you are transferring them."
+
+        tools.append(FunctionTool(transfer_to_human))
+
+    if options.send_digits:
+
+        def send_digits(digits: str, ctx: RunContext) -> str:
+            """Press keys on the phone line, e.g. to navigate another company's phone menu.
+
+            Args:
+                digits: Keys to press: 0-9, * and #; w waits half a second.
+            """
+            call = calls.get(ctx.conversation_id)
+            if call is None:
+                return NO_CALL
+            if not _DIGITS.match(digits):
+                return "digits may contain only 0-9, *, # and w (up to 64)"
+            call.send_digits(digits)
+            return f"Pressed {digits}."
+
+        tools.append(FunctionTool(send_digits))
+
+    codes = options.language_codes(spec)
+    if len(codes) > 1:
+
+        def switch_language(language: str, ctx: RunContext) -> str:
+            """Switch the language you speak and listen in, when the caller prefers another one.
+            Reply in that language from then on.
+
+            Args:
+                language: A BCP-47 code of a language this line supports.
+            """
+            call = calls.get(ctx.conversation_id)
+            if call is None:
+                return NO_CALL
+            if language not in codes:
+                return f"unsupported language {language!r}; supported: {', '.join(codes)}"
+            call.set_language(language)
+            return f"Now speaking {language}."
+
+        tools.append(FunctionTool(switch_language))
+
+    sounds = dict(options.sounds)
+    if sounds:
+
+        def play_sound(name: str, ctx: RunContext) -> str:
+            """Play one of this line's recorded sounds to the caller.
+
+            Args:
+                name: The sound's name.
+            """
+            call = calls.get(ctx.conversation_id)
+            if call is None:
+                return NO_CALL
+            source = sounds.get(name)
+            if source is None:
+                return f"unknown sound {name!r}; available: {', '.join(sorted(sounds))}"
+            call.play(source)
+            return f"Playing {name}."
+
+        play_sound.__doc__ = (play_sound.__doc__ or "").replace(
+            "The sound's name.", f"One of: {', '.join(sorted(sounds))}."
+        )
+        tools.append(FunctionTool(play_sound))
+
+    return tools

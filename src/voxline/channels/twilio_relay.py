@@ -1,0 +1,153 @@
+"""A ConversationRelay call bound to a `Session`: Twilio does speech, voxline does the rest.
+
+Inbound messages become session calls (a final prompt is a user turn, an interrupt trims the bot
+turn to what Twilio says was played, a key press is a DTMF turn); the session's streamed reply
+goes out as `text` tokens, and each talk cycle is closed with `last: true` when the session goes
+back to listening, whatever ended the reply (an answer, an apology after a model error).
+Outbound frames go through one queue so they leave in the order they were produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, Literal
+
+import structlog
+
+from voxline.channels import relay_protocol as wire
+from voxline.conversation.session import Session
+from voxline.conversation.state import SessionState
+
+GreetingMode = Literal["welcome", "contextual", "none"]
+
+RETURNING_CALLER_NOTE = (
+    "The person is now calling by phone. Greet them in one short spoken sentence that shows you "
+    "remember the earlier conversation, and ask how you can help."
+)
+
+
+class RelayCall:
+    """Protocol logic of one call. The server owns the socket: it feeds `handle` with parsed
+    messages and sends what appears in `outbox`."""
+
+    def __init__(self, session: Session, *, call_sid: str = "") -> None:
+        self.session = session
+        self.call_sid = call_sid
+        self.outbox: asyncio.Queue[str] = asyncio.Queue()
+        self.ended = asyncio.Event()  # set once `end` has been sent
+        self._talking = False  # tokens went out and the talk cycle is not closed yet
+        self._end_requested: str | Literal[False] | None = False  # handoff data once requested
+        self._reply: asyncio.Task[Any] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
+        self.log = structlog.get_logger("voxline.twilio.relay").bind(
+            session_id=session.id, call_sid=call_sid
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self, greeting: GreetingMode, greeting_text: str | None) -> None:
+        """Record what Twilio already says (the welcome greeting is spoken by Twilio itself, so
+        it is added before the token stream is attached), then attach, then maybe greet."""
+        if greeting == "welcome" and greeting_text:
+            await self.session.say(greeting_text)
+        self._unsubscribe = [
+            self.session.on("bot_text_delta", self._on_delta),
+            self.session.on("state_changed", self._on_state),
+        ]
+        if greeting == "contextual":
+            self.session.turns.add_system(RETURNING_CALLER_NOTE)
+            self._run(self.session.respond())
+
+    async def finish(self) -> None:
+        """The socket is gone: stop the reply (keeping what was said) and detach."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        self.session.interrupt()
+        if self._reply is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reply
+
+    # -- inbound ---------------------------------------------------------------------------
+    def handle(self, message: wire.RelayMessage) -> None:
+        if isinstance(message, wire.Prompt):
+            self._on_prompt(message)
+        elif isinstance(message, wire.Interrupt):
+            self._talking = False  # Twilio stopped speaking; the cycle is over on its side
+            cut = self.session.interrupt(heard_text=message.heard)
+            self.log.info(
+                "caller interrupted", heard_chars=len(message.heard or ""), cut=cut is not None
+            )
+        elif isinstance(message, wire.Dtmf):
+            self._on_dtmf(message)
+        elif isinstance(message, wire.RelayError):
+            self.log.warning("twilio reported an error", description=message.description)
+        elif isinstance(message, wire.Info):
+            self.log.debug("twilio info", name=message.name, value=message.value)
+        elif isinstance(message, wire.Setup):
+            self.log.warning("second setup message ignored")
+        else:
+            self.log.info("unknown message type ignored", type=message.type)
+
+    def _on_prompt(self, prompt: wire.Prompt) -> None:
+        if not prompt.last or self._end_requested is not False:
+            return  # partial prompts are cumulative previews: act on the final one only
+        text = prompt.text.strip()
+        if text:
+            self._run(self.session.send_text(text))
+
+    def _on_dtmf(self, dtmf: wire.Dtmf) -> None:
+        if not dtmf.digit or self._end_requested is not False:
+            return
+        self.session.interrupt()
+        self.session.turns.add_dtmf(dtmf.digit)
+        self._run(self.session.respond())
+
+    def _run(self, work: Any) -> None:
+        task: asyncio.Task[Any] = asyncio.create_task(work)
+        self._reply = task
+        task.add_done_callback(self._reply_done)
+
+    def _reply_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.log.error("reply task failed", exc_info=exc)
+
+    # -- outbound --------------------------------------------------------------------------
+    def _on_delta(self, turn: Any, delta: str) -> None:
+        if delta:
+            self._talking = True
+            self.outbox.put_nowait(wire.text_token(delta, last=False))
+
+    def _on_state(self, old: SessionState, new: SessionState, duration: float) -> None:
+        if new != SessionState.LISTENING:
+            return
+        if self._talking:
+            self._talking = False
+            self.outbox.put_nowait(wire.text_token("", last=True))
+        if self._end_requested is not False:
+            self._send_end(self._end_requested)
+
+    def play(self, source: str, *, loop: int = 1) -> None:
+        self.outbox.put_nowait(wire.play(source, loop=loop))
+
+    def send_digits(self, digits: str) -> None:
+        self.outbox.put_nowait(wire.send_digits(digits))
+
+    def set_language(self, code: str) -> None:
+        self.outbox.put_nowait(wire.language(code))
+
+    def request_end(self, handoff_data: str | None = None) -> None:
+        """End the session once the current talk cycle is closed, so the goodbye is spoken."""
+        if self._end_requested is not False or self.ended.is_set():
+            return
+        self._end_requested = handoff_data
+        if self.session.state == SessionState.LISTENING and not self._talking:
+            self._send_end(handoff_data)
+
+    def _send_end(self, handoff_data: str | None) -> None:
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        self.outbox.put_nowait(wire.end(handoff_data))
+        self.log.info("ending the relay session", handoff=handoff_data is not None)

@@ -1,0 +1,146 @@
+"""Operator endpoints: liveness, status (never a secret), and human approval of tool calls."""
+
+from __future__ import annotations
+
+import hmac
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from voxline.server.hub import ConversationHub
+from voxline.store.base import ApprovalRecord
+from voxline.tools.approvals import ApprovalNotFoundError, ApprovalStateError
+
+log = structlog.get_logger("voxline.server")
+
+
+def package_version() -> str:
+    try:
+        return version("voxline")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class AdminRoutes:
+    def __init__(self, hub: ConversationHub, default_agent: str) -> None:
+        self.hub = hub
+        self.default_agent = default_agent
+        key = hub.settings.api_key
+        self._api_key = key.get_secret_value().encode() if key is not None else None
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/health", self.health),
+            Route("/status", self.status),
+            Route("/approvals", self.list_approvals),
+            Route("/approvals/{approval_id}", self.decide, methods=["POST"]),
+        ]
+
+    async def health(self, request: Request) -> Response:
+        if self.hub.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def status(self, request: Request) -> Response:
+        settings = self.hub.settings
+        stats = self.hub.stats()
+        agents = [
+            {
+                "name": agent.name,
+                "description": agent.spec.description,
+                "llm": agent.spec.llm or settings.llm,
+                "tools": sorted(t.name for t in agent.runtime.tools()),
+                "voice_transport": agent.twilio.transport,
+                "default": agent.name == self.default_agent,
+            }
+            for agent in self.hub.agents.values()
+        ]
+        return JSONResponse(
+            {
+                "version": package_version(),
+                "agents": agents,
+                "channels": {
+                    "twilio_voice": "conversation_relay",
+                    "twilio_sms": True,
+                    "sms_sender": self.hub.sms_sender is not None,
+                    "signature_checks": settings.twilio_validate_signatures,
+                },
+                "providers": {"default_llm": settings.llm},
+                "approvals_api": self._api_key is not None,
+                "live_conversations": stats.live_conversations,
+                "active_calls": stats.active_calls,
+                "draining": stats.draining,
+            }
+        )
+
+    def _authorized(self, request: Request) -> Response | None:
+        """None when the Bearer key matches; otherwise the refusal to send."""
+        if self._api_key is None:
+            return JSONResponse(
+                {"error": "the approvals API is off: set VOXLINE_API_KEY"}, status_code=403
+            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self._api_key
+        ):
+            return None
+        log.warning("approvals API refused a request", reason="bad or missing API key")
+        return JSONResponse(
+            {"error": "a valid API key is required"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    async def list_approvals(self, request: Request) -> Response:
+        if (refusal := self._authorized(request)) is not None:
+            return refusal
+        pending = await self.hub.approvals.list_pending()
+        return JSONResponse({"approvals": [_approval_json(a) for a in pending]})
+
+    async def decide(self, request: Request) -> Response:
+        if (refusal := self._authorized(request)) is not None:
+            return refusal
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        decision = body.get("decision") if isinstance(body, dict) else None
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if decision not in ("approve", "reject") or not isinstance(reason, str | None):
+            return JSONResponse(
+                {"error": 'send JSON {"decision": "approve" | "reject", "reason": "..."}'},
+                status_code=400,
+            )
+        approval_id = request.path_params["approval_id"]
+        try:
+            if decision == "approve":
+                record = await self.hub.approvals.approve(approval_id)
+            else:
+                record = await self.hub.approvals.reject(approval_id, reason)
+        except ApprovalNotFoundError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        except ApprovalStateError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        self.hub.after_decision(record)
+        return JSONResponse(_approval_json(record))
+
+
+def _approval_json(record: ApprovalRecord) -> dict[str, Any]:
+    return record.model_dump(
+        mode="json",
+        include={
+            "id",
+            "conversation_id",
+            "tool",
+            "arguments",
+            "subject",
+            "status",
+            "reason",
+            "created_at",
+            "decided_at",
+        },
+    )

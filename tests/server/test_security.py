@@ -1,0 +1,85 @@
+"""Every Twilio door checks `X-Twilio-Signature`: 403 and a log line, never a session."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import structlog
+from websockets.exceptions import InvalidStatus
+
+from tests.server.conftest import EnvFactory
+from tests.server.twilio_emulator import PUBLIC, Twilio, sms_params, voice_params
+
+ACTION = {"CallSid": "CA1", "SessionId": "VX1", "SessionStatus": "completed"}
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/twilio/voice", voice_params("+14155550100")),
+        ("/twilio/sms", sms_params("hi", "+14155550100")),
+        ("/twilio/relay/action/shop", ACTION),
+    ],
+)
+async def test_webhooks_refuse_bad_and_missing_signatures(
+    make_env: EnvFactory, path: str, params: dict[str, str]
+) -> None:
+    async with make_env() as env:
+        wrong_url = env.twilio.sign("https://elsewhere.example.test" + path, params)
+        tampered = env.twilio.sign(PUBLIC + path, params)
+        forged = Twilio(env.twilio.base, token="not-the-token").sign(PUBLIC + path, params)
+        with structlog.testing.capture_logs() as logs:
+            for signature in (wrong_url, forged, ""):
+                response = await env.twilio.post(path, params, signature=signature)
+                assert response.status_code == 403
+            response = await env.twilio.post(
+                path, {**params, "From": "+15555550123"}, signature=tampered
+            )
+            assert response.status_code == 403
+        rejected = [e for e in logs if e["event"] == "twilio signature rejected"]
+        assert len(rejected) == 4
+        assert rejected[-2]["reason"] == "missing signature"
+        assert await env.store.list_conversations() == []
+        assert env.llm.requests == []
+
+
+async def test_the_websocket_upgrade_needs_the_wss_signature(make_env: EnvFactory) -> None:
+    async with make_env() as env:
+        twiml = await env.twilio.call()
+        url = "wss://voice.example.test/twilio/relay"
+        over_http_host = env.twilio.sign(url.replace("voice.example", "other.example"))
+        for signature in (over_http_host, "", env.twilio.sign(url + "?x=1")):
+            with pytest.raises(InvalidStatus) as refused:
+                async with env.twilio.relay(twiml, signature=signature):
+                    pass
+            assert refused.value.response.status_code == 403
+        await env.idle()
+        assert env.hub.stats().active_calls == 0
+
+
+async def test_forwarded_headers_rebuild_the_signed_url(make_env: EnvFactory) -> None:
+    async with make_env(["Hello."], public_url=None) as env:
+        params = sms_params("hi", "+14155550100")
+        signature = env.twilio.sign("https://tunnel.example.test/twilio/sms", params)
+        async with httpx.AsyncClient(base_url=env.twilio.base) as client:
+            response = await client.post(
+                "/twilio/sms",
+                data=params,
+                headers={
+                    "X-Twilio-Signature": signature,
+                    "X-Forwarded-Proto": "https",
+                    "X-Forwarded-Host": "tunnel.example.test",
+                },
+            )
+        assert response.status_code == 200
+        assert "<Message>Hello.</Message>" in response.text
+
+
+async def test_checks_can_be_turned_off_for_local_development(make_env: EnvFactory) -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with make_env(["Hello."], twilio_validate_signatures=False) as env:
+            response = await env.twilio.post(
+                "/twilio/sms", sms_params("hi", "+14155550100"), signature=""
+            )
+            assert response.status_code == 200
+    assert any("SIGNATURE CHECKS ARE OFF" in e["event"] for e in logs)
