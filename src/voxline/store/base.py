@@ -8,6 +8,7 @@ one is ignored, so out-of-order flushes from a write-behind subscriber can never
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -85,3 +86,86 @@ class Store(Protocol):
     async def list_approvals(
         self, *, status: ApprovalStatus | None = None, conversation_id: str | None = None
     ) -> list[ApprovalRecord]: ...
+
+
+# -- platform records (the REST API of issue 6): agents, listeners, API keys ------------------
+
+
+class AgentRecord(BaseModel):
+    """An agent defined over the API. `spec` is an `AgentSpec` as JSON; `version` counts updates
+    so a worker can tell a cached agent is stale."""
+
+    id: str
+    name: str
+    spec: dict[str, Any]
+    version: int = 1
+    created_at: float = Field(default_factory=_now)
+    updated_at: float = Field(default_factory=_now)
+
+
+class ListenerKind(StrEnum):
+    PHONE = "phone"  # an E.164 number, or a wildcard pattern such as "+1415*" or "*"
+    WEBSOCKET = "websocket"  # a WebSocket path such as "/ws/support"
+
+
+class ListenerRecord(BaseModel):
+    """An agent deployed on an address; reclaimed when its feed client stays away too long."""
+
+    id: str
+    agent_id: str
+    kind: ListenerKind
+    address: str
+    idle_timeout: float = 300.0
+    created_at: float = Field(default_factory=_now)
+    last_seen_at: float = Field(default_factory=_now)
+
+
+class ApiKeyRecord(BaseModel):
+    """A bearer key, stored only as a hash; `prefix` (the first characters) names it in lists."""
+
+    id: str
+    name: str
+    key_hash: str
+    prefix: str
+    created_at: float = Field(default_factory=_now)
+    revoked: bool = False
+
+
+@runtime_checkable
+class PlatformStore(Store, Protocol):
+    """A `Store` that also keeps the platform's records; every backend implements it."""
+
+    async def save_agent(self, record: AgentRecord) -> None: ...
+
+    async def get_agent(self, agent_id: str) -> AgentRecord | None: ...
+
+    async def get_agent_by_name(self, name: str) -> AgentRecord | None: ...
+
+    async def list_agents(self) -> list[AgentRecord]: ...
+
+    async def delete_agent(self, agent_id: str) -> bool: ...
+
+    async def save_listener(self, record: ListenerRecord) -> None: ...
+
+    async def get_listener(self, listener_id: str) -> ListenerRecord | None: ...
+
+    async def list_listeners(self, *, agent_id: str | None = None) -> list[ListenerRecord]: ...
+
+    async def delete_listener(self, listener_id: str) -> bool: ...
+
+    async def save_api_key(self, record: ApiKeyRecord) -> None: ...
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]: ...
+
+
+@runtime_checkable
+class EventBroker(Protocol):
+    """Fan-out of JSON events between workers (debug feeds): in-process, or Redis pub/sub."""
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> None: ...
+
+    def subscribe(self, channel: str) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def close(self) -> None: ...
