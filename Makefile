@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_EXTRAS ?= local
 TEST_EXTRAS ?= dev,local,piper
 
-.PHONY: setup setup-dev run test lint typecheck check bench clean
+.PHONY: setup setup-dev run chat test lint typecheck check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ setup: $(VENV)/.installed-$(RUN_EXTRAS)
 
 setup-dev: $(VENV)/.installed-$(TEST_EXTRAS)
 
+# The server with the embedded default agent on http://127.0.0.1:8000 (browser, API, Twilio).
 run: setup
+	$(BIN)/voxline serve
+
+# The same agent in the terminal.
+chat: setup
 	$(BIN)/voxline chat
 
 test: setup-dev

@@ -83,3 +83,20 @@ async def test_checks_can_be_turned_off_for_local_development(make_env: EnvFacto
             )
             assert response.status_code == 200
     assert any("SIGNATURE CHECKS ARE OFF" in e["event"] for e in logs)
+
+
+async def test_without_an_auth_token_the_server_starts_and_refuses_twilio(
+    make_env: EnvFactory,
+) -> None:
+    async with make_env(twilio_auth_token=None) as env:
+        params = voice_params("+14155550100")
+        with structlog.testing.capture_logs() as logs:
+            response = await env.twilio.post(
+                "/twilio/voice", params, signature=env.twilio.sign(PUBLIC + "/twilio/voice", params)
+            )
+        assert response.status_code == 403
+        assert [e["reason"] for e in logs if e["event"] == "twilio signature rejected"] == [
+            "no TWILIO_AUTH_TOKEN configured"
+        ]
+        async with httpx.AsyncClient(base_url=env.twilio.base) as client:
+            assert (await client.get("/health")).status_code == 200

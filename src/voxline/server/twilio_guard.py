@@ -8,7 +8,6 @@ from collections.abc import Mapping
 import structlog
 from starlette.requests import HTTPConnection
 
-from voxline.providers.llm.base import ConfigurationError
 from voxline.server.signatures import external_url, validate_signature, validate_websocket_signature
 from voxline.settings import Settings
 
@@ -18,12 +17,17 @@ SIGNATURE_HEADER = "x-twilio-signature"
 
 
 class TwilioGuard:
+    """Without an auth token the server still starts (the terminal, the browser and the API work
+    out of the box), but every Twilio request is refused: failing closed, loudly, beats both
+    refusing to start and trusting unsigned requests."""
+
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.twilio_validate_signatures
         token = settings.twilio_auth_token
-        if self.enabled and token is None:
-            raise ConfigurationError(
-                "Twilio signature checks need the auth token: set TWILIO_AUTH_TOKEN "
+        self.configured = not self.enabled or token is not None
+        if not self.configured:
+            log.warning(
+                "Twilio routes refuse every request until TWILIO_AUTH_TOKEN is set "
                 "(or VOXLINE_TWILIO_VALIDATE_SIGNATURES=false for local development only)"
             )
         self._token = token.get_secret_value() if token is not None else ""
@@ -58,7 +62,7 @@ class TwilioGuard:
             return True
         url = self.url(conn)
         signature = conn.headers.get(SIGNATURE_HEADER, "")
-        if validate_signature(self._token, url, params, signature):
+        if self._token and validate_signature(self._token, url, params, signature):
             return True
         self._reject(url, signature)
         return False
@@ -68,14 +72,13 @@ class TwilioGuard:
             return True
         url = self.url(conn, websocket=True)
         signature = conn.headers.get(SIGNATURE_HEADER, "")
-        if validate_websocket_signature(self._token, url, signature):
+        if self._token and validate_websocket_signature(self._token, url, signature):
             return True
         self._reject(url, signature)
         return False
 
     def _reject(self, url: str, signature: str) -> None:
-        log.warning(
-            "twilio signature rejected",
-            url=url,
-            reason="missing signature" if not signature else "signature does not match",
-        )
+        reason = "missing signature" if not signature else "signature does not match"
+        if not self._token:
+            reason = "no TWILIO_AUTH_TOKEN configured"
+        log.warning("twilio signature rejected", url=url, reason=reason)
