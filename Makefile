@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-RUN_EXTRAS ?= local
+RUN_EXTRAS ?= local,piper,voice
 TEST_EXTRAS ?= dev,local,piper
 
 .PHONY: setup setup-dev run chat test lint typecheck check bench clean
@@ -20,7 +20,7 @@ setup: $(VENV)/.installed-$(RUN_EXTRAS)
 
 setup-dev: $(VENV)/.installed-$(TEST_EXTRAS)
 
-# The server with the embedded default agent on http://127.0.0.1:8000 (browser, API, Twilio).
+# The server with the embedded default agent on http://127.0.0.1:8080 (browser, API, Twilio).
 run: setup
 	$(BIN)/voxline serve
 
