@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     twilio_max_frame_bytes: int = 65536  # larger ConversationRelay frames close the socket
     sms_reply_timeout: float = 10.0  # slower SMS replies go out through the REST API
     default_country: str = "US"  # region of phone numbers written without a country code
+    # The REST API under /api (keys: `voxline keys create`, or `api_key` above as a bootstrap).
+    api_rate_limit: float = 10.0  # requests per second per API key, sustained (per worker)
+    api_rate_burst: int = 60  # requests an idle key may send at once
+    api_max_body_bytes: int = 1_048_576  # larger request bodies get 413
+    listener_idle_timeout: float = 300.0  # seconds a listener lives with no debug feed client
+    listener_sweep_interval: float = 10.0  # seconds between sweeps for idle listeners
 
     @classmethod
     def settings_customise_sources(

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from voxline.store.base import Store
+from voxline.store.base import PlatformStore
 from voxline.store.sql import SqlStore, parse_database_url
 
-StoreFactory = Callable[[Path], AbstractAsyncContextManager[Store]]
+StoreFactory = Callable[[Path], AbstractAsyncContextManager[PlatformStore]]
 
 POSTGRES_URL = os.environ.get(
     "VOXLINE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -27,7 +27,7 @@ POSTGRES_URL = os.environ.get(
 
 
 @asynccontextmanager
-async def _opened(store: SqlStore) -> AsyncIterator[Store]:
+async def _opened(store: SqlStore) -> AsyncIterator[PlatformStore]:
     await store.open()
     try:
         yield store
@@ -35,17 +35,17 @@ async def _opened(store: SqlStore) -> AsyncIterator[Store]:
         await store.close()
 
 
-def sqlite_file(tmp_path: Path) -> AbstractAsyncContextManager[Store]:
+def sqlite_file(tmp_path: Path) -> AbstractAsyncContextManager[PlatformStore]:
     return _opened(SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'voxline.db'}"))
 
 
-def sqlite_memory(_tmp_path: Path) -> AbstractAsyncContextManager[Store]:
+def sqlite_memory(_tmp_path: Path) -> AbstractAsyncContextManager[PlatformStore]:
     return _opened(SqlStore("sqlite+aiosqlite://"))
 
 
 @asynccontextmanager
-async def postgres(_tmp_path: Path) -> AsyncIterator[Store]:
-    """A scratch database per test on the server at VOXLINE_TEST_POSTGRES_URL."""
+async def scratch_postgres_url() -> AsyncIterator[str]:
+    """A new, empty database on the server at VOXLINE_TEST_POSTGRES_URL, dropped after use."""
     pytest.importorskip("asyncpg", reason="asyncpg is not installed")
     server = parse_database_url(POSTGRES_URL)
     admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
@@ -57,12 +57,17 @@ async def postgres(_tmp_path: Path) -> AsyncIterator[Store]:
         await admin.dispose()
         pytest.skip(f"PostgreSQL not reachable at {server.host}:{server.port}: {exc}")
     try:
-        async with _opened(SqlStore(server.set(database=name).render_as_string(False))) as store:
-            yield store
+        yield server.set(database=name).render_as_string(hide_password=False)
     finally:
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+@asynccontextmanager
+async def postgres(_tmp_path: Path) -> AsyncIterator[PlatformStore]:
+    async with scratch_postgres_url() as url, _opened(SqlStore(url)) as store:
+        yield store
 
 
 STORE_FACTORIES: dict[str, StoreFactory] = {
@@ -73,6 +78,6 @@ STORE_FACTORIES: dict[str, StoreFactory] = {
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[PlatformStore]:
     async with STORE_FACTORIES[request.param](tmp_path) as opened:
         yield opened

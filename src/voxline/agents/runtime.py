@@ -17,7 +17,8 @@ import structlog
 
 from voxline.agents.spec import AgentSpec, ToolSpec
 from voxline.providers.llm.base import ConfigurationError
-from voxline.tools.base import Tool
+from voxline.tools.base import Tool, ToolOptions
+from voxline.tools.client import ClientTool
 from voxline.tools.registry import UnknownToolError, get_tool
 
 log = structlog.get_logger("voxline.agents")
@@ -91,6 +92,8 @@ class BaseAgent:
 
 
 def _resolve(tool_spec: ToolSpec) -> Tool:
+    if tool_spec.kind == "client":
+        return _client_tool(tool_spec)
     try:
         tool = get_tool(tool_spec.name)
     except UnknownToolError as exc:
@@ -110,6 +113,17 @@ def _resolve(tool_spec: ToolSpec) -> Tool:
     if overrides or tool_spec.description:
         tool = _with_overrides(tool, tool_spec.description, overrides)
     return tool
+
+
+def _client_tool(tool_spec: ToolSpec) -> Tool:
+    defaults = ToolOptions()
+    options = ToolOptions(
+        timeout=tool_spec.timeout or defaults.timeout,
+        retries=tool_spec.retries or 0,
+        needs_approval=bool(tool_spec.needs_approval),
+    )
+    parameters = tool_spec.parameters or {"type": "object", "properties": {}}
+    return ClientTool(tool_spec.name, tool_spec.description or "", parameters, options)
 
 
 def _with_overrides(tool: Tool, description: str | None, options: dict[str, Any]) -> Tool:

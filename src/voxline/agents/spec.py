@@ -11,7 +11,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from voxline.conversation.summary_policy import SummaryPolicy
 from voxline.providers.llm.base import ConfigurationError
@@ -66,14 +73,40 @@ class GuardrailSettings(_Section):
 
 
 class ToolSpec(_Section):
-    """A tool as JSON: a registered Python tool by name, with per-agent overrides."""
+    """A tool as JSON: a registered Python tool by name, with per-agent overrides; or a client
+    tool, which exists only as this declaration and is answered by the API client connected to
+    the call's debug feed (so a web page or a test harness can own a tool without deploying
+    code on the server)."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
-    kind: Literal["python"] = "python"
-    description: str | None = None
+    kind: Literal["python", "client"] = "python"
+    description: str | None = Field(None, validate_default=True)
+    parameters: dict[str, Any] | None = Field(
+        None,
+        description="Client tools only: JSON Schema (an object schema) of the arguments. A "
+        "Python tool's schema comes from its signature.",
+    )
     timeout: float | None = Field(None, gt=0)
     retries: int | None = Field(None, ge=0, le=10)
     needs_approval: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any] | None, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        if info.data.get("kind") != "client":
+            raise ValueError("only client tools declare parameters")
+        if value.get("type") != "object" or not isinstance(value.get("properties", {}), dict):
+            raise ValueError('must be an object schema: {"type": "object", "properties": {...}}')
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _client_tools_say_what_they_do(cls, value: str | None, info: ValidationInfo) -> Any:
+        if info.data.get("kind") == "client" and not value:
+            raise ValueError("a client tool needs a description: the model reads it")
+        return value
 
 
 class AgentSpec(_Section):

@@ -96,6 +96,11 @@ class Session:
             raise RuntimeError("session not started")
         return self._approvals
 
+    def set_state(self, state: SessionState) -> None:
+        """Enter a phase the reply engine cannot see, such as the voice pipeline's
+        LISTENING -> TRANSCRIBING while the caller's words become text (invalid moves raise)."""
+        self._state.to(state)
+
     def on(self, event: str, handler: Callable[..., Any]) -> Callable[[], None]:
         """Subscribe to a session event (see `voxline.events.EVENT_NAMES`)."""
         return self.bus.on(event, handler)

@@ -3,7 +3,9 @@
 Timestamps are epoch seconds in double precision because the record models carry floats and a
 round trip must give back the exact value. There are no foreign keys on purpose: an approval may
 be saved before its conversation row exists, and retention deletes children explicitly in the
-same transaction, which every backend (including ones without foreign keys) can do alike.
+same transaction, which every backend (including ones without foreign keys) can do alike; the
+same goes for an agent's listeners. Constraints are named by convention so that migrations can
+refer to them by the same name on every dialect.
 """
 
 from __future__ import annotations
@@ -20,11 +22,17 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 ID = String(255)
 
-metadata = MetaData()
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    }
+)
 
 conversations = Table(
     "conversations",
@@ -67,4 +75,39 @@ approvals = Table(
     Column("applied", Boolean, nullable=False, default=False),
     Column("created_at", Double, nullable=False),
     Column("decided_at", Double, nullable=True),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", ID, nullable=False, unique=True),
+    Column("spec", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+listeners = Table(
+    "listeners",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("agent_id", ID, nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("address", ID, nullable=False),
+    Column("idle_timeout", Double, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("last_seen_at", Double, nullable=False),
+    UniqueConstraint("kind", "address"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("key_hash", ID, nullable=False, unique=True),
+    Column("prefix", String(32), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("revoked", Boolean, nullable=False),
 )

@@ -14,14 +14,41 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, case, delete, event, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    case,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from voxline.store.base import ApprovalRecord, ApprovalStatus, ConversationRecord
-from voxline.store.schema import approvals, conversations, metadata, turns
+from voxline.store.base import (
+    AgentRecord,
+    ApiKeyRecord,
+    ApprovalRecord,
+    ApprovalStatus,
+    ConversationRecord,
+    ListenerRecord,
+)
+from voxline.store.errors import ConflictError, NotFoundError
+from voxline.store.migrations import upgrade_to_head
+from voxline.store.schema import (
+    agents,
+    api_keys,
+    approvals,
+    conversations,
+    listeners,
+    turns,
+)
 
 # What a user may write -> the async driver we run it with.
 _DRIVERS = {
@@ -41,6 +68,9 @@ _TURN_MUTABLE = ("kind", "seq", "version", "created_at", "data")
 _IN_CHUNK = 1000
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# Key of the PostgreSQL advisory lock that serialises migrations between workers ("voxline").
+MIGRATION_LOCK_KEY = 0x766F786C696E65
 
 
 class DatabaseURLError(ValueError):
@@ -102,8 +132,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _migrate(connection: Connection) -> None:
+    """Upgrade to head, one process at a time.
+
+    Workers starting together would otherwise both find a table missing and both create it.
+    PostgreSQL gets a transaction-scoped advisory lock; SQLite takes its write lock up front with
+    BEGIN IMMEDIATE (waiting out the busy timeout), which also makes the upgrade atomic there.
+    Whoever comes second finds the schema at head and does nothing.
+    """
+    upgrade_to_head(connection)
+
+
 class SqlStore:
-    """A `Store` on any SQLAlchemy async URL we support (see `parse_database_url`)."""
+    """A `PlatformStore` on any SQLAlchemy async URL we support (see `parse_database_url`)."""
 
     def __init__(self, url: str) -> None:
         self._url = parse_database_url(url)
@@ -118,7 +159,7 @@ class SqlStore:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
-        """Connect and create missing tables; idempotent."""
+        """Connect and bring the schema to the latest migration; idempotent."""
         if self._engine is not None:
             return
         if self.dialect == "sqlite":
@@ -133,7 +174,7 @@ class SqlStore:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         try:
             async with engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
+                await conn.run_sync(_migrate)
         except BaseException:
             await engine.dispose()
             raise
@@ -158,6 +199,20 @@ class SqlStore:
         if self.dialect == "sqlite":
             return sqlite.insert(table)
         return postgresql.insert(table)
+
+    def _upsert_by_id(
+        self, table: Table, values: dict[str, Any], *, keep: tuple[str, ...] = ()
+    ) -> sqlite.Insert | postgresql.Insert:
+        """Insert, or replace the row with the same id except for the columns in `keep`."""
+        stmt = self._insert(table).values(**values)
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c.id],
+            set_={name: stmt.excluded[name] for name in values if name not in ("id", *keep)},
+        )
+
+    async def _fetch(self, query: Select[Any]) -> list[dict[str, Any]]:
+        async with self._require_engine().connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(query)).all()]
 
     # -- conversations -----------------------------------------------------------------------
     async def upsert_conversation(self, record: ConversationRecord) -> None:
@@ -277,14 +332,8 @@ class SqlStore:
     # -- approvals ---------------------------------------------------------------------------
     async def save_approval(self, record: ApprovalRecord) -> None:
         """Insert or replace: an approval has one writer at a time (requester, then decider)."""
-        values = record.model_dump(mode="json")
-        stmt = self._insert(approvals).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[approvals.c.id],
-            set_={name: stmt.excluded[name] for name in values if name != "id"},
-        )
         async with self._require_engine().begin() as conn:
-            await conn.execute(stmt)
+            await conn.execute(self._upsert_by_id(approvals, record.model_dump(mode="json")))
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
         query = select(approvals).where(approvals.c.id == approval_id)
@@ -305,3 +354,90 @@ class SqlStore:
         async with self._require_engine().connect() as conn:
             rows = (await conn.execute(query)).all()
         return [ApprovalRecord.model_validate(dict(row._mapping)) for row in rows]
+
+    # -- agents ------------------------------------------------------------------------------
+    async def save_agent(self, record: AgentRecord) -> None:
+        """Insert or replace by id, keeping the first `created_at`; a taken name conflicts."""
+        values = record.model_dump(mode="json")
+        try:
+            async with self._require_engine().begin() as conn:
+                await conn.execute(self._upsert_by_id(agents, values, keep=("created_at",)))
+        except IntegrityError:
+            raise ConflictError("agent", "name", record.name) from None
+
+    async def get_agent(self, agent_id: str) -> AgentRecord | None:
+        rows = await self._fetch(select(agents).where(agents.c.id == agent_id))
+        return AgentRecord.model_validate(rows[0]) if rows else None
+
+    async def get_agent_by_name(self, name: str) -> AgentRecord | None:
+        rows = await self._fetch(select(agents).where(agents.c.name == name))
+        return AgentRecord.model_validate(rows[0]) if rows else None
+
+    async def list_agents(self) -> list[AgentRecord]:
+        """By name, the order an operator scans a list in."""
+        rows = await self._fetch(select(agents).order_by(agents.c.name))
+        return [AgentRecord.model_validate(row) for row in rows]
+
+    async def delete_agent(self, agent_id: str) -> bool:
+        """Delete the agent and its listeners together; False when there was no such agent."""
+        async with self._require_engine().begin() as conn:
+            result = await conn.execute(delete(agents).where(agents.c.id == agent_id))
+            await conn.execute(delete(listeners).where(listeners.c.agent_id == agent_id))
+        return result.rowcount > 0
+
+    # -- listeners ---------------------------------------------------------------------------
+    async def save_listener(self, record: ListenerRecord) -> None:
+        """Insert or replace by id; the agent must exist and (kind, address) be free.
+
+        The agent row is read with a share lock in the same transaction, so an agent deleted
+        concurrently either waits for this listener (and deletes it too) or makes this fail:
+        no listener outlives its agent.
+        """
+        values = record.model_dump(mode="json")
+        agent = select(agents.c.id).where(agents.c.id == record.agent_id)
+        try:
+            async with self._require_engine().begin() as conn:
+                await conn.execute(self._upsert_by_id(listeners, values, keep=("created_at",)))
+                if (await conn.execute(agent.with_for_update(read=True))).first() is None:
+                    raise NotFoundError("agent", record.agent_id)
+        except IntegrityError:
+            raise ConflictError(
+                "listener", "address", f"{values['kind']}:{record.address}"
+            ) from None
+
+    async def get_listener(self, listener_id: str) -> ListenerRecord | None:
+        rows = await self._fetch(select(listeners).where(listeners.c.id == listener_id))
+        return ListenerRecord.model_validate(rows[0]) if rows else None
+
+    async def list_listeners(self, *, agent_id: str | None = None) -> list[ListenerRecord]:
+        """Oldest first."""
+        query = select(listeners)
+        if agent_id is not None:
+            query = query.where(listeners.c.agent_id == agent_id)
+        rows = await self._fetch(query.order_by(listeners.c.created_at, listeners.c.id))
+        return [ListenerRecord.model_validate(row) for row in rows]
+
+    async def delete_listener(self, listener_id: str) -> bool:
+        async with self._require_engine().begin() as conn:
+            result = await conn.execute(delete(listeners).where(listeners.c.id == listener_id))
+        return result.rowcount > 0
+
+    # -- API keys ----------------------------------------------------------------------------
+    async def save_api_key(self, record: ApiKeyRecord) -> None:
+        """Insert or replace by id (revoking is saving with `revoked=True`); hashes are unique."""
+        values = record.model_dump(mode="json")
+        try:
+            async with self._require_engine().begin() as conn:
+                await conn.execute(self._upsert_by_id(api_keys, values, keep=("created_at",)))
+        except IntegrityError:
+            raise ConflictError("API key", "key_hash", record.key_hash) from None
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key with this hash, revoked ones included, so the caller can say why it fails."""
+        rows = await self._fetch(select(api_keys).where(api_keys.c.key_hash == key_hash))
+        return ApiKeyRecord.model_validate(rows[0]) if rows else None
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Oldest first."""
+        rows = await self._fetch(select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id))
+        return [ApiKeyRecord.model_validate(row) for row in rows]
