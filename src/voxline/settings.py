@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = 1_048_576  # larger request bodies get 413
     listener_idle_timeout: float = 300.0  # seconds a listener lives with no debug feed client
     listener_sweep_interval: float = 10.0  # seconds between sweeps for idle listeners
+    # Many workers: Redis carries debug events between them (and may hold the records too).
+    redis_url: str | None = None  # redis://host:6379/0; unset: events stay in this process
+    redis_key_prefix: str = "voxline:"  # namespace of every key and channel voxline uses
+    event_queue_size: int = 1000  # events buffered per feed subscriber before drops
 
     @classmethod
     def settings_customise_sources(

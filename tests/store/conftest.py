@@ -13,10 +13,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from voxline.store.base import PlatformStore
+from voxline.store.redis_store import RedisStore
 from voxline.store.sql import SqlStore, parse_database_url
 
 StoreFactory = Callable[[Path], AbstractAsyncContextManager[PlatformStore]]
@@ -24,10 +27,11 @@ StoreFactory = Callable[[Path], AbstractAsyncContextManager[PlatformStore]]
 POSTGRES_URL = os.environ.get(
     "VOXLINE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+REDIS_URL = os.environ.get("VOXLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @asynccontextmanager
-async def _opened(store: SqlStore) -> AsyncIterator[PlatformStore]:
+async def _opened(store: PlatformStore) -> AsyncIterator[PlatformStore]:
     await store.open()
     try:
         yield store
@@ -70,10 +74,36 @@ async def postgres(_tmp_path: Path) -> AsyncIterator[PlatformStore]:
         yield store
 
 
+@asynccontextmanager
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix no other test uses on the Redis at VOXLINE_TEST_REDIS_URL, emptied after."""
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except RedisConnectionError as exc:
+        await client.aclose()
+        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
+    prefix = f"voxline-test-{uuid.uuid4().hex[:12]}:"
+    try:
+        yield prefix
+    finally:
+        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@asynccontextmanager
+async def redis(_tmp_path: Path) -> AsyncIterator[PlatformStore]:
+    async with redis_prefix() as prefix, _opened(RedisStore(REDIS_URL, prefix=prefix)) as store:
+        yield store
+
+
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "sqlite-file": sqlite_file,
     "sqlite-memory": sqlite_memory,
     "postgres": postgres,
+    "redis": redis,
 }
 
 

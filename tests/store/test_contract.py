@@ -78,8 +78,10 @@ async def test_list_conversations_filters_by_subject_newest_first_with_limit(
         )
 
     alice = await store.list_conversations(subject="alice")
+    assert [c.id for c in await store.list_conversations(subject="alice", limit=1)] == ["c3"]
     assert [c.id for c in alice] == ["c3", "c2", "c0"]
     assert [c.id for c in await store.list_conversations(limit=2)] == ["c3", "c2"]
+    assert await store.list_conversations(limit=0) == []
     assert await store.list_conversations(subject="nobody") == []
 
 

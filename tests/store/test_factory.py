@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.store.conftest import REDIS_URL, redis_prefix
 from voxline.conversation.turns import TurnStore
 from voxline.settings import Settings
 from voxline.store.base import Store
 from voxline.store.factory import open_store
+from voxline.store.redis_store import RedisStore
 
 
 @pytest.fixture(autouse=True)
@@ -59,3 +61,14 @@ async def test_without_arguments_the_environment_decides(
         await store.close()
 
     assert (tmp_path / "env.db").exists()
+
+
+async def test_a_redis_url_opens_a_redis_store_under_the_configured_prefix() -> None:
+    async with redis_prefix() as prefix:
+        store = await open_store(REDIS_URL, Settings(redis_key_prefix=prefix))
+        try:
+            assert isinstance(store, RedisStore)
+            await _assert_usable(store)
+            assert repr(store) == f"RedisStore(prefix={prefix!r})"
+        finally:
+            await store.close()

@@ -1,1 +1,1 @@
-"""Durable storage behind one interface: SQLite by default; PostgreSQL and Redis plug in later."""
+"""Durable storage behind one interface (SQLite by default, PostgreSQL, Redis) and event brokers."""

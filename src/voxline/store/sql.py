@@ -140,6 +140,10 @@ def _migrate(connection: Connection) -> None:
     BEGIN IMMEDIATE (waiting out the busy timeout), which also makes the upgrade atomic there.
     Whoever comes second finds the schema at head and does nothing.
     """
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     upgrade_to_head(connection)
 
 
