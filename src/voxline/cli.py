@@ -7,7 +7,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from voxline.logging import configure_logging
 from voxline.providers.llm.base import ConfigurationError, LLMError
 from voxline.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from voxline.store.base import ApiKeyRecord, PlatformStore
+
 app = typer.Typer(
     help="voxline: real-time voice AI agents on the phone, SMS, the browser and the terminal.",
     no_args_is_help=True,
@@ -25,6 +28,8 @@ app = typer.Typer(
 )
 agents_app = typer.Typer(help="Inspect and validate agent definitions.", no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
+keys_app = typer.Typer(help="Manage API keys of the REST API.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 AgentOpt = Annotated[
     Path | None, typer.Option("--agent", "-a", help="Agent JSON file (default: the built-in one).")
@@ -137,8 +142,17 @@ def serve(
     ] = None,
     database: Annotated[str | None, typer.Option("--db", help="Database URL.")] = None,
     imports: ImportOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Server processes sharing the port (more than one needs VOXLINE_REDIS_URL).",
+        ),
+    ] = 1,
 ) -> None:
-    """Serve agents on Twilio voice (ConversationRelay) and SMS, with the approvals API."""
+    """Serve agents on Twilio voice (ConversationRelay) and SMS, with the REST API under /api
+    and the approvals API."""
     from voxline.server import ServerConfig, build_server, create_app, load_agents
 
     settings = _settings(
@@ -148,12 +162,18 @@ def serve(
         shutdown_grace_period=grace,
         database_url=database,
     )
+    if workers > 1 and not settings.redis_url:
+        fail(
+            "--workers needs VOXLINE_REDIS_URL: debug feeds, client tools and text for live "
+            "calls cross between workers through Redis"
+        )
     builtin = build_agent(None, None, imports)  # the default agent, after the tool imports
     try:
         hosted: list[Any] = load_agents(agents or [])
         if builtin.name not in {a.name for a in hosted}:
             hosted.append(builtin)
-        app_ = create_app(ServerConfig(agents=hosted, settings=settings, default_agent=default))
+        config = ServerConfig(agents=hosted, settings=settings, default_agent=default)
+        app_ = create_app(config)
     except ConfigurationError as exc:
         fail(str(exc))
     if not settings.twilio_validate_signatures:
@@ -164,8 +184,87 @@ def serve(
             bold=True,
             err=True,
         )
-    server = build_server(app_, host=settings.server_host, port=settings.server_port)
-    server.run()
+    if workers == 1:
+        build_server(app_, host=settings.server_host, port=settings.server_port).run()
+        return
+    from voxline.server.workers import bind, serve_workers
+
+    def run_worker(sock: Any) -> None:  # each worker builds its own app: nothing is shared
+        server = build_server(
+            create_app(config), host=settings.server_host, port=settings.server_port
+        )
+        server.run(sockets=[sock])
+
+    sock = bind(settings.server_host, settings.server_port)
+    raise typer.Exit(serve_workers(run_worker, sock, workers))
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
+    database: Annotated[str | None, typer.Option("--db", help="Database URL.")] = None,
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from voxline.server.api.auth import create_api_key
+
+    async def create() -> tuple[str, str]:
+        store = await _platform_store(database)
+        try:
+            token, record = await create_api_key(store, name)
+        finally:
+            await store.close()
+        return token, record.id
+
+    token, key_id = asyncio.run(create())
+    typer.echo(token)
+    typer.secho(
+        f"created key {key_id} ({name}); the key above is shown only now", fg="green", err=True
+    )
+
+
+@keys_app.command("list")
+def keys_list(
+    database: Annotated[str | None, typer.Option("--db", help="Database URL.")] = None,
+) -> None:
+    """List API keys (id, prefix, name, state); keys themselves are never shown."""
+
+    async def load() -> list[ApiKeyRecord]:
+        store = await _platform_store(database)
+        try:
+            return list(await store.list_api_keys())
+        finally:
+            await store.close()
+
+    for record in asyncio.run(load()):
+        state = "revoked" if record.revoked else "active"
+        typer.echo(f"{record.id}\t{record.prefix}…\t{state}\t{record.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id, from `voxline keys list`.")],
+    database: Annotated[str | None, typer.Option("--db", help="Database URL.")] = None,
+) -> None:
+    """Revoke an API key: requests with it are refused from now on."""
+
+    from voxline.server.api.auth import revoke_api_key
+
+    async def revoke() -> bool:
+        store = await _platform_store(database)
+        try:
+            return await revoke_api_key(store, key_id)
+        finally:
+            await store.close()
+
+    if not asyncio.run(revoke()):
+        fail(f"no API key with id {key_id!r}")
+    typer.echo(f"revoked {key_id}")
+
+
+async def _platform_store(database: str | None) -> PlatformStore:
+    from voxline.store.factory import open_store
+
+    return await open_store(settings=_settings(database_url=database, log_level="WARNING"))
 
 
 @app.command()
@@ -185,6 +284,111 @@ def cleanup(
     settings = _settings(database_url=database)
     deleted = asyncio.run(expire_history(settings, age))
     typer.echo(f"deleted {deleted} conversation(s) idle for more than {older_than}")
+
+
+@app.command()
+def simulate(
+    caller: Annotated[Path, typer.Argument(help="WAV file of the caller (any rate, mono/stereo).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the agent's audio.")],
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Run on virtual time: as fast as the models allow.")
+    ] = False,
+    greet: Annotated[bool, typer.Option(help="Speak the agent's greeting first.")] = False,
+    agent: AgentOpt = None,
+    llm: LLMOpt = None,
+    imports: ImportOpt = None,
+) -> None:
+    """Play a recorded caller into an agent; write the agent's side of the call and print the
+    transcript and per-turn latencies."""
+    from voxline.audio import AudioFormatError, read_wav, write_wav
+    from voxline.simulate import render, simulate_call
+    from voxline.voice.providers import load_speech_providers
+
+    settings = _settings(log_level="WARNING")
+    try:
+        recording = read_wav(caller)
+    except AudioFormatError as exc:
+        fail(f"{caller}: {exc}")
+    except OSError as exc:
+        fail(f"cannot read {caller}: {exc.strerror or exc}")
+    runtime = build_agent(agent, llm, imports)
+
+    async def run() -> Any:
+        speech = await load_speech_providers(runtime.spec)
+        return await simulate_call(
+            recording, runtime, speech, settings=settings, fast=fast, greet=greet
+        )
+
+    try:
+        result = asyncio.run(run())
+    except (ConfigurationError, LLMError) as exc:
+        fail(str(exc))
+    write_wav(out, result.audio, result.sample_rate)
+    typer.echo(render(result, fast=fast))
+    typer.echo(f"\nwrote {out} ({len(result.audio) / result.sample_rate:.1f} s)")
+
+
+@app.command()
+def talk(
+    agent: AgentOpt = None,
+    llm: LLMOpt = None,
+    imports: ImportOpt = None,
+    input_device: Annotated[
+        str | None, typer.Option("--input", help="Microphone: index or name (voxline devices).")
+    ] = None,
+    output_device: Annotated[
+        str | None, typer.Option("--output", help="Speaker: index or name (voxline devices).")
+    ] = None,
+    speakers: Annotated[
+        bool,
+        typer.Option(
+            "--speakers",
+            help="No headphones: mute the microphone while the agent talks (no barge-in).",
+        ),
+    ] = False,
+) -> None:
+    """Talk with an agent through the microphone and speaker (headphones recommended)."""
+    from voxline.channels.local_audio import AudioDeviceError, run_talk
+
+    settings = _settings(log_level="WARNING")
+    runtime = build_agent(agent, llm, imports)
+    try:
+        asyncio.run(
+            run_talk(
+                runtime,
+                settings,
+                input_device=_device_arg(input_device),
+                output_device=_device_arg(output_device),
+                half_duplex=speakers,
+            )
+        )
+    except (AudioDeviceError, ConfigurationError, LLMError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo()
+
+
+def _device_arg(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+@app.command()
+def devices() -> None:
+    """List the audio devices `voxline talk` can use."""
+    from voxline.channels.local_audio import AudioDeviceError, list_devices
+
+    try:
+        found = list_devices()
+    except AudioDeviceError as exc:
+        fail(str(exc))
+    if not found:
+        fail("no audio devices found")
+    for device in found:
+        marks = ("<in " if device.default_input else "") + ("<out" if device.default_output else "")
+        typer.echo(
+            f"{device.index:>3}  {device.name[:40]:<40}  in {device.inputs:>2}  "
+            f"out {device.outputs:>2}  {device.sample_rate:>6} Hz  {marks}"
+        )
 
 
 def main() -> None:

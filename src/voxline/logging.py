@@ -14,6 +14,10 @@ import structlog
 from voxline.guardrails.pii import redact_processor
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(
     level: str = "INFO", json: bool | None = None, *, redact_pii: bool = True
 ) -> None:
@@ -37,7 +41,8 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Resolve stderr at each write, not now: a test runner or a daemon may swap it later.
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(

@@ -211,17 +211,3 @@ async def test_end_call_language_digits_and_sounds(make_env: EnvFactory) -> None
         last_text = [m for m in messages if m["type"] == "text"][-1]
         assert last_text["last"] is True
         assert json.loads(messages[-1]["handoffData"])["reasonCode"] == "end-call"
-
-
-async def test_media_streams_agent_gets_a_clear_not_available_answer(
-    make_env: EnvFactory,
-) -> None:
-    from tests.server.conftest import shop_agent
-    from tests.server.twilio_emulator import voice_params
-
-    async with make_env(agents=[shop_agent(transport="media_streams")]) as env:
-        response = await env.twilio.post("/twilio/voice", voice_params("+14155550100"))
-        assert response.status_code == 200
-        assert "<Say>Sorry, this line is not available yet." in response.text
-        assert "<Hangup />" in response.text
-        assert "<Connect" not in response.text

@@ -18,7 +18,7 @@ from voxline import Agent
 from voxline.cli import app as cli
 from voxline.providers.llm.base import ConfigurationError
 from voxline.providers.llm.fake import FakeReply
-from voxline.server import ServerConfig, create_app, load_agents
+from voxline.server import ServerConfig, load_agents
 from voxline.settings import Settings
 from voxline.store.base import ConversationRecord
 from voxline.store.sql import SqlStore

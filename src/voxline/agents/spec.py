@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -72,13 +72,17 @@ class GuardrailSettings(_Section):
     )
 
 
+# What providers accept as a function name; checked on plain names and ToolSpecs alike.
+ToolName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")]
+
+
 class ToolSpec(_Section):
     """A tool as JSON: a registered Python tool by name, with per-agent overrides; or a client
     tool, which exists only as this declaration and is answered by the API client connected to
     the call's debug feed (so a web page or a test harness can own a tool without deploying
     code on the server)."""
 
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+    name: ToolName
     kind: Literal["python", "client"] = "python"
     description: str | None = Field(None, validate_default=True)
     parameters: dict[str, Any] | None = Field(
@@ -143,7 +147,7 @@ class AgentSpec(_Section):
     max_tool_steps: int = Field(
         8, ge=1, le=32, description="Model/tool round trips allowed for one reply."
     )
-    tools: list[str | ToolSpec] = Field(default_factory=list)
+    tools: list[ToolName | ToolSpec] = Field(default_factory=list)
     turn: TurnSettings = Field(default_factory=TurnSettings)
     summarization: SummaryPolicy = Field(default_factory=SummaryPolicy)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)

@@ -20,7 +20,10 @@ from voxline.channels import relay_protocol as wire
 from voxline.conversation.session import Session
 from voxline.conversation.state import SessionState
 
-GreetingMode = Literal["welcome", "contextual", "none"]
+# welcome: Twilio speaks it (TwiML welcomeGreeting); spoken: we send it as tokens (a client
+# that is not Twilio); contextual: the model greets a returning caller.
+GreetingMode = Literal["welcome", "spoken", "contextual", "none"]
+PromptObserver = Callable[[str, bool], None]  # (text, final): every prompt, partials included
 
 RETURNING_CALLER_NOTE = (
     "The person is now calling by phone. Greet them in one short spoken sentence that shows you "
@@ -32,9 +35,12 @@ class RelayCall:
     """Protocol logic of one call. The server owns the socket: it feeds `handle` with parsed
     messages and sends what appears in `outbox`."""
 
-    def __init__(self, session: Session, *, call_sid: str = "") -> None:
+    def __init__(
+        self, session: Session, *, call_sid: str = "", on_prompt: PromptObserver | None = None
+    ) -> None:
         self.session = session
         self.call_sid = call_sid
+        self._on_prompt_seen = on_prompt
         self.outbox: asyncio.Queue[str] = asyncio.Queue()
         self.ended = asyncio.Event()  # set once `end` has been sent
         self._talking = False  # tokens went out and the talk cycle is not closed yet
@@ -55,6 +61,9 @@ class RelayCall:
             self.session.on("bot_text_delta", self._on_delta),
             self.session.on("state_changed", self._on_state),
         ]
+        if greeting == "spoken" and greeting_text:
+            await self.session.say(greeting_text)
+            self._close_talk_cycle()
         if greeting == "contextual":
             self.session.turns.add_system(RETURNING_CALLER_NOTE)
             self._run(self.session.respond())
@@ -90,7 +99,21 @@ class RelayCall:
         else:
             self.log.info("unknown message type ignored", type=message.type)
 
+    def inject(self, text: str, *, as_system: bool = False) -> None:
+        """Text from outside the call (an operator, a bot over the API): a user turn the agent
+        answers aloud, or, `as_system`, an instruction the agent acts on at once."""
+        if self._end_requested is not False or self.ended.is_set():
+            return
+        if as_system:
+            self.session.interrupt()
+            self.session.turns.add_system(text)
+            self._run(self.session.respond())
+        else:
+            self._run(self.session.send_text(text))
+
     def _on_prompt(self, prompt: wire.Prompt) -> None:
+        if self._on_prompt_seen is not None:
+            self._on_prompt_seen(prompt.text, prompt.last)
         if not prompt.last or self._end_requested is not False:
             return  # partial prompts are cumulative previews: act on the final one only
         text = prompt.text.strip()
@@ -122,11 +145,14 @@ class RelayCall:
     def _on_state(self, old: SessionState, new: SessionState, duration: float) -> None:
         if new != SessionState.LISTENING:
             return
+        self._close_talk_cycle()
+        if self._end_requested is not False:
+            self._send_end(self._end_requested)
+
+    def _close_talk_cycle(self) -> None:
         if self._talking:
             self._talking = False
             self.outbox.put_nowait(wire.text_token("", last=True))
-        if self._end_requested is not False:
-            self._send_end(self._end_requested)
 
     def play(self, source: str, *, loop: int = 1) -> None:
         self.outbox.put_nowait(wire.play(source, loop=loop))

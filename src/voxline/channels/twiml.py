@@ -1,4 +1,4 @@
-"""TwiML documents the server answers Twilio with (protocols.md §1.1, §3.2).
+"""TwiML documents the server answers Twilio with (protocols.md §1.1, §2.1, §3.2).
 
 Built with ElementTree so every attribute and body is escaped; attribute names are Twilio's
 exact lowerCamel spellings, because Twilio silently ignores names it does not know.
@@ -55,6 +55,16 @@ def relay_twiml(spec: AgentSpec, options: TwilioOptions, connect: RelayConnect) 
         )
     for name, value in connect.parameters.items():
         ET.SubElement(relay, "Parameter", name=name, value=value)
+    return _document(response)
+
+
+def stream_twiml(websocket_url: str, parameters: Mapping[str, str]) -> str:
+    """A bidirectional Media Stream (protocols.md §2.1): `<Connect><Stream>`. Values go in
+    `<Parameter>`s because Twilio refuses a `<Stream url>` with a query string."""
+    response = ET.Element("Response")
+    stream = ET.SubElement(ET.SubElement(response, "Connect"), "Stream", url=websocket_url)
+    for name, value in parameters.items():
+        ET.SubElement(stream, "Parameter", name=name, value=value)
     return _document(response)
 
 

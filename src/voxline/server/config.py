@@ -18,7 +18,7 @@ from voxline.channels.twilio_sms import SmsSender
 from voxline.identity.base import SubjectResolver
 from voxline.providers.llm.base import LLM, ConfigurationError
 from voxline.settings import Settings, load_settings
-from voxline.store.base import Store
+from voxline.store.base import EventBroker, Store
 
 LLMProvider = Callable[[AgentRuntime], LLM]
 
@@ -43,7 +43,8 @@ def host_agent(runtime: AgentRuntime) -> HostedAgent:
 class ServerConfig:
     """Everything `create_app` needs. Unset parts get production defaults: the store from the
     settings' database URL, the LLM from each agent's spec, Twilio's REST API for late SMS
-    replies (when an account SID and token are set), and phone-number subjects."""
+    replies (when an account SID and token are set), phone-number subjects, and the event
+    broker from the settings (Redis when configured, else in-process)."""
 
     agents: Sequence[AgentRuntime]
     settings: Settings = field(default_factory=load_settings)
@@ -52,6 +53,7 @@ class ServerConfig:
     store: Store | None = None
     sms_sender: SmsSender | None = None
     subject_resolver: SubjectResolver | None = None
+    broker: EventBroker | None = None  # debug feeds between workers; default from the settings
 
     def hosted(self) -> dict[str, HostedAgent]:
         hosted: dict[str, HostedAgent] = {}

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
-from voxline.agents.runtime import AgentRuntime, LLMConfig
+from voxline.agents.runtime import Agent, AgentRuntime, LLMConfig
 from voxline.agents.spec import AgentSpec
 from voxline.channels.relay_tools import relay_tools
 from voxline.channels.twilio_relay import RelayCall
@@ -26,12 +27,22 @@ from voxline.conversation.session import Session
 from voxline.conversation.turns import new_id
 from voxline.providers.llm.base import LLM
 from voxline.providers.llm.registry import create_llm
-from voxline.server.config import HostedAgent, LLMProvider
+from voxline.server.cluster import WorkerLink
+from voxline.server.config import HostedAgent, LLMProvider, host_agent
+from voxline.server.feed import Feeds
 from voxline.settings import Settings
-from voxline.store.base import ApprovalRecord, ConversationRecord, Store
-from voxline.store.factory import open_store
+from voxline.store.base import (
+    AgentRecord,
+    ApprovalRecord,
+    ConversationRecord,
+    EventBroker,
+    PlatformStore,
+    Store,
+)
+from voxline.store.factory import open_broker, open_store
 from voxline.tools.approvals import ApprovalManager
 from voxline.tools.base import Tool
+from voxline.tools.client import CLIENT_TOOLS_KEY
 
 log = structlog.get_logger("voxline.server")
 
@@ -88,8 +99,9 @@ class ConversationHub:
         store: Store | None = None,
         llm: LLMProvider | None = None,
         sms_sender: SmsSender | None = None,
+        broker: EventBroker | None = None,
     ) -> None:
-        self.agents = agents
+        self.agents = agents  # hosted from files/code; agents defined over the API are in the store
         self.settings = settings
         self.sms_sender = sms_sender
         self.calls: dict[str, RelayCall] = {}  # conversation id -> live ConversationRelay call
@@ -98,10 +110,10 @@ class ConversationHub:
         self._approvals: ApprovalManager | None = None
         self._llm = llm
         self._llms: dict[str, LLM] = {}
-        self._voice_tools = {
-            name: relay_tools(agent.spec, agent.twilio, self.calls)
-            for name, agent in agents.items()
-        }
+        self._broker = broker
+        self._owns_broker = broker is None
+        self._link: WorkerLink | None = None
+        self._feeds: Feeds | None = None
         self._live: dict[str, _Live] = {}
         self._closing: dict[str, asyncio.Task[None]] = {}
         self._resolve_lock = asyncio.Lock()
@@ -116,6 +128,11 @@ class ConversationHub:
         if self._store is None:
             self._store = await open_store(settings=self.settings)
         self._approvals = ApprovalManager(self._store)
+        if self._broker is None:
+            self._broker = await open_broker(self.settings)
+        self._link = WorkerLink(self._broker)
+        await self._link.open()
+        self._feeds = Feeds(self._broker, self._link)
 
     async def close(self, grace: float = 0.0) -> None:
         """Let background work (late SMS replies, approval deliveries) finish within `grace`,
@@ -130,6 +147,12 @@ class ConversationHub:
                 await live.ready.result().close()
             self._live.pop(conversation_id, None)
         await asyncio.gather(*self._closing.values(), return_exceptions=True)
+        if self._feeds is not None:
+            await self._feeds.close()
+        if self._link is not None:
+            await self._link.close()
+        if self._owns_broker and self._broker is not None:
+            await self._broker.close()
         for model in self._llms.values():
             await model.aclose()
         close_sender = getattr(self.sms_sender, "aclose", None)
@@ -145,10 +168,59 @@ class ConversationHub:
         return self._store
 
     @property
+    def platform(self) -> PlatformStore:
+        """The store as a platform store (agents, listeners, keys): the REST API needs one."""
+        store = self.store
+        if not isinstance(store, PlatformStore):
+            raise RuntimeError(f"{type(store).__name__} does not keep agents and listeners")
+        return store
+
+    @property
     def approvals(self) -> ApprovalManager:
         if self._approvals is None:
             raise RuntimeError("the hub is not open")
         return self._approvals
+
+    @property
+    def feeds(self) -> Feeds:
+        if self._feeds is None:
+            raise RuntimeError("the hub is not open")
+        return self._feeds
+
+    @property
+    def link(self) -> WorkerLink:
+        if self._link is None:
+            raise RuntimeError("the hub is not open")
+        return self._link
+
+    @property
+    def broker(self) -> EventBroker:
+        if self._broker is None:
+            raise RuntimeError("the hub is not open")
+        return self._broker
+
+    # -- agents ----------------------------------------------------------------------------
+    async def resolve_agent(self, name: str) -> HostedAgent | None:
+        """A hosted agent by name, else the API agent of that name as stored now: read at the
+        start of every call, so an update over the API takes effect from the next call."""
+        hosted = self.agents.get(name)
+        if hosted is not None:
+            return hosted
+        if not isinstance(self.store, PlatformStore):
+            return None
+        record = await self.store.get_agent_by_name(name)
+        return self.host_record(record) if record is not None else None
+
+    async def agent_by_id(self, agent_id: str) -> HostedAgent | None:
+        record = await self.platform.get_agent(agent_id)
+        return self.host_record(record) if record is not None else None
+
+    def host_record(self, record: AgentRecord) -> HostedAgent | None:
+        try:
+            return host_agent(Agent(AgentSpec.model_validate(record.spec)))
+        except ValidationError:
+            log.error("stored agent no longer validates; it cannot take calls", agent=record.id)
+            return None
 
     def stats(self) -> HubStats:
         # A session still writing its last turns counts as live.
@@ -215,16 +287,23 @@ class ConversationHub:
         channel: str,
         contact: Contact | None = None,
         on_open: Callable[[Session], None] | None = None,
+        listener_id: str | None = None,
     ) -> AsyncIterator[Session]:
         """The live session of a conversation, started if nobody holds it; closed (every turn
         written through) when the last holder leaves. `on_open` sees a new session before it
-        starts, i.e. before it replays approvals decided while nobody held it."""
+        starts, i.e. before it replays approvals decided while nobody held it. While this lease
+        lasts, the conversation's debug events also go to `listener_id`'s feed."""
         session = await self._acquire(agent, conversation_id, subject, channel, on_open)
+        publisher = self.feeds.get(conversation_id)
+        if publisher is not None and listener_id is not None:
+            publisher.add_listener(listener_id)
         try:
             if contact is not None:
                 await self._remember_contact(conversation_id, contact)
             yield session
         finally:
+            if publisher is not None and listener_id is not None:
+                publisher.remove_listener(listener_id)
             await self._release(conversation_id)
 
     async def _acquire(
@@ -249,7 +328,7 @@ class ConversationHub:
             closing = self._closing.get(conversation_id)
             if closing is not None:
                 await asyncio.shield(closing)  # its last turns must be stored before we load
-            tools = self._voice_tools[agent.name] if channel == "voice" else ()
+            tools = relay_tools(agent.spec, agent.twilio, self.calls) if channel == "voice" else ()
             session = Session(
                 _ChannelAgent(agent, tools),
                 conversation_id=conversation_id,
@@ -259,12 +338,15 @@ class ConversationHub:
                 approvals=self.approvals,
                 subject=subject,
                 channel=channel,
+                user_data={CLIENT_TOOLS_KEY: self.feeds},
             )
+            self.feeds.start(session, agent.name)
             if on_open is not None:
                 on_open(session)
             await session.start(greet=False)
         except BaseException as exc:
             self._live.pop(conversation_id, None)
+            await self.feeds.finish(conversation_id)
             if isinstance(exc, Exception):
                 live.ready.set_exception(exc)
                 live.ready.exception()  # retrieved here, so an unawaited copy is not reported
@@ -284,13 +366,19 @@ class ConversationHub:
         del self._live[conversation_id]
         if not live.ready.done() or live.ready.cancelled() or live.ready.exception():
             return
-        task = asyncio.create_task(live.ready.result().close())
+        task = asyncio.create_task(self._close_session(live.ready.result()))
         self._closing[conversation_id] = task
         try:
             await asyncio.shield(task)
         finally:
             if self._closing.get(conversation_id) is task:
                 del self._closing[conversation_id]
+
+    async def _close_session(self, session: Session) -> None:
+        try:
+            await session.close()
+        finally:
+            await self.feeds.finish(session.id)
 
     def _model_for(self, runtime: AgentRuntime) -> LLM:
         if self._llm is not None:
@@ -319,10 +407,13 @@ class ConversationHub:
         contact: Contact,
         text: str,
         reply_within: float,
+        listener_id: str | None = None,
     ) -> str | None:
         """The reply to one inbound message if it is ready within `reply_within` seconds;
         otherwise None, and the reply is texted through the sender when it is ready."""
-        task = self.spawn(self._sms_turn(agent, conversation_id, subject, contact, text))
+        task = self.spawn(
+            self._sms_turn(agent, conversation_id, subject, contact, text, listener_id)
+        )
         try:
             return await asyncio.wait_for(asyncio.shield(task), reply_within)
         except TimeoutError:
@@ -341,10 +432,16 @@ class ConversationHub:
         subject: str | None,
         contact: Contact,
         text: str,
+        listener_id: str | None,
     ) -> str:
         collector = ReplyCollector()
         async with self.lease(
-            agent, conversation_id, subject=subject, channel="sms", contact=contact
+            agent,
+            conversation_id,
+            subject=subject,
+            channel="sms",
+            contact=contact,
+            listener_id=listener_id,
         ) as session:
             collector.attach(session)
             try:
@@ -372,7 +469,7 @@ class ConversationHub:
 
     async def _deliver_offline(self, conversation_id: str) -> None:
         record = await self.store.get_conversation(conversation_id)
-        agent = self.agents.get(record.agent) if record is not None else None
+        agent = await self.resolve_agent(record.agent) if record is not None else None
         if record is None or agent is None:
             log.warning("approval decided for a conversation this server does not host")
             return

@@ -1,5 +1,12 @@
 """Twilio's doors into the server: the voice and SMS webhooks, the ConversationRelay socket and
-its `<Connect action>` callback. Every one checks the signature before anything else."""
+its `<Connect action>` callback, and the ConversationRelay-style sockets of WebSocket listeners.
+Every one checks the signature (or, for listener sockets, accepts an API key) before anything
+else.
+
+Which agent answers: the one named in the URL; else the agent listening on our number (a
+listener created over the API); else the default agent. Agents defined over the API are read
+from the store at each call, so an update takes effect from the next call.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voxline.channels import relay_protocol as wire
 from voxline.channels.relay_tools import HANDOFF_REASON_CODE
-from voxline.channels.twilio_relay import GreetingMode, RelayCall
+from voxline.channels.twilio_relay import GreetingMode, PromptObserver, RelayCall
 from voxline.channels.twilio_sms import split_message
 from voxline.channels.twiml import (
     RelayConnect,
@@ -26,16 +33,21 @@ from voxline.channels.twiml import (
     say_and_hangup_twiml,
 )
 from voxline.identity.base import SubjectResolver
+from voxline.server.api.auth import ApiKeys, bearer_token
 from voxline.server.config import HostedAgent
+from voxline.server.feed import FeedPublisher
 from voxline.server.hub import Contact, ConversationHub
-from voxline.server.twilio_guard import TwilioGuard
+from voxline.server.listeners import WS_PREFIX, ListenerDirectory
+from voxline.server.media_routes import media_stream_twiml
+from voxline.server.twilio_guard import SIGNATURE_HEADER, TwilioGuard
+from voxline.store.base import ListenerRecord, PlatformStore
 
 log = structlog.get_logger("voxline.twilio")
 
 RELAY_PATH = "/twilio/relay"
 PARAM_AGENT = "voxlineAgent"
 PARAM_GREETING = "voxlineGreeting"
-NOT_AVAILABLE = "Sorry, this line is not available yet. Please try again later."
+PARAM_LISTENER = "voxlineListener"
 CALL_FAILED = "Sorry, something went wrong with this call. Please call again later."
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
@@ -67,6 +79,7 @@ class TwilioRoutes:
             Route("/twilio/sms/{agent}", self.sms, methods=methods),
             Route(RELAY_PATH + "/action/{agent}", self.relay_action, methods=["POST"]),
             WebSocketRoute(RELAY_PATH, self.relay_socket),
+            WebSocketRoute(WS_PREFIX + "{path:path}", self.listener_socket),
         ]
 
     # -- shared ----------------------------------------------------------------------------
@@ -88,25 +101,41 @@ class TwilioRoutes:
             return None
         return {name: values[0] for name, values in multi.items()}
 
-    def _agent(self, request: Request) -> HostedAgent | None:
-        return self.hub.agents.get(request.path_params.get("agent", self.default_agent))
+    def _directory(self) -> ListenerDirectory | None:
+        store = self.hub.store
+        if not isinstance(store, PlatformStore):
+            return None
+        return ListenerDirectory(store, self.hub.broker)
+
+    async def _route(
+        self, request: Request, params: dict[str, str]
+    ) -> tuple[HostedAgent | None, str | None]:
+        """The agent a webhook is for, and the listener that routed it there (if one did)."""
+        named = request.path_params.get("agent")
+        if named is not None:
+            return await self.hub.resolve_agent(named), None
+        outbound = params.get("Direction", "inbound").startswith("outbound")
+        ours = params.get("From" if outbound else "To", "")
+        directory = self._directory()
+        listener = await directory.for_number(ours) if directory and ours else None
+        if listener is not None:
+            agent = await self.hub.agent_by_id(listener.agent_id)
+            if agent is not None:
+                return agent, listener.id
+        return self.hub.agents.get(self.default_agent), None
 
     # -- voice -----------------------------------------------------------------------------
     async def voice(self, request: Request) -> Response:
         params = await self._signed_params(request)
         if params is None:
             return Response("invalid Twilio signature", status_code=403)
-        agent = self._agent(request)
+        agent, listener_id = await self._route(request, params)
         if agent is None:
             return Response("no such agent", status_code=404)
         if self.hub.draining:
             return Response("shutting down", status_code=503)  # Twilio tries the fallback URL
         if agent.twilio.transport == "media_streams":
-            log.error(
-                "agent uses Media Streams, which this server does not provide yet",
-                agent=agent.name,
-            )
-            return xml(say_and_hangup_twiml(NOT_AVAILABLE))
+            return xml(media_stream_twiml(self.guard, request, agent, params, listener_id))
         direction = params.get("Direction", "inbound")
         caller = params.get("To" if direction.startswith("outbound") else "From", "")
         subject = await self.resolver.resolve(caller, channel="voice")
@@ -121,16 +150,20 @@ class TwilioRoutes:
             websocket_url=self.guard.url(request, RELAY_PATH, websocket=True),
             action_url=self.guard.url(request, f"{RELAY_PATH}/action/{agent.name}"),
             welcome_greeting=greeting if mode == "welcome" else None,
-            parameters={PARAM_AGENT: agent.name, PARAM_GREETING: mode},
+            parameters={
+                PARAM_AGENT: agent.name,
+                PARAM_GREETING: mode,
+                **({PARAM_LISTENER: listener_id} if listener_id else {}),
+            },
         )
-        log.info("call connecting", agent=agent.name, greeting=mode)
+        log.info("call connecting", agent=agent.name, greeting=mode, listener=listener_id)
         return xml(relay_twiml(agent.spec, agent.twilio, connect))
 
     async def relay_action(self, request: Request) -> Response:
         params = await self._signed_params(request)
         if params is None:
             return Response("invalid Twilio signature", status_code=403)
-        agent = self._agent(request)
+        agent = await self.hub.resolve_agent(request.path_params["agent"])
         status = params.get("SessionStatus", "")
         handoff = _json_object(params.get("HandoffData", ""))
         log.info("relay session over", status=status, reason=handoff.get("reasonCode"))
@@ -150,35 +183,89 @@ class TwilioRoutes:
         if not self.guard.check_websocket(websocket) or self.hub.draining:
             await websocket.close(code=POLICY_VIOLATION)  # before accept: the upgrade gets 403
             return
+        await self._serve_relay(websocket, None)
+
+    async def listener_socket(self, websocket: WebSocket) -> None:
+        """A WebSocket listener: ConversationRelay's protocol at a path chosen over the API, for
+        Twilio (signed) or any other client holding an API key."""
+        directory = self._directory()
+        path = WS_PREFIX + websocket.path_params["path"]
+        listener = await directory.for_path(path) if directory is not None else None
+        allowed = listener is not None and await self._socket_allowed(websocket)
+        if not allowed or self.hub.draining:
+            await websocket.close(code=POLICY_VIOLATION)
+            return
+        await self._serve_relay(websocket, listener)
+
+    async def _socket_allowed(self, websocket: WebSocket) -> bool:
+        token = bearer_token(websocket.headers.get("authorization", ""))
+        if token is not None and isinstance(self.hub.store, PlatformStore):
+            keys = ApiKeys(self.hub.store, self.hub.settings.api_key)
+            if await keys.authenticate(token) is not None:
+                return True
+        if not self.guard.enabled or websocket.headers.get(SIGNATURE_HEADER):
+            return self.guard.check_websocket(websocket)
+        log.warning("listener socket refused", reason="neither a Twilio signature nor an API key")
+        return False
+
+    async def _serve_relay(self, websocket: WebSocket, listener: ListenerRecord | None) -> None:
         await websocket.accept()
         async with self.hub.active_call():
             frames = _Frames(websocket, self.hub.settings.twilio_max_frame_bytes)
             setup = await frames.setup()
             if setup is not None:
-                await self._run_call(websocket, frames, setup)
+                await self._run_call(websocket, frames, setup, listener)
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await websocket.close()
 
-    async def _run_call(self, websocket: WebSocket, frames: _Frames, setup: wire.Setup) -> None:
-        agent = self.hub.agents.get(setup.custom_parameters.get(PARAM_AGENT, self.default_agent))
+    async def _run_call(
+        self,
+        websocket: WebSocket,
+        frames: _Frames,
+        setup: wire.Setup,
+        listener: ListenerRecord | None,
+    ) -> None:
+        params = setup.custom_parameters
+        if listener is not None:
+            agent = await self.hub.agent_by_id(listener.agent_id)
+            listener_id: str | None = listener.id
+        else:
+            agent = await self.hub.resolve_agent(params.get(PARAM_AGENT, self.default_agent))
+            listener_id = params.get(PARAM_LISTENER) or None
         if agent is None:
-            log.warning("relay call for an agent this server does not host")
+            log.warning("relay call for an agent this server does not know")
             return
         subject = await self.resolver.resolve(setup.remote_party, channel="voice")
         conversation_id = await self.hub.conversation_for(agent, subject, "voice")
         ours = setup.from_ if setup.direction.startswith("outbound") else setup.to
         contact = Contact(setup.remote_party, ours) if setup.remote_party else None
-        mode = setup.custom_parameters.get(PARAM_GREETING, "none")
+        greeting = agent.twilio.greeting_for(agent.spec)
+        mode = params.get(PARAM_GREETING) or await self._direct_greeting(
+            subject, conversation_id, greeting
+        )
         async with self.hub.lease(
-            agent, conversation_id, subject=subject, channel="voice", contact=contact
+            agent,
+            conversation_id,
+            subject=subject,
+            channel="voice",
+            contact=contact,
+            listener_id=listener_id,
         ) as session:
-            call = RelayCall(session, call_sid=setup.call_sid)
+            feed = self.hub.feeds.get(conversation_id)
+            call = RelayCall(session, call_sid=setup.call_sid, on_prompt=_partials_to(feed))
             if conversation_id in self.hub.calls:
                 log.warning("a second call joined a conversation already on a call")
             self.hub.calls[conversation_id] = call
             writer = asyncio.create_task(_pump(call, websocket))
+            if feed is not None:
+                feed.publish(
+                    "call_started",
+                    channel="voice",
+                    call_sid=setup.call_sid,
+                    caller=setup.remote_party,
+                    listener_id=listener_id,
+                )
             try:
-                greeting = agent.twilio.greeting_for(agent.spec)
                 await call.start(_greeting_mode(mode), greeting)
                 async for message in frames:
                     call.handle(message)
@@ -189,14 +276,24 @@ class TwilioRoutes:
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await writer
+                if feed is not None:
+                    feed.publish("call_ended", call_sid=setup.call_sid, turns=len(session.turns))
         log.info("call finished", agent=agent.name, turns=len(session.turns))
+
+    async def _direct_greeting(
+        self, subject: str | None, conversation_id: str, greeting: str | None
+    ) -> GreetingMode:
+        """A call that came without our TwiML (a listener socket): nobody spoke a greeting."""
+        if subject is not None and await self.hub.has_history(conversation_id):
+            return "contextual"
+        return "spoken" if greeting else "none"
 
     # -- SMS -------------------------------------------------------------------------------
     async def sms(self, request: Request) -> Response:
         params = await self._signed_params(request)
         if params is None:
             return Response("invalid Twilio signature", status_code=403)
-        agent = self._agent(request)
+        agent, listener_id = await self._route(request, params)
         if agent is None:
             return Response("no such agent", status_code=404)
         if self.hub.draining:
@@ -217,6 +314,7 @@ class TwilioRoutes:
             contact=Contact(sender, params.get("To", "")),
             text=text,
             reply_within=self.hub.settings.sms_reply_timeout,
+            listener_id=listener_id,
         )
         return xml(messages_twiml(split_message(reply) if reply else []))
 
@@ -273,10 +371,25 @@ async def _pump(call: RelayCall, websocket: WebSocket) -> None:
             return
 
 
+_GREETING_MODES: dict[str, GreetingMode] = {
+    mode: mode for mode in ("welcome", "spoken", "contextual", "none")
+}
+
+
 def _greeting_mode(value: str) -> GreetingMode:
-    if value == "welcome":
-        return "welcome"
-    return "contextual" if value == "contextual" else "none"
+    return _GREETING_MODES.get(value, "none")
+
+
+def _partials_to(feed: FeedPublisher | None) -> PromptObserver | None:
+    """Partial prompts for the feed (final ones arrive as user turns through the session)."""
+    if feed is None:
+        return None
+
+    def observe(text: str, final: bool) -> None:
+        if not final:
+            feed.publish("user_utterance", text=text, final=False)
+
+    return observe
 
 
 def _json_object(text: str) -> dict[str, object]:

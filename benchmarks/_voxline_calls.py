@@ -1,0 +1,125 @@
+"""N voxline calls: a Session on FakeLLM behind a VoicePipeline, with instant STT and TTS.
+
+Each caller's frame is decoded from mu-law at the channel edge and handed to
+`VoicePipeline.push_audio`, which does everything inbound inline (resample, VAD, turn taking),
+so a frame is done when the call returns. Replies are spoken through a transport that discards
+the frames: the pipeline still resamples and paces them at real time, as it would for a phone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from _callers import Push, RunResult, Script, ScriptedVoice, Timings, drive, phases, summarise
+from voxline import Agent, Session
+from voxline.audio.codecs import mulaw_decode
+from voxline.audio.frames import AudioFrame
+from voxline.providers.factory import create_vad
+from voxline.providers.llm.fake import FakeLLM, FakeReply
+from voxline.providers.stt.base import PCM16, Transcript
+from voxline.providers.tts.base import AudioChunk
+from voxline.providers.vad.base import VAD, VADStream
+from voxline.store.sql import SqlStore
+from voxline.voice import VoicePipeline
+
+REPLY = "Sure, one moment."
+TTS_RATE = 16000
+SPEECH_SECONDS_PER_CHAR = 0.05
+
+
+class InstantSTT:
+    label = "instant"
+    sample_rate = 16000
+
+    async def transcribe(self, pcm: PCM16, *, language: str | None = None) -> Transcript:
+        return Transcript("What's the weather tomorrow?", audio_duration=len(pcm) / 16000)
+
+
+class InstantTTS:
+    """Silence as long as the text would take to say, at once."""
+
+    label = "instant"
+    sample_rate = TTS_RATE
+
+    async def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+        samples = round(len(text) * SPEECH_SECONDS_PER_CHAR * TTS_RATE)
+        yield AudioChunk(np.zeros(samples, dtype=np.int16), TTS_RATE, text)
+
+
+class ScriptedVAD:
+    """Hands the gate the caller's own scripted stream."""
+
+    label = "scripted"
+    sample_rate = 16000
+    chunk_samples = 512
+
+    def __init__(self, voice: ScriptedVoice) -> None:
+        self._voice = voice
+
+    def stream(self) -> VADStream:
+        return self._voice
+
+
+@dataclass
+class DiscardingTransport:
+    """A phone line whose far end plays instantly and says nothing back."""
+
+    input_rate: int = 8000
+    output_rate: int = 8000
+    reports_playback: bool = False
+
+    async def send(self, frame: AudioFrame) -> None:
+        return None
+
+    def clear(self) -> None:
+        return None
+
+
+async def run_voxline(
+    sessions: int, script: Script, vad_kind: str, *, warmup: float, seconds: float
+) -> RunResult:
+    loop = asyncio.get_running_loop()
+    timings = Timings()
+    silero: VAD | None = create_vad("silero") if vad_kind == "silero" else None
+    with tempfile.TemporaryDirectory() as folder:
+        store = SqlStore(f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}")
+        await store.open()
+        agent = Agent(name="bench")
+        calls: list[tuple[Session, VoicePipeline]] = []
+        for phase in phases(script, sessions):
+            session = Session(
+                agent,
+                llm=FakeLLM(default=FakeReply(text=REPLY)),
+                store=store,
+                channel="voice",
+                auto_deliver=False,
+            )
+            vad = silero or ScriptedVAD(ScriptedVoice(script, phase))
+            pipeline = VoicePipeline(
+                session, DiscardingTransport(), stt=InstantSTT(), tts=InstantTTS(), vad=vad
+            )
+            await session.start(greet=False)
+            calls.append((session, pipeline))
+
+        def pusher(pipeline: VoicePipeline) -> Push:
+            async def push(payload: bytes, deadline: float) -> None:
+                pipeline.push_audio(mulaw_decode(payload))
+                timings.record(deadline, loop.time())
+
+            return push
+
+        wall, cpu = await drive(
+            [pusher(p) for _, p in calls], script, timings, warmup=warmup, seconds=seconds
+        )
+        turns = 0
+        for session, pipeline in calls:
+            turns += (await pipeline.close()).turns
+            await session.close()
+        await store.close()
+    return summarise("voxline", sessions, wall, cpu, timings, turns)

@@ -1,0 +1,101 @@
+"""Voice latency with the embedded models: caller speech in, first bot audio out.
+
+    .venv/bin/python benchmarks/voice_latency.py [--runs 2] [--tools]
+
+Each utterance is synthesised with espeak-ng (or Piper when espeak-ng is missing), framed with
+silence and streamed in real time through `VoicePipeline` (Silero VAD, Whisper tiny.en, the
+local Qwen 1.5B, Piper), exactly as `voxline simulate` does. Prints p50/p95 of each stage, in
+ms from the end of the caller's speech. `--tools` gives the agent a weather tool, which moves
+every reply onto the slower schema-constrained path of the local model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from voxline import Agent
+from voxline.audio import AudioFrame, read_wav, resample
+from voxline.providers.llm.registry import create_llm
+from voxline.providers.tts.base import TTS
+from voxline.settings import Settings
+from voxline.simulate import simulate_call
+from voxline.voice.metrics import STAGES, TurnLatency, percentile
+from voxline.voice.providers import load_speech_providers
+
+UTTERANCES = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "Tell me something nice about dogs.",
+    "What's the weather in Paris tomorrow?",
+    "Can you recommend a good book?",
+]
+INSTRUCTIONS = "You are a voice assistant on the phone. Answer in one short sentence."
+
+
+async def speak(text: str, tts: TTS) -> AudioFrame:
+    """The caller saying `text`, with 0.5 s of silence before and 1.5 s after."""
+    if shutil.which("espeak-ng"):
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "caller.wav"
+            espeak = await asyncio.create_subprocess_exec("espeak-ng", "-w", str(path), text)
+            if await espeak.wait():
+                raise RuntimeError(f"espeak-ng failed on {text!r}")
+            voice = read_wav(path)
+        pcm, rate = voice.pcm, voice.sample_rate
+    else:
+        chunks = [chunk.pcm async for chunk in tts.synthesize(text)]
+        pcm, rate = np.concatenate(chunks), tts.sample_rate
+    pcm = resample(pcm, rate, 16000)
+    silence = np.zeros(8000, dtype=np.int16)
+    return AudioFrame(np.concatenate([silence, pcm, silence, silence, silence]), 16000)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2, help="passes over the utterances")
+    parser.add_argument("--tools", action="store_true", help="give the agent a weather tool")
+    args = parser.parse_args()
+    settings = Settings()
+    tools: list[object] = []
+    if args.tools:
+        from tests.weather_tool import get_weather
+
+        tools = [get_weather]
+    agent = Agent(name="bench", instructions=INSTRUCTIONS, llm="local", tools=tools)  # type: ignore[arg-type]
+    speech = await load_speech_providers(agent.spec)
+    llm = create_llm("local", settings)
+    callers = [await speak(text, speech.tts) for text in UTTERANCES]
+    turns: list[TurnLatency] = []
+    for run in range(args.runs):
+        for text, caller in zip(UTTERANCES, callers, strict=True):
+            result = await simulate_call(caller, agent, speech, settings=settings, llm=llm)
+            turns += result.latencies
+            reply = next((t for who, t in reversed(result.transcript) if who == "agent"), "")
+            v2v = (
+                result.latencies[0].milliseconds()["voice_to_voice_ms"]
+                if result.latencies
+                else None
+            )
+            print(f"run {run + 1}: {text!r} -> {reply[:60]!r} (voice to voice {v2v} ms)")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}; {len(turns)} turns, agent tools: {len(tools)}"
+    )
+    print(f"{'stage (ms from end of speech)':<32} {'p50':>6} {'p95':>6} {'n':>3}")
+    for stage in STAGES:
+        values = [v for t in turns if (v := getattr(t, stage)) is not None]
+        if values:
+            p50, p95 = percentile(values, 50), percentile(values, 95)
+            print(f"{stage:<32} {p50 * 1000:>6.0f} {p95 * 1000:>6.0f} {len(values):>3}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,237 @@
+"""The local channel: the computer's microphone and speaker, through PortAudio (`sounddevice`).
+
+PortAudio calls back on its own threads. The microphone callback copies each block and hands
+it to the event loop with one `call_soon_threadsafe` (the one hop a thread boundary needs); the
+speaker callback reads from a small locked buffer that `send` fills at real-time pace and
+`clear` empties, so a barge-in silences the speaker within one block.
+
+Without echo cancellation the microphone hears the agent, and the agent would interrupt
+itself: use headphones, or `half_duplex=True`, which feeds the pipeline silence while the
+speaker plays (barge-in is then impossible, but the agent can be used on laptop speakers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import numpy as np
+import numpy.typing as npt
+
+from voxline.agents.runtime import AgentRuntime, agent_spec_of
+from voxline.audio.frames import AudioFrame
+from voxline.conversation.session import Session
+from voxline.conversation.turns import BotTurn, Turn, UserTurn
+from voxline.settings import Settings
+from voxline.voice.metrics import TurnLatency
+from voxline.voice.pipeline import VoicePipeline
+from voxline.voice.providers import load_speech_providers
+
+PCM16 = npt.NDArray[np.int16]
+BLOCK = 0.02  # seconds per PortAudio block, both ways
+
+
+class AudioDeviceError(RuntimeError):
+    """No usable audio device, or no PortAudio: the message is one actionable line."""
+
+
+def _sounddevice() -> Any:
+    try:
+        import sounddevice
+    except ImportError:
+        raise AudioDeviceError(
+            "audio devices need the sounddevice package: pip install 'voxline[voice]'"
+        ) from None
+    except OSError as exc:  # the Python package is there, the PortAudio library is not
+        raise AudioDeviceError(
+            f"PortAudio is not available ({exc}); install it (Debian/Ubuntu: "
+            "apt-get install libportaudio2, macOS: brew install portaudio)"
+        ) from None
+    return sounddevice
+
+
+@dataclass(frozen=True)
+class AudioDevice:
+    index: int
+    name: str
+    inputs: int
+    outputs: int
+    sample_rate: int
+    default_input: bool
+    default_output: bool
+
+
+def list_devices() -> list[AudioDevice]:
+    """Every device PortAudio sees; raises `AudioDeviceError` when PortAudio is missing."""
+    sd = _sounddevice()
+    try:
+        found = sd.query_devices()
+        default_in, default_out = sd.default.device
+    except sd.PortAudioError as exc:
+        raise AudioDeviceError(f"cannot list audio devices: {exc}") from None
+    return [
+        AudioDevice(
+            index=index,
+            name=str(info["name"]),
+            inputs=int(info["max_input_channels"]),
+            outputs=int(info["max_output_channels"]),
+            sample_rate=int(info["default_samplerate"]),
+            default_input=index == default_in,
+            default_output=index == default_out,
+        )
+        for index, info in enumerate(found)
+    ]
+
+
+def _device(sd: Any, device: int | str | None, kind: str) -> dict[str, Any]:
+    try:
+        info: dict[str, Any] = sd.query_devices(device, kind=kind)
+    except (sd.PortAudioError, ValueError) as exc:
+        which = "the default" if device is None else repr(device)
+        raise AudioDeviceError(
+            f"no usable {kind} device ({which}): {exc}; see `voxline devices`"
+        ) from None
+    return info
+
+
+class LocalAudioTransport:
+    """An `AudioTransport` on the sound card, at the devices' own rates (the pipeline
+    resamples once). Opening it checks the devices; `start(sink)` begins streaming."""
+
+    reports_playback = False
+
+    def __init__(
+        self,
+        *,
+        input_device: int | str | None = None,
+        output_device: int | str | None = None,
+        half_duplex: bool = False,
+    ) -> None:
+        self._sd = _sounddevice()
+        mic = _device(self._sd, input_device, "input")
+        speaker = _device(self._sd, output_device, "output")
+        self.input_rate = int(mic["default_samplerate"])
+        self.output_rate = int(speaker["default_samplerate"])
+        self.half_duplex = half_duplex
+        self._devices = (input_device, output_device)
+        self._lock = threading.Lock()
+        self._queue: deque[PCM16] = deque()
+        self._offset = 0  # samples of the queue's head already played
+        self._streams: list[Any] = []
+
+    def start(self, sink: Callable[[PCM16], None]) -> None:
+        """Stream microphone blocks to `sink` (called on the running event loop)."""
+        loop = asyncio.get_running_loop()
+        silence = np.zeros(round(self.input_rate * BLOCK), dtype=np.int16)
+
+        def heard(indata: Any, frames: int, time: Any, status: Any) -> None:
+            pcm = silence[:frames] if self.half_duplex and self.playing else indata[:, 0].copy()
+            loop.call_soon_threadsafe(sink, pcm)
+
+        try:
+            self._streams = [
+                self._sd.InputStream(
+                    samplerate=self.input_rate,
+                    blocksize=round(self.input_rate * BLOCK),
+                    device=self._devices[0],
+                    channels=1,
+                    dtype="int16",
+                    callback=heard,
+                ),
+                self._sd.OutputStream(
+                    samplerate=self.output_rate,
+                    blocksize=round(self.output_rate * BLOCK),
+                    device=self._devices[1],
+                    channels=1,
+                    dtype="int16",
+                    callback=self._fill,
+                ),
+            ]
+            for stream in self._streams:
+                stream.start()
+        except self._sd.PortAudioError as exc:
+            self.close()
+            raise AudioDeviceError(f"cannot open the audio devices: {exc}") from None
+
+    @property
+    def playing(self) -> bool:
+        return bool(self._queue)
+
+    async def send(self, frame: AudioFrame) -> None:
+        with self._lock:
+            self._queue.append(frame.pcm.copy())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+            self._offset = 0
+
+    def close(self) -> None:
+        for stream in self._streams:
+            stream.stop()
+            stream.close()
+        self._streams = []
+
+    def _fill(self, outdata: Any, frames: int, time: Any, status: Any) -> None:
+        out = outdata[:, 0]
+        filled = 0
+        with self._lock:
+            while filled < frames and self._queue:
+                head = self._queue[0]
+                take = min(frames - filled, len(head) - self._offset)
+                out[filled : filled + take] = head[self._offset : self._offset + take]
+                filled += take
+                self._offset += take
+                if self._offset == len(head):
+                    self._queue.popleft()
+                    self._offset = 0
+        out[filled:] = 0
+
+
+async def run_talk(
+    agent: AgentRuntime,
+    settings: Settings,
+    *,
+    input_device: int | str | None = None,
+    output_device: int | str | None = None,
+    half_duplex: bool = False,
+    out: TextIO = sys.stdout,
+) -> None:
+    """Talk with `agent` until cancelled (Ctrl-C), printing the transcript and latencies."""
+    transport = LocalAudioTransport(
+        input_device=input_device, output_device=output_device, half_duplex=half_duplex
+    )
+    speech = await load_speech_providers(agent_spec_of(agent))
+    session = Session(agent, settings=settings, channel="voice", auto_deliver=False)
+    pipeline = VoicePipeline(session, transport, stt=speech.stt, tts=speech.tts, vad=speech.vad)
+
+    def said(turn: Turn) -> None:
+        if isinstance(turn, UserTurn):
+            out.write(f"you> {turn.content}\n")
+
+    def spoke(turn: BotTurn | None) -> None:
+        if turn is not None and turn.content:
+            out.write(f"agent> {turn.content}\n")
+
+    def measured(kind: str, metrics: object) -> None:
+        if kind == "turn" and isinstance(metrics, TurnLatency) and metrics.complete:
+            out.write(f"  (voice to voice {metrics.milliseconds()['voice_to_voice_ms']} ms)\n")
+
+    session.on("turn_added", said)
+    session.on("reply_finished", spoke)
+    session.on("metrics", measured)
+    try:
+        transport.start(pipeline.push_audio)
+        await session.start()
+        await session.wait_idle()
+        out.write("listening: speak (Ctrl-C to stop)\n")
+        await asyncio.Event().wait()
+    finally:
+        transport.close()
+        await pipeline.close()
+        await session.close()

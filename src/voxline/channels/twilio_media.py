@@ -1,0 +1,199 @@
+"""A Twilio Media Streams call bound to a `Session`: voxline does speech, on 8 kHz mu-law.
+
+`MediaStreamTransport` is the `AudioTransport` over one stream: outbound frames become `media`
+messages, each followed by a `mark` whose echo is Twilio's word that the frame has played, and
+`clear` drops what Twilio has buffered. `MediaCall` wires it to a `VoicePipeline` and turns the
+other inbound events into session calls (a key press is a DTMF turn the agent answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from voxline.audio.codecs import mulaw_decode, mulaw_encode
+from voxline.audio.frames import AudioFrame
+from voxline.channels import media_protocol as wire
+from voxline.channels.twilio_relay import RETURNING_CALLER_NOTE
+from voxline.conversation.session import Session
+from voxline.voice.pipeline import VoiceOptions, VoicePipeline
+from voxline.voice.providers import SpeechProviders
+
+TWILIO_LEAD = 0.1
+"""Seconds of audio sent ahead of real time, so network jitter does not starve Twilio's player;
+everything ahead is what a barge-in `clear` throws away."""
+MARK_PREFIX = "vx-"
+
+
+class MediaStreamTransport:
+    """The voice pipeline's `AudioTransport` on one Media Stream.
+
+    Every frame gets its own mark. Twilio buffers what it is sent, so only echoes say what the
+    caller heard, and the pipeline must see the last frame of each stretch confirmed to know the
+    bot has stopped talking; a mark per frame gives both, to the frame, for one small message
+    each way. Messages leave through one queue and one writer (`write`) in the order they were
+    made, so `clear` can take back everything not yet written before it goes out itself.
+    """
+
+    input_rate = wire.MULAW_RATE
+    output_rate = wire.MULAW_RATE
+    reports_playback = True
+
+    def __init__(self, stream_sid: str) -> None:
+        self.stream_sid = stream_sid
+        self._outbox: deque[str] = deque()
+        self._queued = asyncio.Event()
+        self._marks: deque[tuple[str, float]] = deque()  # sent, not yet echoed, in order
+        self._count = 0
+        self._closed = False
+
+    async def send(self, frame: AudioFrame) -> None:
+        if self._closed:
+            return
+        self._count += 1
+        name = f"{MARK_PREFIX}{self._count}"
+        self._marks.append((name, frame.end))
+        self._put(wire.media(self.stream_sid, mulaw_encode(frame.pcm)))
+        self._put(wire.mark(self.stream_sid, name))
+
+    def clear(self) -> None:
+        if self._closed:
+            return
+        self._outbox.clear()
+        self._marks.clear()
+        self._put(wire.clear(self.stream_sid))
+
+    def confirmed(self, name: str) -> float | None:
+        """The playback position an echoed mark confirms. None for a name that is not a mark
+        pending here: someone else's, or one whose audio was cleared (Twilio may echo those at
+        once after a `clear`, and their audio was never heard)."""
+        if all(pending != name for pending, _ in self._marks):
+            return None
+        while True:  # echoes come in order: earlier marks are confirmed with this one
+            pending, position = self._marks.popleft()
+            if pending == name:
+                return position
+
+    def close(self) -> None:
+        """The stream is over: nothing more may be sent (Twilio rejects messages after `stop`)."""
+        self._closed = True
+        self._outbox.clear()
+        self._marks.clear()
+
+    async def write(self, send_text: Callable[[str], Awaitable[None]]) -> None:
+        """Send queued messages in order until cancelled; a failed send ends it (the caller
+        decides what a dead socket means)."""
+        while True:
+            while not self._outbox:
+                self._queued.clear()
+                await self._queued.wait()
+            await send_text(self._outbox.popleft())
+
+    def _put(self, message: str) -> None:
+        self._outbox.append(message)
+        self._queued.set()
+
+
+class MediaCall:
+    """Protocol logic of one Media Streams call. The server owns the socket: it feeds `handle`
+    with parsed events and runs `transport.write` to send.
+
+    The session comes from the hub, which creates sessions for every channel with text-style
+    delivery (a reply counts as received once written). For the length of the call it counts
+    only what Twilio confirms was played, so a barge-in or a hang-up trims the bot turn to the
+    words the caller heard; `finish` gives the session back as it found it.
+    """
+
+    def __init__(self, session: Session, stream_sid: str, speech: SpeechProviders) -> None:
+        self.session = session
+        self.transport = MediaStreamTransport(stream_sid)
+        self._delivery_was_auto = session.delivery.auto
+        session.delivery.auto = False
+        self.pipeline = VoicePipeline(
+            session,
+            self.transport,
+            stt=speech.stt,
+            tts=speech.tts,
+            vad=speech.vad,
+            options=VoiceOptions(lead=TWILIO_LEAD),
+        )
+        self._replies: set[asyncio.Task[Any]] = set()
+        self._bad_audio = 0
+        self.log = structlog.get_logger("voxline.twilio.media").bind(
+            session_id=session.id, stream_sid=stream_sid
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self, greeting: str | None, *, returning: bool) -> None:
+        """Greet: a returning caller by the model with what it remembers, a new one with the
+        agent's greeting, spoken by our TTS (nobody else speaks on a media stream)."""
+        if returning:
+            self.session.turns.add_system(RETURNING_CALLER_NOTE)
+            self._run(self.session.respond())
+        elif greeting:
+            await self.session.say(greeting)
+
+    async def finish(self) -> None:
+        """The stream is over (stop or a dropped socket): stop speaking and listening, and
+        settle the reply in flight, keeping the words that were played."""
+        self.transport.close()
+        await self.pipeline.close()
+        self.session.interrupt()
+        if self._replies:
+            await asyncio.gather(*self._replies, return_exceptions=True)
+        self.session.delivery.auto = self._delivery_was_auto
+        if self._bad_audio:
+            self.log.warning("media frames with unusable audio were dropped", count=self._bad_audio)
+
+    # -- inbound ---------------------------------------------------------------------------
+    def handle(self, event: wire.MediaEvent) -> None:
+        if isinstance(event, wire.Media):
+            self._on_media(event)
+        elif isinstance(event, wire.Mark):
+            position = self.transport.confirmed(event.name)
+            if position is not None:
+                self.pipeline.played(position)
+        elif isinstance(event, wire.Dtmf):
+            self._on_dtmf(event.digit)
+        elif isinstance(event, wire.Start | wire.Connected):
+            self.log.warning("repeated stream set-up ignored", message_type=type(event).__name__)
+        elif isinstance(event, wire.Unknown):
+            self.log.info("unknown event ignored", event_name=event.event)
+
+    def _on_media(self, media: wire.Media) -> None:
+        if media.track and not media.track.startswith("inbound"):
+            return  # a bidirectional stream carries the caller only; anything else is not theirs
+        try:
+            audio = media.audio()
+        except wire.MediaProtocolError as exc:
+            self._bad_audio += 1
+            if self._bad_audio == 1:  # 50 frames a second: say it once, count the rest
+                self.log.warning("media frame dropped", error=str(exc))
+            return
+        if audio:
+            self.pipeline.push_audio(mulaw_decode(audio))
+
+    def _on_dtmf(self, digit: str) -> None:
+        """A key press interrupts like speech would, and is a turn the agent answers."""
+        if not digit:
+            return
+        if self.pipeline.speaker.active:
+            self.transport.clear()
+            self.pipeline.speaker.stop()  # records the words played up to here as heard
+        self.session.interrupt()
+        self.session.turns.add_dtmf(digit)
+        self._run(self.session.respond())
+
+    def _run(self, work: Coroutine[Any, Any, Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.create_task(work)
+        self._replies.add(task)
+        task.add_done_callback(self._reply_done)
+
+    def _reply_done(self, task: asyncio.Task[Any]) -> None:
+        self._replies.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.log.error("reply task failed", exc_info=exc)

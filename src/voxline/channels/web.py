@@ -1,0 +1,262 @@
+"""The browser channel: a `VoicePipeline` behind one WebSocket (`/web/call`).
+
+A wire adapter only, as every channel is: the pipeline does turn taking, STT, TTS, pacing and
+barge-in. This module turns frames into pipeline calls and session events into JSON events,
+and puts everything the client is owed into one ordered `Outbox`, which the server drains into
+the socket. One queue for audio and events keeps their order (a `clear` must reach the browser
+after the frames it cancels and before the next reply's), and lets `clear()` drop the bot audio
+that has not left yet, synchronously, as `AudioTransport` requires.
+
+The browser plays audio from a buffer of its own, so only it knows what was heard: it confirms
+each frame's end position once played (`reports_playback = True`), and an interruption trims
+the bot's turn to what actually came out of the speaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from voxline.audio.frames import AudioFrame
+from voxline.channels import web_protocol as wire
+from voxline.conversation.session import Session
+from voxline.conversation.state import SessionState
+from voxline.conversation.turns import BotTurn, Turn, UserTurn
+from voxline.providers.llm.base import ToolCallRequest
+from voxline.tools.base import ToolOutcome
+from voxline.voice.metrics import TurnLatency
+from voxline.voice.pipeline import VoiceOptions, VoicePipeline
+from voxline.voice.providers import SpeechProviders
+
+log = structlog.get_logger("voxline.web")
+
+Message = str | bytes
+REPORTED_ERRORS = 10  # protocol errors echoed to the client per call; the rest are only counted
+TOOL_RESULT_CHARS = 500  # a tool result is shown to the user, not dumped on them
+BROWSER_OPTIONS = VoiceOptions(lead=0.1)
+"""100 ms of audio in flight: enough to ride over event-loop and network jitter, little enough
+that a barge-in has almost nothing to clear."""
+
+
+class Outbox:
+    """Messages for the client, in order. Bot audio still queued can be dropped at once; if the
+    client stops reading, audio beyond `max_audio` frames is dropped rather than piling up."""
+
+    def __init__(self, max_audio: int = 500) -> None:
+        self._items: deque[Message] = deque()
+        self._ready = asyncio.Event()
+        self._max_audio = max_audio
+        self._audio = 0
+        self.dropped = 0
+
+    def put(self, item: Message) -> None:
+        if isinstance(item, bytes):
+            if self._audio >= self._max_audio:
+                self.dropped += 1
+                return
+            self._audio += 1
+        self._items.append(item)
+        self._ready.set()
+
+    def drop_audio(self) -> int:
+        """Remove every queued audio frame (events stay); returns how many went."""
+        kept = [item for item in self._items if isinstance(item, str)]
+        dropped = len(self._items) - len(kept)
+        self._items = deque(kept)
+        self._audio = 0
+        return dropped
+
+    async def get(self) -> Message:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._items.popleft()
+        if isinstance(item, bytes):
+            self._audio -= 1
+        return item
+
+
+class WebTransport:
+    """`AudioTransport` for a browser: frames become binary messages in the outbox."""
+
+    input_rate = wire.INPUT_RATE
+    reports_playback = True
+
+    def __init__(self, outbox: Outbox, output_rate: int) -> None:
+        self.outbox = outbox
+        self.output_rate = output_rate
+
+    async def send(self, frame: AudioFrame) -> None:
+        self.outbox.put(wire.encode_bot_audio(frame))
+
+    def clear(self) -> None:
+        self.outbox.drop_audio()
+        self.outbox.put(wire.event("clear"))
+
+
+class WebCall:
+    """One browser call on a started session: `start`, then feed it frames with `handle_text`
+    and `handle_audio` while draining `outbox`, then `finish` (before the session closes)."""
+
+    def __init__(
+        self,
+        session: Session,
+        speech: SpeechProviders,
+        *,
+        output_rate: int,
+        options: VoiceOptions = BROWSER_OPTIONS,
+    ) -> None:
+        self.session = session
+        self.outbox = Outbox()
+        self.transport = WebTransport(self.outbox, output_rate)
+        self.pipeline = VoicePipeline(
+            session, self.transport, stt=speech.stt, tts=speech.tts, vad=speech.vad, options=options
+        )
+        self.log = log.bind(session_id=session.id)
+        self.protocol_errors = 0
+        self._final: dict[str, tuple[str, bool]] = {}  # bot turn id -> the final text sent
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._unsubscribe: list[Callable[[], None]] = [
+            session.on("turn_added", self._on_turn_added),
+            session.on("turn_updated", self._on_turn_updated),
+            session.on("turn_deleted", self._on_turn_deleted),
+            session.on("bot_text_delta", self._on_delta),
+            session.on("tool_started", self._on_tool_started),
+            session.on("tool_finished", self._on_tool_finished),
+            session.on("state_changed", self._on_state),
+            session.on("metrics", self._on_metrics),
+            session.on("error", self._on_error),
+        ]
+
+    async def start(self, *, agent: str, greeting: str | None) -> None:
+        """Announce the call, replay a resumed conversation's history, greet a new one."""
+        resumed = len(self.session.turns) > 0
+        self._send(
+            "hello",
+            input_rate=self.transport.input_rate,
+            output_rate=self.transport.output_rate,
+            frame_ms=round(self.pipeline.options.frame_duration * 1000),
+            agent=agent,
+            conversation_id=self.session.id,
+            resumed=resumed,
+        )
+        for turn in self.session.turns:
+            if isinstance(turn, UserTurn | BotTurn) and turn.content:
+                self._send_transcript(turn)
+        self._send("state", state=self.session.state.value)
+        if greeting and not resumed:
+            await self.session.say(greeting)
+
+    # -- from the client ---------------------------------------------------------------------
+    def handle_text(self, frame: str) -> None:
+        try:
+            message = wire.parse_text_frame(frame)
+        except wire.WebProtocolError as exc:
+            self._refuse(exc)
+            return
+        if isinstance(message, wire.Played):
+            self.pipeline.played(message.position)
+        else:
+            self._spawn(self.session.send_text(message.text))
+
+    def handle_audio(self, frame: bytes) -> None:
+        try:
+            pcm = wire.parse_audio_frame(frame)
+        except wire.WebProtocolError as exc:
+            self._refuse(exc)
+            return
+        self.pipeline.push_audio(pcm)
+
+    def _refuse(self, error: wire.WebProtocolError) -> None:
+        self.protocol_errors += 1
+        if self.protocol_errors <= REPORTED_ERRORS:
+            self.log.warning("client frame ignored", error=str(error))
+            self._send("error", message=f"ignored: {error}")
+
+    # -- the end -----------------------------------------------------------------------------
+    async def finish(self) -> None:
+        """Stop listening and speaking; what was said stays in the session's turns."""
+        for off in self._unsubscribe:
+            off()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pipeline.close()
+        if self.protocol_errors > REPORTED_ERRORS:
+            self.log.warning("client frames ignored in total", count=self.protocol_errors)
+
+    # -- session events to the client --------------------------------------------------------
+    def _send(self, kind: str, /, **fields: Any) -> None:
+        self.outbox.put(wire.event(kind, **fields))
+
+    def _send_transcript(self, turn: UserTurn | BotTurn) -> None:
+        role = "user" if isinstance(turn, UserTurn) else "bot"
+        interrupted = isinstance(turn, BotTurn) and turn.interrupted
+        self._send(
+            "transcript", role=role, turn_id=turn.id, text=turn.content, interrupted=interrupted
+        )
+
+    def _on_turn_added(self, turn: Turn) -> None:
+        if isinstance(turn, UserTurn):
+            self._send_transcript(turn)
+
+    def _on_turn_updated(self, turn: Turn) -> None:
+        """A bot turn's final text: when it completes, and again when an interruption trims it
+        (deltas for a turn never follow its final text: see `_on_delta`)."""
+        if not isinstance(turn, BotTurn) or not (turn.complete or turn.interrupted):
+            return
+        final = (turn.content, turn.interrupted)
+        if self._final.get(turn.id) != final:
+            self._final[turn.id] = final
+            self._send_transcript(turn)
+
+    def _on_turn_deleted(self, turn: Turn) -> None:
+        if isinstance(turn, BotTurn):  # interrupted before a word was heard
+            self._final[turn.id] = ("", True)
+            self._send("transcript", role="bot", turn_id=turn.id, text="", interrupted=True)
+
+    def _on_delta(self, turn: BotTurn, delta: str) -> None:
+        if turn.id not in self._final:  # `say` completes its turn before emitting the delta
+            self._send("bot_text", turn_id=turn.id, delta=delta)
+
+    def _on_tool_started(self, call: ToolCallRequest, **_: Any) -> None:
+        self._send(
+            "tool", call_id=call.id, name=call.name, arguments=call.arguments, status="started"
+        )
+
+    def _on_tool_finished(self, call: ToolCallRequest, outcome: ToolOutcome, **_: Any) -> None:
+        if outcome.approval_id:
+            status = "pending_approval"
+        else:
+            status = "error" if outcome.is_error else "finished"
+        self._send(
+            "tool",
+            call_id=call.id,
+            name=call.name,
+            status=status,
+            result=outcome.content[:TOOL_RESULT_CHARS],
+        )
+
+    def _on_state(self, new: SessionState, **_: Any) -> None:
+        self._send("state", state=new.value)
+
+    def _on_metrics(self, kind: str, metrics: object) -> None:
+        if kind == "turn" and isinstance(metrics, TurnLatency):
+            self._send("metrics", kind="turn", turn_id=metrics.turn_id, **metrics.milliseconds())
+
+    def _on_error(self, error: BaseException, where: str) -> None:
+        self._send("error", message=f"the agent hit a problem ({where}); see the server log")
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.log.error("typed message failed", exc_info=exc)

@@ -1,0 +1,17 @@
+"""The REST API under `/api`: agents, models, listeners, calls, text sessions, keys, and the
+live debug feed sockets. Schemas are pydantic models, so `/api/openapi.json` is generated."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from voxline.server.api import agents, calls, catalog, feed, keys, listeners, sessions
+
+PREFIX = "/api"
+
+
+def api_router() -> APIRouter:
+    router = APIRouter()
+    for part in (agents, catalog, listeners, calls, sessions, keys, feed):
+        router.include_router(part.router)
+    return router

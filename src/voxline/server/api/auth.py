@@ -1,0 +1,81 @@
+"""Bearer API keys: random tokens shown once, kept only as SHA-256 hashes.
+
+A token has 256 bits of entropy, so a plain (unsalted) SHA-256 is enough to make a stolen table
+useless and still allows lookup by hash. `Settings.api_key` keeps working as a bootstrap key, so
+a fresh deployment can create its first stored key over the API. Comparisons of the bootstrap
+key are constant-time; stored keys are found by hash, which leaks nothing about the token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+from voxline.conversation.turns import new_id
+from voxline.store.base import ApiKeyRecord, PlatformStore
+
+TOKEN_PREFIX = "vxk_"
+PREFIX_CHARS = 12  # what lists show of a key: the type marker and a few random characters
+BOOTSTRAP_ID = "bootstrap"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a stored key's id and name, or the bootstrap key."""
+
+    key_id: str
+    name: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_api_key(name: str) -> tuple[str, ApiKeyRecord]:
+    """A fresh token and the record to store for it; the token exists nowhere else."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    record = ApiKeyRecord(
+        id=new_id("key"), name=name, key_hash=hash_token(token), prefix=token[:PREFIX_CHARS]
+    )
+    return token, record
+
+
+async def create_api_key(store: PlatformStore, name: str) -> tuple[str, ApiKeyRecord]:
+    token, record = new_api_key(name)
+    await store.save_api_key(record)
+    return token, record
+
+
+async def revoke_api_key(store: PlatformStore, key_id: str) -> bool:
+    """Mark a key revoked (it stays listed); False when there is no such key."""
+    found = [record for record in await store.list_api_keys() if record.id == key_id]
+    if not found:
+        return False
+    await store.save_api_key(found[0].model_copy(update={"revoked": True}))
+    return True
+
+
+def bearer_token(authorization: str) -> str | None:
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+class ApiKeys:
+    def __init__(self, store: PlatformStore, bootstrap: SecretStr | None) -> None:
+        self.store = store
+        self._bootstrap = bootstrap.get_secret_value().encode() if bootstrap else None
+
+    async def authenticate(self, token: str | None) -> Principal | None:
+        if not token:
+            return None
+        if self._bootstrap is not None and hmac.compare_digest(token.encode(), self._bootstrap):
+            return Principal(BOOTSTRAP_ID, "bootstrap (VOXLINE_API_KEY)")
+        record = await self.store.find_api_key(hash_token(token))
+        if record is None or record.revoked:
+            return None
+        return Principal(record.id, record.name)

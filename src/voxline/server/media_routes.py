@@ -1,0 +1,202 @@
+"""The Twilio Media Streams door: the `<Connect><Stream>` TwiML and the `/twilio/media` socket.
+
+Twilio's `start` message says nothing about the call but its SIDs, so the TwiML carries what
+the socket needs as `<Parameter>`s (the agent, the caller, our number); the `<Stream>` URL must
+not have a query string (protocols.md §2.1). The upgrade is signed over that `wss://` URL and
+checked before anything else: a bad signature gets 403 and never a session.
+
+One memory per caller: the call's session comes from the hub by (agent, subject), as for
+ConversationRelay and SMS, so what the caller texted is in the model's context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+
+import structlog
+from starlette.requests import Request
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from voxline.channels import media_protocol as wire
+from voxline.channels.twilio_media import MediaCall, MediaStreamTransport
+from voxline.channels.twiml import stream_twiml
+from voxline.identity.base import SubjectResolver
+from voxline.server.config import HostedAgent
+from voxline.server.hub import Contact, ConversationHub
+from voxline.server.speech_pool import SpeechPool
+from voxline.server.twilio_guard import TwilioGuard
+
+log = structlog.get_logger("voxline.twilio.media")
+
+MEDIA_PATH = "/twilio/media"
+PARAM_AGENT = "voxlineAgent"
+PARAM_CALLER = "voxlineCaller"
+PARAM_NUMBER = "voxlineNumber"
+PARAM_LISTENER = "voxlineListener"
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+
+
+def media_stream_twiml(
+    guard: TwilioGuard,
+    request: Request,
+    agent: HostedAgent,
+    params: dict[str, str],
+    listener_id: str | None,
+) -> str:
+    """The voice webhook's answer for an agent on Media Streams (`params`: the webhook's)."""
+    outbound = params.get("Direction", "inbound").startswith("outbound")
+    caller = params.get("To" if outbound else "From", "")
+    ours = params.get("From" if outbound else "To", "")
+    parameters = {PARAM_AGENT: agent.name, PARAM_CALLER: caller, PARAM_NUMBER: ours}
+    if listener_id:
+        parameters[PARAM_LISTENER] = listener_id
+    log.info("media stream connecting", agent=agent.name, listener=listener_id)
+    return stream_twiml(guard.url(request, MEDIA_PATH, websocket=True), parameters)
+
+
+class MediaRoutes:
+    def __init__(
+        self,
+        hub: ConversationHub,
+        guard: TwilioGuard,
+        resolver: SubjectResolver,
+        default_agent: str,
+    ) -> None:
+        self.hub = hub
+        self.guard = guard
+        self.resolver = resolver
+        self.default_agent = default_agent
+        self.speech = SpeechPool(hub.settings)
+
+    def routes(self) -> list[BaseRoute]:
+        return [WebSocketRoute(MEDIA_PATH, self.socket)]
+
+    def warm_up(self, agents: Iterable[HostedAgent]) -> None:
+        """Load the speech models of the hosted agents that take calls over Media Streams."""
+        self.speech.warm_up(a.spec for a in agents if a.twilio.transport == "media_streams")
+
+    async def close(self) -> None:
+        await self.speech.close()
+
+    async def socket(self, websocket: WebSocket) -> None:
+        if not self.guard.check_websocket(websocket) or self.hub.draining:
+            await websocket.close(code=POLICY_VIOLATION)  # before accept: the upgrade gets 403
+            return
+        await websocket.accept()
+        async with self.hub.active_call():
+            events = _Events(websocket, self.hub.settings.twilio_max_frame_bytes)
+            start = await events.start()
+            if start is not None:
+                await self._run_call(websocket, events, start)
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await websocket.close()
+
+    async def _run_call(self, websocket: WebSocket, events: _Events, start: wire.Start) -> None:
+        params = start.custom_parameters
+        agent = await self.hub.resolve_agent(params.get(PARAM_AGENT) or self.default_agent)
+        if agent is None:
+            log.warning("media stream for an agent this server does not know")
+            return
+        try:
+            speech = await self.speech.get(agent.spec)
+        except Exception as exc:
+            log.error("media stream refused: no speech models", agent=agent.name, error=str(exc))
+            return
+        caller = params.get(PARAM_CALLER, "")
+        subject = await self.resolver.resolve(caller, channel="voice")
+        conversation_id = await self.hub.conversation_for(agent, subject, "voice")
+        returning = subject is not None and await self.hub.has_history(conversation_id)
+        listener_id = params.get(PARAM_LISTENER) or None
+        async with self.hub.lease(
+            agent,
+            conversation_id,
+            subject=subject,
+            channel="voice",
+            contact=Contact(caller, params.get(PARAM_NUMBER, "")) if caller else None,
+            listener_id=listener_id,
+        ) as session:
+            call = MediaCall(session, start.stream_sid, speech)
+            writer = asyncio.create_task(_send_until_closed(call.transport, websocket))
+            feed = self.hub.feeds.get(conversation_id)
+            if feed is not None:
+                feed.publish(
+                    "call_started",
+                    channel="voice",
+                    call_sid=start.call_sid,
+                    caller=caller,
+                    listener_id=listener_id,
+                )
+            try:
+                await call.start(agent.twilio.greeting_for(agent.spec), returning=returning)
+                async for event in events:
+                    if isinstance(event, wire.Stop):
+                        break
+                    call.handle(event)
+            finally:
+                await call.finish()
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+                if feed is not None:
+                    feed.publish("call_ended", call_sid=start.call_sid, turns=len(session.turns))
+        log.info("media call finished", agent=agent.name, turns=len(session.turns))
+
+
+class _Events:
+    """Inbound frames as Media Streams events. Broken frames are logged and skipped; an
+    oversized one closes the socket (1009): Twilio's frames are a few hundred bytes."""
+
+    def __init__(self, websocket: WebSocket, max_bytes: int) -> None:
+        self._ws = websocket
+        self._max = max_bytes
+
+    async def start(self) -> wire.Start | None:
+        """The `start` event; None when the stream ends before one."""
+        async for event in self:
+            if isinstance(event, wire.Start):
+                return event
+            if isinstance(event, wire.Stop):
+                return None
+            if not isinstance(event, wire.Connected):
+                log.warning("event before start ignored", message_type=type(event).__name__)
+        return None
+
+    def __aiter__(self) -> AsyncIterator[wire.MediaEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[wire.MediaEvent]:
+        while True:
+            try:
+                message = await self._ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                log.warning("binary frame ignored", size=len(message.get("bytes") or b""))
+                continue
+            if len(text.encode()) > self._max:
+                log.warning("frame too large; closing", size=len(text), limit=self._max)
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                    await self._ws.close(code=MESSAGE_TOO_BIG)
+                return
+            try:
+                event = wire.parse_event(text)
+            except wire.MediaProtocolError as exc:
+                log.warning("malformed frame ignored", error=str(exc))
+                continue
+            yield event
+
+
+async def _send_until_closed(transport: MediaStreamTransport, websocket: WebSocket) -> None:
+    """The transport's writer; a failed send ends it quietly, since the reader sees the same
+    disconnect and ends the call."""
+    try:
+        await transport.write(websocket.send_text)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        log.info("socket closed; outbound media dropped")

@@ -1,0 +1,57 @@
+"""Speech models for Media Streams calls: loaded once per process, shared by every call.
+
+A model loading when a call connects would be paid for by the caller in seconds of silence, so
+the agents hosted at start-up have theirs loaded (and warmed) in the background as the server
+starts, and agents defined later load theirs on their first call. Each distinct (STT, TTS)
+pair loads once; the heavy weights underneath are shared per process anyway
+(`voxline.providers.local_runtime`), so a second pair costs only its own model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import structlog
+
+from voxline.agents.spec import AgentSpec
+from voxline.settings import Settings
+from voxline.voice.providers import SpeechProviders, load_speech_providers
+
+log = structlog.get_logger("voxline.server.speech")
+
+
+class SpeechPool:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._loads: dict[tuple[str, str], asyncio.Task[SpeechProviders]] = {}
+
+    async def get(self, spec: AgentSpec) -> SpeechProviders:
+        """The agent's providers (its own STT/TTS specs, else the settings' defaults). Raises
+        `ConfigurationError` when a model is missing; the next call tries again."""
+        return await asyncio.shield(self._load(spec))
+
+    def warm_up(self, specs: Iterable[AgentSpec]) -> None:
+        """Start loading for these agents now, without waiting; failures are logged here (a
+        call to such an agent will fail the same way, and say so)."""
+        for spec in specs:
+            self._load(spec).add_done_callback(_report)
+
+    async def close(self) -> None:
+        for task in self._loads.values():
+            task.cancel()
+        await asyncio.gather(*self._loads.values(), return_exceptions=True)
+        self._loads.clear()
+
+    def _load(self, spec: AgentSpec) -> asyncio.Task[SpeechProviders]:
+        key = (spec.stt or self._settings.stt, spec.tts or self._settings.tts)
+        task = self._loads.get(key)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            resolved = spec.model_copy(update={"stt": key[0], "tts": key[1]})
+            task = self._loads[key] = asyncio.create_task(load_speech_providers(resolved))
+        return task
+
+
+def _report(task: asyncio.Task[SpeechProviders]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("speech models for Media Streams calls could not be loaded", error=str(exc))

@@ -1,0 +1,172 @@
+"""Inbound: caller frames to turn events, with the transcript started before the turn ends.
+
+The hot path is `Listener.push`: one resampler call and one `SpeechGate.push` per frame, inline,
+and a list append per speech chunk. Everything slower (STT) runs in tasks started only at the few
+moments that need one.
+
+Whisper-style STT is not streaming, so the final transcript would normally start only once the
+end-of-turn silence has elapsed. Instead, the moment the caller has been silent for
+`prefetch_after` seconds, the speech so far is transcribed in the background: if the caller does
+not speak again, that transcript is the final one and is ready (or nearly) when the turn ends,
+and it also reaches the end-of-turn strategy, so a semantic strategy can end the turn sooner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+
+import numpy as np
+
+from voxline.audio.end_of_turn import EndOfTurnStrategy, SilenceEndOfTurn
+from voxline.audio.resample import StreamResampler
+from voxline.audio.turn_taking import (
+    GateEvent,
+    SpeechChunk,
+    SpeechEnded,
+    SpeechGate,
+    SpeechStarted,
+    TurnOptions,
+)
+from voxline.providers.stt.base import PCM16, STT, Transcript
+from voxline.providers.vad.base import VAD
+
+
+class PauseWatch:
+    """Wraps the end-of-turn strategy to notice the caller pausing inside a turn.
+
+    The gate asks the strategy about every silent chunk of a turn, with the silence so far, so
+    the strategy is where pauses are seen without a second VAD bookkeeping. A call whose silence
+    is not longer than the previous one's starts a new pause (`pause_id` counts them); the first
+    call of each pause that reaches `after` seconds raises `fired` for its owner to act on.
+    """
+
+    def __init__(self, inner: EndOfTurnStrategy, after: float) -> None:
+        self.inner = inner
+        self.after = after
+        self.pause_id = 0
+        self.fired = False  # a pause reached `after` and nobody has acted on it yet
+        self._last = 0.0
+        self._reached = False
+
+    def is_complete(self, silence: float) -> bool:
+        if silence <= self._last:
+            self.pause_id += 1
+            self._reached = False
+        self._last = silence
+        if not self._reached and silence >= self.after:
+            self._reached = self.fired = True
+        return self.inner.is_complete(silence)
+
+    def update_transcript(self, text: str) -> None:
+        self.inner.update_transcript(text)
+
+    def reset(self) -> None:
+        self.pause_id += 1
+        self._last = 0.0
+        self._reached = self.fired = False
+        self.inner.reset()
+
+
+class Listener:
+    """One caller's inbound audio: resample once to the VAD rate, gate, keep the turn's audio."""
+
+    def __init__(
+        self,
+        vad: VAD,
+        stt: STT,
+        *,
+        input_rate: int,
+        options: TurnOptions,
+        end_of_turn: EndOfTurnStrategy | None = None,
+        prefetch_after: float = 0.2,
+        language: str | None = None,
+    ) -> None:
+        if stt.sample_rate != vad.sample_rate:
+            raise ValueError(
+                f"STT takes {stt.sample_rate} Hz and VAD {vad.sample_rate} Hz: they must match"
+            )
+        self.stt = stt
+        self.language = language
+        self._resampler = StreamResampler(input_rate, vad.sample_rate)
+        self.pauses = PauseWatch(
+            end_of_turn or SilenceEndOfTurn(options.end_of_turn_silence), prefetch_after
+        )
+        self.gate = SpeechGate(
+            vad, options.model_copy(update={"emit_chunks": True}), end_of_turn=self.pauses
+        )
+        self.started: float | None = None  # audio time the current turn's speech began
+        self._chunks: list[PCM16] = []
+        self._early: tuple[int, asyncio.Task[Transcript]] | None = None
+        self._tasks: set[asyncio.Task[Transcript]] = set()
+
+    @property
+    def user_speaking(self) -> bool:
+        return self.gate.user_speaking
+
+    @property
+    def busy(self) -> bool:
+        """A transcription is running."""
+        return bool(self._tasks)
+
+    def push(self, pcm: PCM16) -> Sequence[GateEvent]:
+        """One inbound frame at the channel's rate; returns the gate events it completed."""
+        events = self.gate.push(self._resampler.process(pcm))
+        if events:
+            self._absorb(events)
+        return events
+
+    def flush(self) -> Sequence[GateEvent]:
+        """The caller's audio ended: a turn in progress ends now."""
+        events = self.gate.flush()
+        self._absorb(events)
+        return events
+
+    def speech_so_far(self) -> PCM16:
+        """The current turn's audio from its pre-roll to now (one copy)."""
+        if not self._chunks:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate(self._chunks)
+
+    def transcribe(self, pcm: PCM16) -> asyncio.Task[Transcript]:
+        task = asyncio.create_task(self.stt.transcribe(pcm, language=self.language))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def final_transcript(self, ended: SpeechEnded) -> Awaitable[Transcript]:
+        """The transcript of a finished turn: the one begun at its last pause when the caller
+        said nothing after it, else a transcription of the whole turn, started now."""
+        early, self._early = self._early, None
+        if early is not None and ended.reason == "silence" and early[0] == self.pauses.pause_id:
+            return early[1]
+        return self.transcribe(ended.audio.pcm)
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    def _absorb(self, events: Sequence[GateEvent]) -> None:
+        for event in events:
+            if isinstance(event, SpeechChunk):
+                self._chunks.append(event.audio.pcm)
+            elif isinstance(event, SpeechStarted):
+                self._chunks = []
+                self._early = None
+                self.started = event.t
+            else:
+                self.started = None
+        if self.pauses.fired and self.gate.user_speaking:
+            self.pauses.fired = False
+            self._prefetch()
+
+    def _prefetch(self) -> None:
+        pause = self.pauses.pause_id
+        task = self.transcribe(self.speech_so_far())
+        self._early = (pause, task)
+
+        def heard(done: asyncio.Task[Transcript]) -> None:
+            if not done.cancelled() and done.exception() is None and self.pauses.pause_id == pause:
+                self.pauses.update_transcript(done.result().text)
+
+        task.add_done_callback(heard)

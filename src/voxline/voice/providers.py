@@ -1,0 +1,39 @@
+"""The speech providers an agent asks for, loaded before its first caller speaks."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxline.agents.spec import AgentSpec
+from voxline.providers.factory import create_stt, create_tts, create_vad
+from voxline.providers.stt.base import STT
+from voxline.providers.tts.base import TTS
+from voxline.providers.vad.base import VAD
+
+
+@dataclass(frozen=True)
+class SpeechProviders:
+    stt: STT
+    tts: TTS
+    vad: VAD
+
+
+async def load_speech_providers(spec: AgentSpec) -> SpeechProviders:
+    """The agent's STT and TTS (`local` when it names none) and the local VAD, with their
+    models loaded off the event loop now: a model loading during the first turn would be
+    paid for by the caller. Raises `ConfigurationError` with an install hint if one is missing."""
+    providers = SpeechProviders(
+        create_stt(spec.stt or "local"), create_tts(spec.tts or "local"), create_vad("local")
+    )
+    for model in (providers.stt, providers.tts):
+        load = getattr(model, "load", None)
+        if callable(load):
+            await asyncio.to_thread(load)
+    # A model's first call pays one-off set-up (allocations, kernel selection): not the caller.
+    await providers.stt.transcribe(np.zeros(providers.stt.sample_rate // 2, dtype=np.int16))
+    async for _ in providers.tts.synthesize("Hello."):
+        pass
+    return providers
