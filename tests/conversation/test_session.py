@@ -398,3 +398,17 @@ async def test_long_conversation_is_summarized_in_the_background(
     system = [m.content or "" for m in llm.requests[-1].messages if m.role == "system"]
     assert any("Facts: name Ada" in s for s in system)
     await session.close()
+
+
+async def test_an_interrupted_greeting_keeps_only_what_was_heard(
+    store: Store, settings: Settings
+) -> None:
+    agent = Agent(name="voice", greeting="Welcome to the shop, how can I help you today?")
+    session = Session(agent, llm=FakeLLM([]), store=store, settings=settings, auto_deliver=False)
+    await session.start()
+    [greeting] = session.turns.all()
+    session.delivery.mark(greeting.id, len("Welcome to the shop"))
+    cut = session.interrupt()
+    assert cut is greeting
+    assert greeting.to_record()["data"]["content"] == "Welcome to the shop"
+    await session.close()

@@ -209,6 +209,11 @@ class ReplyEngine:
         self.bus.emit("tool_finished", call=call, outcome=outcome, turn=result)
         return outcome
 
+    def spoken(self, turn: BotTurn) -> None:
+        """Count a turn said outside the model loop (a greeting, a tool's progress note) with the
+        latest reply, so an interruption trims it to what was heard like any other."""
+        self._spoken.append(turn)
+
     def settle_interrupted(self, heard_text: str | None) -> BotTurn | None:
         """After an interruption: trim the latest reply's bot turns to what the user received
         (`heard_text`, when the channel knows it, replaces the delivery estimate of the last

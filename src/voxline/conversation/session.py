@@ -248,6 +248,8 @@ class Session:
         turn = self.turns.add_bot_text()
         turn.content = text
         turn.complete = True
+        if self._engine is not None:
+            self._engine.spoken(turn)
         self.delivery.emitted(turn)
         self.bus.emit("bot_text_delta", turn=turn, delta=text)
         return turn

@@ -64,7 +64,7 @@ class AdminRoutes:
                 "version": package_version(),
                 "agents": agents,
                 "channels": {
-                    "twilio_voice": "conversation_relay",
+                    "twilio_voice": sorted({a.twilio.transport for a in self.hub.agents.values()}),
                     "twilio_sms": True,
                     "sms_sender": self.hub.sms_sender is not None,
                     "signature_checks": settings.twilio_validate_signatures,

@@ -48,7 +48,9 @@ class SpeechPool:
         task = self._loads.get(key)
         if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
             resolved = spec.model_copy(update={"stt": key[0], "tts": key[1]})
-            task = self._loads[key] = asyncio.create_task(load_speech_providers(resolved))
+            task = self._loads[key] = asyncio.create_task(
+                load_speech_providers(resolved, vad=self._settings.vad)
+            )
         return task
 
 

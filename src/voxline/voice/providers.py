@@ -21,12 +21,12 @@ class SpeechProviders:
     vad: VAD
 
 
-async def load_speech_providers(spec: AgentSpec) -> SpeechProviders:
-    """The agent's STT and TTS (`local` when it names none) and the local VAD, with their
+async def load_speech_providers(spec: AgentSpec, *, vad: str = "local") -> SpeechProviders:
+    """The agent's STT and TTS (`local` when it names none) and the `vad` detector, with their
     models loaded off the event loop now: a model loading during the first turn would be
     paid for by the caller. Raises `ConfigurationError` with an install hint if one is missing."""
     providers = SpeechProviders(
-        create_stt(spec.stt or "local"), create_tts(spec.tts or "local"), create_vad("local")
+        create_stt(spec.stt or "local"), create_tts(spec.tts or "local"), create_vad(vad)
     )
     for model in (providers.stt, providers.tts):
         load = getattr(model, "load", None)
