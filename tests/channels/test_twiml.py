@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from voxline.agents.spec import AgentSpec
-from voxline.channels.twilio_options import TwilioOptions
+from voxline.agents.twilio import TwilioOptions
 from voxline.channels.twiml import (
     RelayConnect,
     dial_twiml,

@@ -57,7 +57,7 @@ def shop_agent(**twilio: Any) -> Agent:
             FunctionTool(lookup_order),
             FunctionTool(refund, options=ToolOptions(needs_approval=True)),
         ],
-        metadata={"twilio": options},
+        twilio=options,
     )
 
 

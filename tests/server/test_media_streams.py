@@ -43,7 +43,7 @@ def phone_agent(**fields: Any) -> Agent:
     return Agent(
         name="phone",
         instructions="You are the shop's phone assistant.",
-        metadata={"twilio": {"transport": "media_streams"}},
+        twilio={"transport": "media_streams"},
         **fields,
     )
 

@@ -86,9 +86,9 @@ def test_config_errors_fail_before_anything_listens(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="not hosted"):
         ServerConfig(agents=agents, settings=settings, default_agent="zeta").hosted()
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"name": "bad", "metadata": {"twilio": {"transport": "fax"}}}))
-    with pytest.raises(ConfigurationError, match=r"metadata\.twilio\.transport"):
-        ServerConfig(agents=load_agents([bad]), settings=settings).hosted()
+    bad.write_text(json.dumps({"name": "bad", "twilio": {"transport": "fax"}}))
+    with pytest.raises(ConfigurationError, match=r"twilio\.transport"):
+        load_agents([bad])
 
 
 async def test_a_named_agent_answers_on_its_own_path(make_env: EnvFactory, tmp_path: Path) -> None:
@@ -99,12 +99,10 @@ async def test_a_named_agent_answers_on_its_own_path(make_env: EnvFactory, tmp_p
             {
                 "name": "sales",
                 "greeting": "Sales here.",
-                "metadata": {
-                    "twilio": {
-                        "voice": "en-US-Journey-O",
-                        "tts_provider": "Google",
-                        "hints": ["voxline", "A17"],
-                    }
+                "twilio": {
+                    "voice": "en-US-Journey-O",
+                    "tts_provider": "Google",
+                    "hints": ["voxline", "A17"],
                 },
             }
         )

@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
 )
 
+from voxline.agents.twilio import TwilioOptions
 from voxline.conversation.summary_policy import SummaryPolicy
 from voxline.providers.llm.base import ConfigurationError
 
@@ -152,6 +153,9 @@ class AgentSpec(_Section):
     summarization: SummaryPolicy = Field(default_factory=SummaryPolicy)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
+    twilio: TwilioOptions = Field(
+        default_factory=TwilioOptions, description="Phone settings for calls through Twilio."
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     def tool_specs(self) -> list[ToolSpec]:

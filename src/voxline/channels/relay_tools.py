@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 
 from voxline.agents.spec import AgentSpec
-from voxline.channels.twilio_options import TwilioOptions
+from voxline.agents.twilio import TwilioOptions
 from voxline.channels.twilio_relay import RelayCall
 from voxline.tools.base import RunContext, Tool
 from voxline.tools.decorator import FunctionTool

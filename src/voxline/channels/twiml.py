@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from voxline.agents.spec import AgentSpec
-from voxline.channels.twilio_options import TwilioOptions
+from voxline.agents.twilio import TwilioOptions
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from voxline.agents.runtime import Agent, AgentRuntime, agent_spec_of
 from voxline.agents.spec import AgentSpec, load_agent_spec
-from voxline.channels.twilio_options import TwilioOptions, twilio_options
+from voxline.agents.twilio import TwilioOptions
 from voxline.channels.twilio_sms import SmsSender
 from voxline.identity.base import SubjectResolver
 from voxline.providers.llm.base import LLM, ConfigurationError
@@ -36,7 +36,7 @@ class HostedAgent:
 
 def host_agent(runtime: AgentRuntime) -> HostedAgent:
     spec = agent_spec_of(runtime)
-    return HostedAgent(runtime, spec, twilio_options(spec))
+    return HostedAgent(runtime, spec, spec.twilio)
 
 
 @dataclass

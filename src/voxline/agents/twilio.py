@@ -1,18 +1,19 @@
-"""An agent's Twilio settings, read from `metadata.twilio` in its JSON.
+"""An agent's phone settings on Twilio (the `twilio` section of its JSON).
 
-They live in the agent (not in `Settings`) because they differ per agent: the voice, the
-languages, whether the call goes through ConversationRelay or Media Streams, where a transfer
-goes. Validated when the server starts, so a typo fails at boot and not on a customer's call.
+They live in the agent, not in `Settings`, because they differ per agent: the voice, the
+languages, whether calls go through ConversationRelay or Media Streams, where a transfer goes.
+Being part of `AgentSpec`, they are validated wherever an agent is (files at boot, the REST API),
+so a typo fails there and not on a customer's call.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from voxline.agents.spec import AgentSpec
-from voxline.providers.llm.base import ConfigurationError
+if TYPE_CHECKING:
+    from voxline.agents.spec import AgentSpec
 
 Interruptible = Literal["any", "none", "speech", "dtmf"]
 
@@ -71,15 +72,3 @@ class TwilioOptions(_Options):
 
     def language_codes(self, spec: AgentSpec) -> list[str]:
         return [self.language_for(spec), *(lang.code for lang in self.languages)]
-
-
-def twilio_options(spec: AgentSpec) -> TwilioOptions:
-    raw = spec.metadata.get("twilio", {})
-    try:
-        return TwilioOptions.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"metadata.twilio.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigurationError(f"agent {spec.name!r}: {problems}") from None
