@@ -230,12 +230,15 @@ class Session:
         if engine is None:
             return None
         task = self._reply_task
-        if task is not None and not task.done():
+        in_flight = task is not None and not task.done()
+        if task is not None and in_flight:
             task.cancel()
             self._reply_task = None
         elif heard_text is None and self.delivery.auto:
             return None  # nothing in flight and text channels deliver everything
         cut = engine.settle_interrupted(heard_text)
+        if not in_flight and cut is None:
+            return None  # nothing was cut short: not an interruption worth an event
         if self.state in (S.THINKING, S.SPEAKING, S.CALLING_TOOLS):
             self._state.to(S.INTERRUPTED)
             self._state.to(S.LISTENING)
