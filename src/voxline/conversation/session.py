@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from voxline.agents.runtime import AgentRuntime, agent_spec_of
+from voxline.conversation.collector import COLLECTOR
 from voxline.conversation.engine import Delivery, ReplyEngine, ReplyPlan
 from voxline.conversation.state import SessionState, StateMachine
 from voxline.conversation.summarizer import Summarizer
@@ -77,6 +78,7 @@ class Session:
         self._reply_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._unsubscribe: Callable[[], None] | None = None
+        self._counted = False  # registered with the process-wide collector policy
         self.log = structlog.get_logger("voxline.session").bind(session_id=self.id)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -134,6 +136,8 @@ class Session:
         if isinstance(self._llm, Warmable):
             self._spawn(self._llm.warm(self._warm_request()))
         self._unsubscribe = self._approvals.subscribe(self.id, self._on_approval_decided)
+        COLLECTOR.session_started()
+        self._counted = True
         self.bus.emit("session_started", session=self, resumed=bool(records))
         self._state.to(S.LISTENING)
         self.log.info("session started", agent=self.spec.name, resumed=bool(records))
@@ -162,6 +166,9 @@ class Session:
         self._state.to(S.IDLE)
         if self._owns_store and self._store is not None:
             await self._store.close()
+        if self._counted:
+            self._counted = False
+            COLLECTOR.session_closed()
         self.log.info("session closed", turns=len(self.turns))
 
     async def __aenter__(self) -> Session:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -68,10 +67,6 @@ def create_app(config: ServerConfig) -> FastAPI:
         await hub.open()
         media.warm_up(agents.values())
         sweeper = _start_platform(app, hub, guard)
-        # Everything loaded so far lives as long as the server: keep the collector from
-        # rescanning it, or full collections stall the event loop (and every call's audio)
-        # for ~100 ms once hundreds of sessions exist (docs/performance.md).
-        gc.freeze()
         log.info("server ready", agents=sorted(agents), default_agent=default_agent)
         try:
             yield
