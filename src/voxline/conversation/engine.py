@@ -214,13 +214,15 @@ class ReplyEngine:
         latest reply, so an interruption trims it to what was heard like any other."""
         self._spoken.append(turn)
 
-    def settle_interrupted(self, heard_text: str | None) -> BotTurn | None:
+    def settle_interrupted(self, heard_text: str | None) -> tuple[BotTurn | None, bool]:
         """After an interruption: trim the latest reply's bot turns to what the user received
         (`heard_text`, when the channel knows it, replaces the delivery estimate of the last
         one), and close tool calls that never got a result, so the history stays truthful and
-        valid for the next request. Returns the turn that was cut, if any."""
+        valid for the next request. Returns the turn that was cut (None when nothing of it was
+        heard, and it was removed) and whether anything was cut short at all."""
         in_flight, self._bot = self._bot, None
         cut: BotTurn | None = None
+        changed = False
         for bot in self._spoken:
             if bot.id not in self.turns:
                 continue
@@ -228,6 +230,7 @@ class ReplyEngine:
             heard = heard_text if last and heard_text is not None else self.delivery.heard(bot)
             if heard == bot.content and bot is not in_flight:
                 continue
+            changed = True
             if heard.strip():
                 bot.content = heard
                 bot.interrupted = True
@@ -244,4 +247,5 @@ class ReplyEngine:
                     "the tool was cancelled because the user interrupted; it may not have run",
                     is_error=True,
                 )
-        return cut
+                changed = True
+        return cut, changed

@@ -243,8 +243,8 @@ class Session:
             self._reply_task = None
         elif heard_text is None and self.delivery.auto:
             return None  # nothing in flight and text channels deliver everything
-        cut = engine.settle_interrupted(heard_text)
-        if not in_flight and cut is None:
+        cut, changed = engine.settle_interrupted(heard_text)
+        if not in_flight and not changed:
             return None  # nothing was cut short: not an interruption worth an event
         if self.state in (S.THINKING, S.SPEAKING, S.CALLING_TOOLS):
             self._state.to(S.INTERRUPTED)

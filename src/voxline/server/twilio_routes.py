@@ -125,7 +125,11 @@ class TwilioRoutes:
         return self.hub.agents.get(self.default_agent), None
 
     # -- voice -----------------------------------------------------------------------------
-    async def voice(self, request: Request) -> Response:
+    async def _admit(
+        self, request: Request
+    ) -> Response | tuple[dict[str, str], HostedAgent, str | None]:
+        """What every webhook checks first: the signature, which agent answers, and whether
+        the server still takes calls. Returns the refusal, or (params, agent, listener id)."""
         params = await self._signed_params(request)
         if params is None:
             return Response("invalid Twilio signature", status_code=403)
@@ -134,6 +138,13 @@ class TwilioRoutes:
             return Response("no such agent", status_code=404)
         if self.hub.draining:
             return Response("shutting down", status_code=503)  # Twilio tries the fallback URL
+        return params, agent, listener_id
+
+    async def voice(self, request: Request) -> Response:
+        admitted = await self._admit(request)
+        if isinstance(admitted, Response):
+            return admitted
+        params, agent, listener_id = admitted
         if agent.twilio.transport == "media_streams":
             return xml(media_stream_twiml(self.guard, request, agent, params, listener_id))
         direction = params.get("Direction", "inbound")
@@ -290,14 +301,10 @@ class TwilioRoutes:
 
     # -- SMS -------------------------------------------------------------------------------
     async def sms(self, request: Request) -> Response:
-        params = await self._signed_params(request)
-        if params is None:
-            return Response("invalid Twilio signature", status_code=403)
-        agent, listener_id = await self._route(request, params)
-        if agent is None:
-            return Response("no such agent", status_code=404)
-        if self.hub.draining:
-            return Response("shutting down", status_code=503)
+        admitted = await self._admit(request)
+        if isinstance(admitted, Response):
+            return admitted
+        params, agent, listener_id = admitted
         text = params.get("Body", "").strip()
         media = _int(params.get("NumMedia"))
         if media:
