@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from voxline.channels.wire import as_text, load_tagged
+
 MULAW_RATE = 8000  # Twilio streams and plays G.711 mu-law at 8 kHz, mono, nothing else
 
 
@@ -72,32 +74,26 @@ MediaEvent = Connected | Start | Media | Mark | Dtmf | Stop | Unknown
 
 def parse_event(frame: str) -> MediaEvent:
     """One inbound text frame; raises `MediaProtocolError` for frames that are not events."""
-    try:
-        data = json.loads(frame)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise MediaProtocolError(f"not JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("event"), str):
-        raise MediaProtocolError("not a JSON object with a string 'event'")
-    kind = data["event"]
+    kind, data = load_tagged(frame, "event", MediaProtocolError)
     body = _object(data, kind)
     if kind == "media":
         return Media(
-            payload=_text(body.get("payload")),
-            track=_text(body.get("track")),
+            payload=as_text(body.get("payload")),
+            track=as_text(body.get("track")),
         )
     if kind == "mark":
-        return Mark(name=_text(body.get("name")))
+        return Mark(name=as_text(body.get("name")))
     if kind == "start":
         params = body.get("customParameters")
         return Start(
-            stream_sid=_text(body.get("streamSid") or data.get("streamSid")),
-            call_sid=_text(body.get("callSid")),
+            stream_sid=as_text(body.get("streamSid") or data.get("streamSid")),
+            call_sid=as_text(body.get("callSid")),
             custom_parameters=(
-                {str(k): _text(v) for k, v in params.items()} if isinstance(params, dict) else {}
+                {str(k): as_text(v) for k, v in params.items()} if isinstance(params, dict) else {}
             ),
         )
     if kind == "dtmf":
-        return Dtmf(digit=_text(body.get("digit")))
+        return Dtmf(digit=as_text(body.get("digit")))
     if kind == "stop":
         return Stop()
     if kind == "connected":
@@ -121,9 +117,3 @@ def clear(stream_sid: str) -> str:
 def _object(data: dict[str, Any], key: str) -> dict[str, Any]:
     value = data.get(key)
     return value if isinstance(value, dict) else {}
-
-
-def _text(value: object) -> str:
-    if value is None or isinstance(value, dict | list):
-        return ""
-    return value if isinstance(value, str) else str(value)

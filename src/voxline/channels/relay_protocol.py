@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from voxline.channels.wire import as_text, load_tagged
+
 
 class RelayProtocolError(ValueError):
     """A frame that is not a JSON object with a `type`."""
@@ -72,13 +74,7 @@ RelayMessage = Setup | Prompt | Interrupt | Dtmf | RelayError | Info | Unknown
 
 def parse_message(frame: str) -> RelayMessage:
     """One inbound text frame; raises `RelayProtocolError` for frames that are not messages."""
-    try:
-        data = json.loads(frame)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise RelayProtocolError(f"not JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise RelayProtocolError("not a JSON object with a string 'type'")
-    kind = data["type"]
+    kind, data = load_tagged(frame, "type", RelayProtocolError)
     if kind == "setup":
         params = data.get("customParameters")
         return Setup(
@@ -143,10 +139,7 @@ def end(handoff_data: str | None = None) -> str:
 
 
 def _str(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else str(value)
+    return as_text(data.get(key))
 
 
 def _bool(value: object) -> bool:

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voxline.audio.frames import AudioFrame
+from voxline.channels.wire import load_tagged
 
 INPUT_RATE = 16000
 """Caller audio the server accepts: what the page's worklet produces and Silero/Whisper hear."""
@@ -60,13 +61,7 @@ def parse_text_frame(frame: str) -> ClientMessage:
     """A client's JSON text frame as a message; raises `WebProtocolError` when it is not one."""
     if len(frame) > MAX_TEXT_FRAME_BYTES or len(frame.encode()) > MAX_TEXT_FRAME_BYTES:
         raise WebProtocolError(f"text frame over {MAX_TEXT_FRAME_BYTES} bytes")
-    try:
-        data = json.loads(frame)
-    except json.JSONDecodeError:
-        raise WebProtocolError("text frame is not JSON") from None
-    if not isinstance(data, dict):
-        raise WebProtocolError("text frame is not a JSON object")
-    kind = data.get("type")
+    kind, data = load_tagged(frame, "type", WebProtocolError)
     if kind == "text":
         text = data.get("text")
         if not isinstance(text, str) or not text.strip():
@@ -84,7 +79,7 @@ def parse_text_frame(frame: str) -> ClientMessage:
         ):
             raise WebProtocolError("'played' needs a finite, non-negative number 'position'")
         return Played(float(position))
-    raise WebProtocolError(f"unknown message type {str(kind)[:40]!r}")
+    raise WebProtocolError(f"unknown message type {kind[:40]!r}")
 
 
 def parse_audio_frame(frame: bytes) -> npt.NDArray[np.int16]:
