@@ -13,58 +13,30 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.api.conftest import KEY, ApiClient
 from tests.server.twilio_emulator import PUBLIC, TOKEN, Twilio, eventually
-from voxline.store.sql import parse_database_url
+from tests.store.conftest import REDIS_URL, redis_prefix, scratch_postgres_url
 
-POSTGRES_URL = os.environ.get(
-    "VOXLINE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
-REDIS_URL = os.environ.get("VOXLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 HELLO = "Hello from whichever worker you reached."
 START_TIMEOUT = 60.0
 
 
 @pytest.fixture
 async def scratch_database() -> AsyncIterator[str]:
-    server = parse_database_url(POSTGRES_URL)
-    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
-    name = f"voxline_workers_{uuid.uuid4().hex[:12]}"
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OSError as exc:
-        await admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {server.host}:{server.port}: {exc}")
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+    async with scratch_postgres_url() as url:
+        yield url
 
 
 @pytest.fixture
-async def redis_url() -> str:
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except RedisConnectionError as exc:
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    finally:
-        await client.aclose()
-    return REDIS_URL
+async def redis_key_prefix() -> AsyncIterator[str]:
+    async with redis_prefix() as prefix:
+        yield prefix
 
 
 def free_port() -> int:
@@ -75,12 +47,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def workers(scratch_database: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+def workers(
+    scratch_database: str, redis_key_prefix: str, tmp_path: Path
+) -> Iterator[tuple[str, str]]:
     """Two servers on two loopback ports; yields their base URLs."""
     env = {
         **os.environ,
-        "VOXLINE_REDIS_URL": redis_url,
-        "VOXLINE_REDIS_KEY_PREFIX": f"voxline-test-{uuid.uuid4().hex[:8]}:",
+        "VOXLINE_REDIS_URL": REDIS_URL,
+        "VOXLINE_REDIS_KEY_PREFIX": redis_key_prefix,
         "VOXLINE_API_KEY": KEY,
         "VOXLINE_LLM": "fake",
         "VOXLINE_DATA_DIR": str(tmp_path),
