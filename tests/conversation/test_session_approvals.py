@@ -10,6 +10,7 @@ import pytest
 
 from voxline import Agent, Session, tool
 from voxline.conversation.turns import ToolCallTurn, ToolResultTurn
+from voxline.providers.llm.base import ConfigurationError
 from voxline.providers.llm.fake import FakeLLM, FakeReply, FakeToolCall
 from voxline.settings import Settings
 from voxline.store.base import ApprovalStatus
@@ -103,3 +104,38 @@ async def test_reject_tells_the_model_and_never_runs_the_tool(
     assert "declined" in (refusal.content or "") and "90 days" in (refusal.content or "")
     decided = await store.get_approval(pending.id)
     assert decided is not None and decided.status == ApprovalStatus.REJECTED and decided.applied
+
+
+async def test_the_agent_gates_tools_by_name_and_says_its_pending_message(
+    tmp_path: Path,
+) -> None:
+    @tool
+    def cancel_order(order_id: str) -> str:
+        """Cancel an order.
+
+        Args:
+            order_id: The order.
+        """
+        return f"cancelled {order_id}"
+
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'gated.db'}")
+    await store.open()
+    llm = FakeLLM(
+        [FakeReply(tool_calls=[FakeToolCall("cancel_order", {"order_id": "B2"})]), "Checking."]
+    )
+    agent = Agent(
+        name="gate",
+        tools=[cancel_order],
+        approvals={"tools": ["cancel_order"], "pending_message": "Hold on, asking my manager."},
+    )
+    s = Session(agent, llm=llm, store=store, settings=Settings(data_dir=tmp_path, llm="fake"))
+    await s.start()
+    await s.send_text("cancel B2")
+    [pending] = await s.approvals.list_pending()
+    assert pending.tool == "cancel_order"
+    told = next(m for m in llm.requests[1].messages if m.role == "tool")
+    assert "Hold on, asking my manager." in (told.content or "")
+    await s.close()
+    await store.close()
+    with pytest.raises(ConfigurationError, match="nope"):
+        Agent(name="bad", approvals={"tools": ["nope"]}).tools()

@@ -88,7 +88,19 @@ class BaseAgent:
         given directly; an unknown name is a configuration error, not a silent gap."""
         resolved = [_resolve(ts) for ts in self.spec.tool_specs()]
         names = {t.name for t in self._extra_tools}
-        return [*self._extra_tools, *(t for t in resolved if t.name not in names)]
+        tools = [*self._extra_tools, *(t for t in resolved if t.name not in names)]
+        gated = set(self.spec.approvals.tools)
+        unknown = gated - {t.name for t in tools}
+        if unknown:
+            raise ConfigurationError(
+                f"approvals.tools names {', '.join(sorted(unknown))}, which the agent does not have"
+            )
+        return [
+            _with_overrides(t, None, {"needs_approval": True})
+            if t.name in gated and not t.options.needs_approval
+            else t
+            for t in tools
+        ]
 
 
 def _resolve(tool_spec: ToolSpec) -> Tool:

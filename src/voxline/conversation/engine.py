@@ -169,6 +169,7 @@ class ReplyEngine:
             ttft_ms=round(first * 1000) if first is not None else None,
             duration_ms=round(metrics.duration * 1000),
             completion_tokens=usage.completion_tokens,
+            tokens_per_second=round(tps, 1) if (tps := metrics.tokens_per_second) else None,
         )
         return bot, calls.calls()
 

@@ -116,7 +116,11 @@ class Session:
         if self._approvals is None:
             self._approvals = ApprovalManager(self._store)
         self._tools = {t.name: t for t in self.agent.tools()}
-        self._executor = ToolExecutor(self._tools.values(), approvals=self._approvals)
+        self._executor = ToolExecutor(
+            self._tools.values(),
+            approvals=self._approvals,
+            pending_message=self.spec.approvals.pending_message,
+        )
         self._engine = ReplyEngine(
             self.turns, self.bus, self._state, self._executor, self.delivery, self._run_context
         )
@@ -310,11 +314,12 @@ class Session:
             subject=self.subject,
             user_data=self.user_data,
             session=self,
-            say=self._say_during_tool,
+            say=self._say_text,
             log=self.log.bind(call_id=call_id),
         )
 
-    async def _say_during_tool(self, text: str) -> None:
+    async def _say_text(self, text: str) -> None:
+        """`RunContext.say`: a tool's progress note, spoken like any bot turn."""
         await self.say(text)
 
     def _maybe_summarize(self) -> None:

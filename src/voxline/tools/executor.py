@@ -63,6 +63,7 @@ class ToolExecutor:
         tools: Iterable[Tool],
         *,
         approvals: ApprovalManager | None = None,
+        pending_message: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -77,6 +78,9 @@ class ToolExecutor:
                 f"tools {', '.join(gated)} need approval: pass approvals=ApprovalManager(store)"
             )
         self._approvals = approvals
+        self._pending = PENDING_APPROVAL_MESSAGE
+        if pending_message:
+            self._pending += f' Say it in your own words, along the lines of: "{pending_message}"'
         self._clock = clock
         self._sleep = sleep
         self._breakers = {
@@ -183,7 +187,7 @@ class ToolExecutor:
             tool.name,
             started,
             "pending_approval",
-            PENDING_APPROVAL_MESSAGE,
+            self._pending,
             attempts=0,
             approval_id=record.id,
         )
