@@ -140,3 +140,14 @@ def test_simulate_command_writes_the_agent_side_and_prints_latencies(
     assert "v2v" in done.stdout and "p50" in done.stdout
     written = read_wav(out)
     assert isinstance(written, AudioFrame) and written.duration >= caller.duration
+
+
+def test_the_agent_voice_chooses_the_local_tts_voice() -> None:
+    from voxline.agents.spec import AgentSpec
+    from voxline.voice.providers import tts_spec_for
+
+    assert tts_spec_for(AgentSpec(name="a")) == "local"
+    assert tts_spec_for(AgentSpec(name="a", voice="/v/x.onnx"), "piper") == "piper:/v/x.onnx"
+    assert tts_spec_for(AgentSpec(name="a", tts="piper:/v/y.onnx", voice="/v/x.onnx")) == (
+        "piper:/v/y.onnx"
+    )

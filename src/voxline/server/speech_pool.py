@@ -16,7 +16,7 @@ import structlog
 
 from voxline.agents.spec import AgentSpec
 from voxline.settings import Settings
-from voxline.voice.providers import SpeechProviders, load_speech_providers
+from voxline.voice.providers import SpeechProviders, load_speech_providers, tts_spec_for
 
 log = structlog.get_logger("voxline.server.speech")
 
@@ -44,7 +44,7 @@ class SpeechPool:
         self._loads.clear()
 
     def _load(self, spec: AgentSpec) -> asyncio.Task[SpeechProviders]:
-        key = (spec.stt or self._settings.stt, spec.tts or self._settings.tts)
+        key = (spec.stt or self._settings.stt, tts_spec_for(spec, self._settings.tts))
         task = self._loads.get(key)
         if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
             resolved = spec.model_copy(update={"stt": key[0], "tts": key[1]})

@@ -21,12 +21,22 @@ class SpeechProviders:
     vad: VAD
 
 
+def tts_spec_for(spec: AgentSpec, default: str = "local") -> str:
+    """The TTS spec an agent speaks with: its own `tts` (else `default`), with its `voice`
+    appended when the spec names none itself (`piper` + voice `/v/x.onnx` -> `piper:/v/x.onnx`),
+    because local engines pick the voice when they load, not per sentence."""
+    tts = spec.tts or default
+    if spec.voice and ":" not in tts:
+        return f"{tts}:{spec.voice}"
+    return tts
+
+
 async def load_speech_providers(spec: AgentSpec, *, vad: str = "local") -> SpeechProviders:
     """The agent's STT and TTS (`local` when it names none) and the `vad` detector, with their
     models loaded off the event loop now: a model loading during the first turn would be
     paid for by the caller. Raises `ConfigurationError` with an install hint if one is missing."""
     providers = SpeechProviders(
-        create_stt(spec.stt or "local"), create_tts(spec.tts or "local"), create_vad(vad)
+        create_stt(spec.stt or "local"), create_tts(tts_spec_for(spec)), create_vad(vad)
     )
     for model in (providers.stt, providers.tts):
         load = getattr(model, "load", None)
