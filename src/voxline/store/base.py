@@ -50,6 +50,16 @@ class ApprovalRecord(BaseModel):
     applied: bool = False  # the outcome has been fed back into the conversation
     created_at: float = Field(default_factory=_now)
     decided_at: float | None = None
+    # The live connection (call, SMS exchange, text session) whose turn asked: the outcome is
+    # delivered there while it lasts.
+    connection_id: str | None = None
+    # Who is applying a decision (running the tool): set once, by compare-and-set, so any
+    # number of workers reaching the same decision run the tool at most once.
+    claimed_by: str | None = None
+
+
+# The fields a compare-and-set on an approval compares: the state machine's position.
+APPROVAL_STATE_FIELDS = ("status", "applied", "claimed_by")
 
 
 @runtime_checkable
@@ -72,7 +82,10 @@ class Store(Protocol):
     async def delete_conversations_before(self, cutoff: float) -> int: ...
 
     # turns (dicts from `Turn.to_record()`)
-    async def write_turns(self, records: list[dict[str, Any]]) -> None: ...
+    async def write_turns(self, records: list[dict[str, Any]]) -> None:
+        """Upsert atomically, newer versions only. A record whose `seq` another turn of its
+        conversation holds raises `SeqConflictError` and nothing of the batch is kept."""
+        ...
 
     async def delete_turns(self, conversation_id: str, turn_ids: list[str]) -> None: ...
 
@@ -86,6 +99,12 @@ class Store(Protocol):
     async def list_approvals(
         self, *, status: ApprovalStatus | None = None, conversation_id: str | None = None
     ) -> list[ApprovalRecord]: ...
+
+    async def replace_approval(self, record: ApprovalRecord, *, expected: ApprovalRecord) -> bool:
+        """Compare-and-set: store `record` only if the stored approval's state
+        (`APPROVAL_STATE_FIELDS`) still equals `expected`'s. Returns whether it was stored; the
+        one transition that wins is the one that acts (decides, runs the tool)."""
+        ...
 
 
 # -- platform records (the REST API of issue 6): agents, listeners, API keys ------------------

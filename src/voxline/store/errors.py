@@ -32,3 +32,19 @@ class NotFoundError(StoreError):
 
 class BrokerConnectionError(ConnectionError):
     """An event broker lost its server and could not get it back; the message says which."""
+
+
+class SeqConflictError(StoreError):
+    """A turn was written at a sequence number another turn of its conversation already holds.
+
+    Sequence numbers are unique per conversation by constraint, so two writers (two calls from
+    one caller on two workers) can never interleave or duplicate them: the loser of the race gets
+    this, reloads what the other wrote and renumbers its own unwritten turns after it.
+    """
+
+    def __init__(self, conversation_id: str, detail: str = "") -> None:
+        super().__init__(
+            f"turn sequence number taken in conversation {conversation_id!r}"
+            + (f": {detail}" if detail else "")
+        )
+        self.conversation_id = conversation_id

@@ -8,6 +8,7 @@ Redis. The layout, with `P` for the prefix:
     P subject:{subject}             set of conversation ids (listing by subject)
     P turns:{conversation}          hash: turn id -> the turn record as JSON
     P turn_versions:{conversation}  hash: turn id -> version (what the version guard compares)
+    P turn_seqs:{conversation}      hash: seq -> turn id (positions are unique per conversation)
     P approval:{id}                 hash;  P approvals: sorted set of ids by created_at
     P conversation_approvals:{id}   set of approval ids (retention takes them along)
     P agent:{id}, P agents (set), P agent_names (hash: name -> id)
@@ -35,8 +36,10 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
 
 from voxline.store.base import (
+    APPROVAL_STATE_FIELDS,
     AgentRecord,
     ApiKeyRecord,
     ApprovalRecord,
@@ -44,7 +47,7 @@ from voxline.store.base import (
     ConversationRecord,
     ListenerRecord,
 )
-from voxline.store.errors import ConflictError, NotFoundError
+from voxline.store.errors import ConflictError, NotFoundError, SeqConflictError
 
 M = TypeVar("M", bound=BaseModel)
 UniqueRecord = AgentRecord | ListenerRecord | ApiKeyRecord
@@ -71,41 +74,75 @@ local function touch(index, hash, id, now, bare)
 end
 """
 
-# KEYS: the conversations index, then per conversation its hash, turns and turn_versions.
-# ARGV: now; per conversation its id, a field count and the bare record's fields; then
-# quadruples (conversation number, turn id, version, record JSON) in any order.
+# KEYS: the conversations index, then per conversation its hash, turns, turn_versions and
+# turn_seqs. ARGV: now; per conversation its id, a field count and the bare record's fields;
+# then quintuples (conversation number, turn id, version, seq, record JSON) in any order.
+# Every position is checked before anything is written, so a batch that would put two turns at
+# one position is refused whole (a script's writes cannot be rolled back).
 _WRITE_TURNS = (
     _TOUCH
     + """
 local now, at = ARGV[1], 2
-for i = 1, (#KEYS - 1) / 3 do
+local conversations = {}
+for i = 1, (#KEYS - 1) / 4 do
   local id, count = ARGV[at], tonumber(ARGV[at + 1])
   local bare = {}
   for j = 1, 2 * count do bare[j] = ARGV[at + 1 + j] end
-  touch(KEYS[1], KEYS[3 * i - 1], id, now, bare)
+  conversations[i] = {id, bare}
   at = at + 2 + 2 * count
 end
+local first, taken = at, {}
 while at <= #ARGV do
   local n, turn, version = tonumber(ARGV[at]), ARGV[at + 1], tonumber(ARGV[at + 2])
-  local stored = redis.call('HGET', KEYS[3 * n + 1], turn)
+  local seq = tostring(tonumber(ARGV[at + 3]))
+  local stored = redis.call('HGET', KEYS[4 * n], turn)
   if not stored or tonumber(stored) < version then
-    redis.call('HSET', KEYS[3 * n + 1], turn, ARGV[at + 2])
-    redis.call('HSET', KEYS[3 * n], turn, ARGV[at + 3])
+    local holder = taken[n .. ':' .. seq] or redis.call('HGET', KEYS[4 * n + 1], seq)
+    if holder and holder ~= turn then
+      return redis.error_reply('SEQCONFLICT ' .. conversations[n][1] .. ' ' .. seq)
+    end
+    taken[n .. ':' .. seq] = turn
   end
-  at = at + 4
+  at = at + 5
+end
+for i, conversation in ipairs(conversations) do
+  touch(KEYS[1], KEYS[4 * i - 2], conversation[1], now, conversation[2])
+end
+at = first
+while at <= #ARGV do
+  local n, turn, version = tonumber(ARGV[at]), ARGV[at + 1], tonumber(ARGV[at + 2])
+  local seq = tostring(tonumber(ARGV[at + 3]))
+  local stored = redis.call('HGET', KEYS[4 * n], turn)
+  if not stored or tonumber(stored) < version then
+    local previous = redis.call('HGET', KEYS[4 * n - 1], turn)
+    if previous then
+      local old = tostring(cjson.decode(previous)['seq'])
+      if old ~= seq and redis.call('HGET', KEYS[4 * n + 1], old) == turn then
+        redis.call('HDEL', KEYS[4 * n + 1], old)
+      end
+    end
+    redis.call('HSET', KEYS[4 * n], turn, ARGV[at + 2])
+    redis.call('HSET', KEYS[4 * n - 1], turn, ARGV[at + 4])
+    redis.call('HSET', KEYS[4 * n + 1], seq, turn)
+  end
+  at = at + 5
 end
 """
 )
 
-# KEYS: the conversations index, the conversation's hash, turns, turn_versions.
-# ARGV: now, the conversation id, then the turn ids (deleted in slices: Lua's unpack is bounded).
+# KEYS: the conversations index, the conversation's hash, turns, turn_versions, turn_seqs.
+# ARGV: now, the conversation id, then the turn ids.
 _DELETE_TURNS = (
     _TOUCH
     + """
-for first = 3, #ARGV, 1000 do
-  local last = math.min(first + 999, #ARGV)
-  redis.call('HDEL', KEYS[3], unpack(ARGV, first, last))
-  redis.call('HDEL', KEYS[4], unpack(ARGV, first, last))
+for at = 3, #ARGV do
+  local previous = redis.call('HGET', KEYS[3], ARGV[at])
+  if previous then
+    local seq = tostring(cjson.decode(previous)['seq'])
+    if redis.call('HGET', KEYS[5], seq) == ARGV[at] then redis.call('HDEL', KEYS[5], seq) end
+    redis.call('HDEL', KEYS[3], ARGV[at])
+    redis.call('HDEL', KEYS[4], ARGV[at])
+  end
 end
 touch(KEYS[1], KEYS[2], ARGV[2], ARGV[1], nil)
 """
@@ -302,6 +339,7 @@ class RedisStore:
                     self._key("conversation", conversation_id),
                     self._key("turns", conversation_id),
                     self._key("turn_versions", conversation_id),
+                    self._key("turn_seqs", conversation_id),
                     self._key("conversation_approvals", conversation_id),
                     *(self._key("approval", _text(a)) for a in approval_ids),
                 )
@@ -333,6 +371,7 @@ class RedisStore:
                 self._key("conversation", conversation_id),
                 self._key("turns", conversation_id),
                 self._key("turn_versions", conversation_id),
+                self._key("turn_seqs", conversation_id),
             ]
             bare = _encode(ConversationRecord(id=conversation_id, created_at=now, updated_at=now))
             args += [conversation_id, len(bare), *(x for pair in bare.items() for x in pair)]
@@ -341,10 +380,16 @@ class RedisStore:
                 number[record["conversation_id"]],
                 record["id"],
                 record["version"],
+                int(record["seq"]),
                 json.dumps(record),
             ]
         client = self._redis()  # first, so a store never opened says so
-        await self._write_turns(keys=keys, args=args, client=client)
+        try:
+            await self._write_turns(keys=keys, args=args, client=client)
+        except ResponseError as exc:
+            if "SEQCONFLICT" not in str(exc):
+                raise
+            raise SeqConflictError(",".join(conversation_ids), str(exc)) from exc
 
     async def delete_turns(self, conversation_id: str, turn_ids: list[str]) -> None:
         if not turn_ids:
@@ -354,6 +399,7 @@ class RedisStore:
             self._key("conversation", conversation_id),
             self._key("turns", conversation_id),
             self._key("turn_versions", conversation_id),
+            self._key("turn_seqs", conversation_id),
         ]
         client = self._redis()
         args = [json.dumps(time.time()), conversation_id, *turn_ids]
@@ -380,6 +426,30 @@ class RedisStore:
             pipe.sadd(self._key("conversation_approvals", record.conversation_id), record.id)
 
         await self._transaction(body, key)
+
+    async def replace_approval(self, record: ApprovalRecord, *, expected: ApprovalRecord) -> bool:
+        """Compare-and-set under WATCH: a concurrent transition aborts ours and we re-read."""
+        key = self._key("approval", record.id)
+        won = False
+
+        async def body(pipe: Pipeline) -> None:
+            nonlocal won
+            won = False
+            stored = _fields(await pipe.hgetall(key))
+            if not stored:
+                return
+            current = _decode(ApprovalRecord, stored)
+            if any(
+                getattr(current, name) != getattr(expected, name)
+                for name in APPROVAL_STATE_FIELDS
+            ):
+                return
+            _multi(pipe)
+            pipe.hset(key, mapping=_encode(record))  # type: ignore[arg-type]
+            won = True
+
+        await self._transaction(body, key)
+        return won
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
         return await self._load_one(ApprovalRecord, self._key("approval", approval_id))

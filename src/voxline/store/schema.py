@@ -57,7 +57,8 @@ turns = Table(
     Column("created_at", Double, nullable=False),
     Column("data", JSON, nullable=False),
     PrimaryKeyConstraint("conversation_id", "id"),
-    Index("ix_turns_conversation_seq", "conversation_id", "seq"),
+    # Unique: a conversation's order is decided once, whoever writes (see SeqConflictError).
+    Index("uq_turns_conversation_seq", "conversation_id", "seq", unique=True),
 )
 
 approvals = Table(
@@ -75,6 +76,8 @@ approvals = Table(
     Column("applied", Boolean, nullable=False, default=False),
     Column("created_at", Double, nullable=False),
     Column("decided_at", Double, nullable=True),
+    Column("connection_id", Text, nullable=True),
+    Column("claimed_by", Text, nullable=True),
 )
 
 agents = Table(

@@ -39,7 +39,7 @@ from voxline.store.base import (
     ConversationRecord,
     ListenerRecord,
 )
-from voxline.store.errors import ConflictError, NotFoundError
+from voxline.store.errors import ConflictError, NotFoundError, SeqConflictError
 from voxline.store.migrations import upgrade_to_head
 from voxline.store.schema import (
     agents,
@@ -291,7 +291,9 @@ class SqlStore:
 
     # -- turns -------------------------------------------------------------------------------
     async def write_turns(self, records: list[dict[str, Any]]) -> None:
-        """Upsert a batch atomically; a stored row is replaced only by a strictly newer version."""
+        """Upsert a batch atomically; a stored row is replaced only by a strictly newer version.
+        A position another turn holds violates the unique (conversation, seq) index: the whole
+        batch is rolled back and `SeqConflictError` raised."""
         rows = _latest_per_key(records)
         if not rows:
             return
@@ -301,10 +303,14 @@ class SqlStore:
             set_={name: stmt.excluded[name] for name in _TURN_MUTABLE},
             where=turns.c.version < stmt.excluded.version,
         )
-        async with self._require_engine().begin() as conn:
-            for conversation_id in sorted({row["conversation_id"] for row in rows}):
-                await self._touch_conversation(conn, conversation_id)
-            await conn.execute(upsert, rows)
+        conversation_ids = sorted({row["conversation_id"] for row in rows})
+        try:
+            async with self._require_engine().begin() as conn:
+                for conversation_id in conversation_ids:
+                    await self._touch_conversation(conn, conversation_id)
+                await conn.execute(upsert, rows)
+        except IntegrityError as exc:
+            raise SeqConflictError(",".join(conversation_ids), str(exc.orig)[:200]) from exc
 
     async def delete_turns(self, conversation_id: str, turn_ids: list[str]) -> None:
         if not turn_ids:
@@ -338,6 +344,25 @@ class SqlStore:
         """Insert or replace: an approval has one writer at a time (requester, then decider)."""
         async with self._require_engine().begin() as conn:
             await conn.execute(self._upsert_by_id(approvals, record.model_dump(mode="json")))
+
+    async def replace_approval(self, record: ApprovalRecord, *, expected: ApprovalRecord) -> bool:
+        """Compare-and-set in one UPDATE: the database decides which concurrent transition wins."""
+        values = record.model_dump(mode="json")
+        values.pop("id")
+        claimed = approvals.c.claimed_by
+        query = (
+            update(approvals)
+            .where(
+                approvals.c.id == record.id,
+                approvals.c.status == ApprovalStatus(expected.status).value,
+                approvals.c.applied == expected.applied,
+                claimed.is_(None) if expected.claimed_by is None else claimed == expected.claimed_by,
+            )
+            .values(**values)
+        )
+        async with self._require_engine().begin() as conn:
+            result = await conn.execute(query)
+        return bool(result.rowcount)
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
         query = select(approvals).where(approvals.c.id == approval_id)

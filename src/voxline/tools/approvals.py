@@ -1,14 +1,15 @@
 """Human approval of sensitive tool calls: requests persisted, decisions routed back.
 
 A call that needs approval is stored as a pending `ApprovalRecord` and the conversation goes on.
-A human (through the API) approves or rejects it later, maybe after a restart, so the record in
-the store is the truth; this manager validates each decision against it, persists the change,
-and tells the conversation's subscribers so the session can run the tool or report the refusal.
+A human (through the API) approves or rejects it later, maybe after a restart, on any worker, so
+the record in the store is the truth. Every transition is a compare-and-set in the store
+(`pending -> approved | rejected`, then `claimed` by whoever applies it, then `applied`): any
+number of concurrent decisions on any number of workers have exactly one winner, and the tool
+runs at most once. No in-process lock could promise that across workers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -47,9 +48,7 @@ class ApprovalManager:
         self._store = store
         self._pending_listeners: list[ApprovalCallback] = []
         self._decision_subscribers: dict[str, list[ApprovalCallback]] = {}
-        # Serialises read-check-write, so two clicks on "approve" cannot both succeed.
-        self._lock = asyncio.Lock()
-        self._claimed: set[str] = set()
+        self.claimer = f"claim_{secrets.token_hex(8)}"  # who claims, in the records we claim
 
     async def request(
         self, tool: str, call_id: str, arguments: dict[str, Any], ctx: RunContext
@@ -61,6 +60,7 @@ class ApprovalManager:
             tool=tool,
             arguments=arguments,
             subject=ctx.subject,
+            connection_id=_connection_of(ctx),
         )
         await self._store.save_approval(record)
         _log.info("approval requested", approval_id=record.id, tool=tool, call_id=call_id)
@@ -102,41 +102,45 @@ class ApprovalManager:
 
     async def claim(self, approval_id: str) -> ApprovalRecord:
         """Reserve a decided, not yet applied approval for applying, so that two paths reaching
-        it at once (a live decision and a session resuming) cannot run the tool twice.
-
-        Pair with `release` in a `finally`; `mark_applied` records the result.
-        """
-        async with self._lock:
-            record = await self.get(approval_id)
-            _check_appliable(record)
-            if approval_id in self._claimed:
-                raise ApprovalStateError(f"approval {approval_id} is already being applied")
-            self._claimed.add(approval_id)
-        return record
-
-    def release(self, approval_id: str) -> None:
-        self._claimed.discard(approval_id)
+        it at once (a live decision and a session resuming, on one worker or two) cannot run the
+        tool twice. A claim is never given back: once a tool may have started, running it again
+        is the worse failure, so an applier that dies leaves the approval claimed, unapplied and
+        visible, for a human. `mark_applied` records the result."""
+        record = await self.get(approval_id)
+        _check_appliable(record)
+        if record.claimed_by is not None:
+            raise ApprovalStateError(f"approval {approval_id} is already being applied")
+        claimed = record.model_copy(update={"claimed_by": self.claimer})
+        if not await self._store.replace_approval(claimed, expected=record):
+            raise ApprovalStateError(f"approval {approval_id} is already being applied")
+        return claimed
 
     async def mark_applied(self, approval_id: str, result: str) -> ApprovalRecord:
         """Record what the conversation was told, so a decision is never fed back twice."""
-        async with self._lock:
-            record = await self.get(approval_id)
-            _check_appliable(record)
-            applied = record.model_copy(update={"result": result, "applied": True})
-            await self._store.save_approval(applied)
+        record = await self.get(approval_id)
+        _check_appliable(record)
+        if record.claimed_by is None:  # applied without running anything (tool gone)
+            claimed = record.model_copy(update={"claimed_by": self.claimer})
+            if not await self._store.replace_approval(claimed, expected=record):
+                raise ApprovalStateError(f"approval {approval_id} is already being applied")
+            record = claimed
+        applied = record.model_copy(update={"result": result, "applied": True})
+        if not await self._store.replace_approval(applied, expected=record):
+            raise ApprovalStateError(f"approval {approval_id} was already applied")
         return applied
 
     async def _decide(
         self, approval_id: str, status: ApprovalStatus, reason: str | None
     ) -> ApprovalRecord:
-        async with self._lock:
-            record = await self.get(approval_id)
-            if record.status != ApprovalStatus.PENDING:
-                raise ApprovalStateError(f"approval {approval_id} was already {record.status}")
-            decided = record.model_copy(
-                update={"status": status, "reason": reason, "decided_at": time.time()}
-            )
-            await self._store.save_approval(decided)
+        record = await self.get(approval_id)
+        if record.status != ApprovalStatus.PENDING:
+            raise ApprovalStateError(f"approval {approval_id} was already {record.status}")
+        decided = record.model_copy(
+            update={"status": status, "reason": reason, "decided_at": time.time()}
+        )
+        if not await self._store.replace_approval(decided, expected=record):
+            current = await self.get(approval_id)
+            raise ApprovalStateError(f"approval {approval_id} was already {current.status}")
         _log.info("approval decided", approval_id=approval_id, tool=record.tool, status=status)
         subscribers = self._decision_subscribers.get(decided.conversation_id, [])
         await self._notify(subscribers, decided)
@@ -156,6 +160,12 @@ def _check_appliable(record: ApprovalRecord) -> None:
         raise ApprovalStateError(f"approval {record.id} is still pending")
     if record.applied:
         raise ApprovalStateError(f"approval {record.id} was already applied")
+
+
+def _connection_of(ctx: RunContext) -> str | None:
+    """The live connection a tool ran for, if its session has one (standalone sessions do too)."""
+    connection = getattr(ctx.session, "connection_id", None)
+    return connection if isinstance(connection, str) else None
 
 
 def _add(callbacks: list[ApprovalCallback], callback: ApprovalCallback) -> Callable[[], None]:

@@ -137,15 +137,12 @@ class ToolExecutor:
         """
         approvals = self._require_approvals()
         current = await approvals.claim(record.id)
+        outcome = await self._apply_decision(current, tool, ctx)
         try:
-            outcome = await self._apply_decision(current, tool, ctx)
-            try:
-                await approvals.mark_applied(current.id, outcome.content)
-            except Exception:
-                # The tool already ran; its result must reach the model even if the store fails.
-                _log.exception("could not mark approval applied", approval_id=current.id)
-        finally:
-            approvals.release(current.id)
+            await approvals.mark_applied(current.id, outcome.content)
+        except Exception:
+            # The tool already ran; its result must reach the model even if the store fails.
+            _log.exception("could not mark approval applied", approval_id=current.id)
         return outcome
 
     async def _apply_decision(
