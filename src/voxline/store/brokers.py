@@ -12,6 +12,8 @@ other subscriber can mutate.
 A `subscribe()` is therefore in effect the moment it returns (no handshake to wait for), at the
 cost of every worker receiving every event and discarding those nobody local listens to: right
 for debug feeds across tens of workers; per-channel SUBSCRIBE would be the step beyond that.
+The same single pattern is what makes healing cheap: re-subscribing it after an outage brings
+every local subscription back at once.
 """
 
 from __future__ import annotations
@@ -19,28 +21,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from voxline.store.errors import BrokerConnectionError
+
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "BrokerUnavailableError",
+    "InProcessBroker",
+    "RedisBroker",
+    "Subscription",
+]
+
+log = structlog.get_logger("voxline.store.brokers")
 
 DEFAULT_QUEUE_SIZE = 1000
 
 _END = object()  # queued after the last message of a subscription that has ended
 
 
+class BrokerUnavailableError(BrokerConnectionError):
+    """The broker's server cannot be reached right now; the message says since when and why.
+
+    Raised by `publish` at once while the broker knows its server is gone, so a caller (an API
+    request, a cross-worker question) fails in milliseconds with a reason instead of hanging.
+    It is a `ConnectionError`, so code that already treats those as transient keeps working.
+    """
+
+
 class Subscription(AsyncIterator[dict[str, Any]]):
     """One subscriber's messages on one channel, in publish order, until closed.
 
-    Iteration stops after `aclose()` or the broker's `close()`; it raises
-    `BrokerConnectionError` (after the messages that did arrive) when the broker lost its server
-    for good. Close it when done, e.g. `async with contextlib.aclosing(broker.subscribe(c))`.
+    Iteration stops only after `aclose()` or the broker's `close()`: a broker that loses its
+    server keeps the subscription and resumes delivery once it is back (events published in
+    between are lost, as pub/sub always loses what nobody could hear). Close it when done, e.g.
+    `async with contextlib.aclosing(broker.subscribe(c))`.
     """
 
     def __init__(
@@ -55,7 +80,6 @@ class Subscription(AsyncIterator[dict[str, Any]]):
         self._queue: asyncio.Queue[str | object] = asyncio.Queue(maxsize=size)
         self._on_drop = on_drop
         self._on_close = on_close
-        self._error: BaseException | None = None
         self._ended = False
 
     def _put(self, item: str | object) -> None:
@@ -69,19 +93,16 @@ class Subscription(AsyncIterator[dict[str, Any]]):
         if not self._ended:
             self._put(payload)
 
-    def end(self, error: BaseException | None = None) -> None:
-        """No more messages after those already queued; then stop, or raise `error`."""
+    def end(self) -> None:
+        """No more messages after those already queued; then stop."""
         if not self._ended:
             self._ended = True
-            self._error = error
             self._put(_END)
 
     async def __anext__(self) -> dict[str, Any]:
         item = await self._queue.get()
         if item is _END:
             self._queue.put_nowait(_END)  # every later call stops too
-            if self._error is not None:
-                raise self._error
             raise StopAsyncIteration
         assert isinstance(item, str)
         message: dict[str, Any] = json.loads(item)
@@ -121,10 +142,10 @@ class _Fanout:
         for subscription in self._channels.get(channel, ()):
             subscription.deliver(payload)
 
-    def end_all(self, error: BaseException | None = None) -> None:
+    def end_all(self) -> None:
         for members in self._channels.values():
             for subscription in members:
-                subscription.end(error)
+                subscription.end()
         self._channels.clear()
 
 
@@ -144,6 +165,15 @@ class InProcessBroker:
         """Events lost to full subscriber queues since the start."""
         return self._fanout.dropped
 
+    @property
+    def healthy(self) -> bool:
+        """Always: there is no server to lose."""
+        return True
+
+    @property
+    def problem(self) -> str | None:
+        return None
+
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         if self._closed:
             raise RuntimeError("the broker is closed")
@@ -160,13 +190,27 @@ class InProcessBroker:
         self._fanout.end_all()
 
 
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(at))
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class RedisBroker:
     """Events between workers through Redis pub/sub; channels live under `prefix` + "events:".
 
-    Pub/sub delivers only to those connected at the time: after a lost connection the broker
-    reconnects (`reconnect_attempts` tries, backing off from `reconnect_delay` seconds) and
-    events published meanwhile are lost; if every try fails, subscriptions end with a
-    `BrokerConnectionError`.
+    A lost connection never ends a subscription. The broker reconnects for as long as it is
+    open, waiting `reconnect_delay` seconds after the first failure and doubling up to
+    `reconnect_max_delay` (with jitter, so a fleet of workers does not stampede a Redis that
+    just came back), then subscribes its pattern again. Pub/sub delivers only to those connected
+    at the time, so events published during the outage are lost.
+
+    While the server is gone `healthy` is False, `problem` says since when and why, and
+    `publish` raises `BrokerUnavailableError` at once; a publish that gets no answer within
+    `publish_timeout` seconds raises it too. Only the first connection, in `open()`, is not
+    retried: a worker that cannot reach Redis at start should fail loudly, not serve half-deaf.
     """
 
     def __init__(
@@ -175,16 +219,28 @@ class RedisBroker:
         *,
         prefix: str = "voxline:",
         queue_size: int = DEFAULT_QUEUE_SIZE,
-        reconnect_attempts: int = 5,
         reconnect_delay: float = 0.1,
+        reconnect_max_delay: float = 2.0,
+        publish_timeout: float = 1.0,
+        connect_timeout: float = 2.0,
+        ping_interval: float = 5.0,
     ) -> None:
         self._url = url
         self._channel_prefix = prefix + "events:"
         self._fanout = _Fanout(queue_size)
-        self._reconnect_attempts = reconnect_attempts
         self._reconnect_delay = reconnect_delay
+        self._reconnect_max_delay = reconnect_max_delay
+        self._publish_timeout = publish_timeout
+        self._connect_timeout = connect_timeout
+        self._ping_interval = ping_interval
         self._client: Redis | None = None
         self._reader: asyncio.Task[None] | None = None
+        # Why the broker is unhealthy, and since when: the listener's view (is the pattern
+        # subscribed?) and the publisher's (did the last publish fail?) are kept apart so that
+        # one success does not hide the other's failure.
+        self._listen_down: tuple[float, str] | None = None
+        self._publish_down: tuple[float, str] | None = None
+        self.reconnects = 0  # times the pattern subscription was restored after a loss
 
     def __repr__(self) -> str:
         return f"RedisBroker(prefix={self._channel_prefix!r})"  # the URL may carry a password
@@ -194,12 +250,33 @@ class RedisBroker:
         """Events lost to full subscriber queues since the start."""
         return self._fanout.dropped
 
+    @property
+    def healthy(self) -> bool:
+        """Whether events published now reach every worker (open, subscribed, publishing)."""
+        return self._client is not None and self.problem is None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the broker is not healthy, for /health and logs; None when it is."""
+        if self._client is None:
+            return "the Redis broker is not open"
+        down = [d for d in (self._listen_down, self._publish_down) if d is not None]
+        if not down:
+            return None
+        since, reason = min(down)
+        return f"redis unreachable since {_clock(since)}: {reason}"
+
     async def open(self) -> None:
         """Connect and start listening; returns once events published from now on arrive."""
         if self._client is not None:
             return
         # No retries inside redis-py: reconnecting is this broker's policy, stated above.
-        client = Redis.from_url(self._url, decode_responses=True, retry=Retry(NoBackoff(), 0))
+        client = Redis.from_url(
+            self._url,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=self._connect_timeout,
+        )
         listening: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._client = client
         self._reader = asyncio.create_task(self._listen(client, listening))
@@ -211,10 +288,20 @@ class RedisBroker:
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         payload = _encode(message)
+        client = self._require_client()
+        if self._listen_down is not None:
+            raise BrokerUnavailableError(f"cannot publish to Redis: {self.problem}")
         try:
-            await self._require_client().publish(self._channel_prefix + channel, payload)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise BrokerConnectionError(f"cannot publish to Redis: {exc}") from exc
+            async with asyncio.timeout(self._publish_timeout):
+                await client.publish(self._channel_prefix + channel, payload)
+        except TimeoutError as exc:
+            reason = f"no answer within {self._publish_timeout:g} s"
+            self._publish_down = self._publish_down or (time.time(), reason)
+            raise BrokerUnavailableError(f"cannot publish to Redis: {reason}") from exc
+        except (RedisError, OSError) as exc:
+            self._publish_down = self._publish_down or (time.time(), _reason(exc))
+            raise BrokerUnavailableError(f"cannot publish to Redis: {_reason(exc)}") from exc
+        self._publish_down = None
 
     def subscribe(self, channel: str) -> Subscription:
         self._require_client()
@@ -237,28 +324,93 @@ class RedisBroker:
             await client.aclose()
         self._fanout.end_all()
 
+    def _backoff(self, failures: int) -> float:
+        """Capped exponential delay before reconnect try `failures`, jittered down by up to
+        half so that workers which lost Redis together do not all come back together."""
+        delay = min(self._reconnect_max_delay, self._reconnect_delay * 2.0 ** min(failures - 1, 30))
+        return delay * (0.5 + random.random() / 2)  # jitter, not a secret
+
     async def _listen(self, client: Redis, listening: asyncio.Future[None]) -> None:
-        """Read the pattern subscription for good, reconnecting after a lost connection."""
+        """Hold the pattern subscription for as long as the broker is open, reconnecting after
+        every loss. Only `close()` (cancellation) ends this task once `open()` has returned."""
         failures = 0
         while True:
             pubsub = client.pubsub()
             try:
-                await pubsub.psubscribe(self._channel_prefix + "*")
+                await self._subscribe(pubsub)
                 if not listening.done():
                     listening.set_result(None)
+                if self._listen_down is not None:
+                    self.reconnects += 1
+                    log.info(
+                        "redis broker listening again",
+                        down_for=round(time.time() - self._listen_down[0], 1),
+                        attempts=failures,
+                    )
+                self._listen_down = None
+                self._publish_down = None
                 failures = 0
-                async for message in pubsub.listen():
-                    if message["type"] == "pmessage":
-                        channel = message["channel"][len(self._channel_prefix) :]
-                        self._fanout.deliver(channel, message["data"])
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                failures += 1
-                if failures > self._reconnect_attempts or not listening.done():
-                    error = BrokerConnectionError(f"lost the connection to Redis: {exc}")
-                    if not listening.done():
-                        listening.set_exception(error)
-                    self._fanout.end_all(error)
+                await self._read(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not listening.done():
+                    listening.set_exception(
+                        BrokerUnavailableError(f"cannot reach Redis: {_reason(exc)}")
+                    )
                     return
-                await asyncio.sleep(self._reconnect_delay * 2 ** (failures - 1))
+                failures += 1
+                if self._listen_down is None:
+                    self._listen_down = (time.time(), _reason(exc))
+                    expected = isinstance(exc, RedisError | OSError)
+                    log.warning(
+                        "redis broker lost its connection; reconnecting",
+                        error=_reason(exc),
+                        exc_info=None if expected else exc,
+                    )
+                else:
+                    self._listen_down = (self._listen_down[0], _reason(exc))
+                await asyncio.sleep(self._backoff(failures))
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self._connect_timeout):
+                        await pubsub.aclose()
+
+    async def _subscribe(self, pubsub: PubSub) -> None:
+        """Subscribe the pattern and wait for Redis to confirm it: only then do events published
+        from now on surely arrive, and a server that accepts connections but never answers (a
+        frozen process) counts as down instead of as healed."""
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await pubsub.psubscribe(self._channel_prefix + "*")
+                while True:
+                    message = await pubsub.get_message(timeout=self._connect_timeout)
+                    if message is not None and message["type"] == "psubscribe":
+                        return
+        except TimeoutError as exc:
+            raise BrokerUnavailableError(
+                f"no answer within {self._connect_timeout:g} s to subscribing"
+            ) from exc
+
+    async def _read(self, pubsub: PubSub) -> None:
+        """Deliver messages until the connection fails. A server that closes the socket fails
+        the read at once; one that silently stops answering (a cut network) is caught by
+        pinging when idle and giving up when not even the pong comes back."""
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        pinged = False
+        while True:
+            message = await pubsub.get_message(timeout=self._ping_interval)
+            now = loop.time()
+            if message is not None:
+                heard, pinged = now, False
+                if message["type"] == "pmessage":
+                    channel = message["channel"][len(self._channel_prefix) :]
+                    self._fanout.deliver(channel, message["data"])
+            elif now - heard >= 2 * self._ping_interval and pinged:
+                raise BrokerUnavailableError(
+                    f"no answer from Redis for {now - heard:.0f} s (not even to a ping)"
+                )
+            elif now - heard >= self._ping_interval and not pinged:
+                await pubsub.ping()
+                pinged = True
