@@ -306,3 +306,59 @@ async def test_delete_conversations_before_takes_turns_and_approvals_along(store
     assert await store.load_turns("fresh") == [turn.to_record() for turn in fresh]
     assert [a.id for a in await store.list_approvals()] == ["a-fresh"]
     assert await store.delete_conversations_before(fresh_record.updated_at) == 0
+
+
+async def test_a_position_is_held_by_one_turn_whoever_writes(store: Store) -> None:
+    """Two writers (two workers with a call each) never store two turns at one seq."""
+    import pytest
+
+    from voxline.store.errors import SeqConflictError
+
+    mine, theirs = TurnStore("conv-seq"), TurnStore("conv-seq")
+    first = mine.add_user_text("mine")
+    await store.write_turns([first.to_record()])
+    rival = theirs.add_user_text("theirs")  # also seq 0
+    with pytest.raises(SeqConflictError):
+        await store.write_turns([rival.to_record(), theirs.add_bot_text("x").to_record()])
+    stored = await store.load_turns("conv-seq")
+    assert [(r["seq"], r["id"]) for r in stored] == [(0, first.id)]  # nothing of the batch kept
+
+    # An update of a turn at its own position is no conflict, and a freed position is free.
+    first.content = "mine, edited"
+    await store.write_turns([first.to_record()])
+    await store.delete_turns("conv-seq", [first.id])
+    await store.write_turns([rival.to_record()])
+    assert [r["id"] for r in await store.load_turns("conv-seq")] == [rival.id]
+
+
+async def test_rebase_adopts_the_other_writers_turns_and_moves_ours_after(store: Store) -> None:
+    mine, theirs = TurnStore("conv-rebase"), TurnStore("conv-rebase")
+    theirs.add_user_text("a")
+    theirs.add_bot_text("b")
+    await store.write_turns([t.to_record() for t in theirs])
+    own = mine.add_user_text("c")
+    moved = mine.rebase([turn_from_record(r) for r in await store.load_turns("conv-rebase")])
+    assert moved == 1 and own.seq == 2
+    await store.write_turns([own.to_record()])
+    seqs = [r["seq"] for r in await store.load_turns("conv-rebase")]
+    assert seqs == [0, 1, 2]
+
+
+async def test_approval_transitions_are_compare_and_set(store: Store) -> None:
+    record = ApprovalRecord(id="apr-cas", conversation_id="c", call_id="k", tool="t")
+    await store.save_approval(record)
+    approved = record.model_copy(update={"status": ApprovalStatus.APPROVED})
+    rejected = record.model_copy(update={"status": ApprovalStatus.REJECTED})
+    results = await asyncio.gather(
+        store.replace_approval(approved, expected=record),
+        store.replace_approval(rejected, expected=record),
+    )
+    assert sorted(results) == [False, True]
+    stored = await store.get_approval("apr-cas")
+    assert stored is not None and stored.status in {"approved", "rejected"}
+    claimed = stored.model_copy(update={"claimed_by": "me"})
+    assert await store.replace_approval(claimed, expected=stored)
+    assert not await store.replace_approval(
+        stored.model_copy(update={"claimed_by": "you"}), expected=stored
+    )
+    assert (await store.get_approval("apr-cas")).claimed_by == "me"  # type: ignore[union-attr]

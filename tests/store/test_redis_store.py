@@ -43,6 +43,7 @@ async def test_every_key_lives_under_the_prefix_and_stores_do_not_see_each_other
                 "subject",
                 "turns",
                 "turn_versions",
+                "turn_seqs",
             }
         finally:
             await raw.aclose()

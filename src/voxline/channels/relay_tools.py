@@ -1,15 +1,16 @@
 """Call-control tools a ConversationRelay agent can use: hang up, transfer, dial, switch
 language, play a sound.
 
-They are built per agent (only what its options enable) and find the live call by conversation
-id, so one set of tool objects serves every call of that agent.
+They are built per agent (only what its options enable) and find the live call by the
+connection of the session that runs them, so one set of tool objects serves every call of that
+agent and two calls from one number each control only themselves.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable
 
 from voxline.agents.spec import AgentSpec
 from voxline.agents.twilio import TwilioOptions
@@ -23,10 +24,17 @@ _DIGITS = re.compile(r"^[0-9*#w]{1,64}$")
 NO_CALL = "There is no phone call in progress, so this cannot be done here."
 
 
-def relay_tools(
-    spec: AgentSpec, options: TwilioOptions, calls: Mapping[str, RelayCall]
-) -> list[Tool]:
-    """The tools `options` enable; `calls` maps conversation ids to live calls."""
+# Finds the live call of a connection id (None when that connection is no relay call).
+RelayCalls = Callable[[str], RelayCall | None]
+
+
+def _call_of(calls: RelayCalls, ctx: RunContext) -> RelayCall | None:
+    connection = getattr(ctx.session, "connection_id", None)
+    return calls(connection) if isinstance(connection, str) else None
+
+
+def relay_tools(spec: AgentSpec, options: TwilioOptions, calls: RelayCalls) -> list[Tool]:
+    """The tools `options` enable; `calls` finds a live call by its session's connection."""
     tools: list[Tool] = []
 
     if options.end_call:
@@ -38,7 +46,7 @@ def relay_tools(
             Args:
                 reason: Why the call ends, in a few words.
             """
-            call = calls.get(ctx.conversation_id)
+            call = _call_of(calls, ctx)
             if call is None:
                 return NO_CALL
             data = {"reasonCode": END_CALL_REASON_CODE, "reason": reason}
@@ -56,7 +64,7 @@ def relay_tools(
             Args:
                 reason: Why the caller needs a human, for the colleague who picks up.
             """
-            call = calls.get(ctx.conversation_id)
+            call = _call_of(calls, ctx)
             if call is None:
                 return NO_CALL
             data = {
@@ -78,7 +86,7 @@ def relay_tools(
             Args:
                 digits: Keys to press: 0-9, * and #; w waits half a second.
             """
-            call = calls.get(ctx.conversation_id)
+            call = _call_of(calls, ctx)
             if call is None:
                 return NO_CALL
             if not _DIGITS.match(digits):
@@ -98,7 +106,7 @@ def relay_tools(
             Args:
                 language: A BCP-47 code of a language this line supports.
             """
-            call = calls.get(ctx.conversation_id)
+            call = _call_of(calls, ctx)
             if call is None:
                 return NO_CALL
             if language not in codes:
@@ -117,7 +125,7 @@ def relay_tools(
             Args:
                 name: The sound's name.
             """
-            call = calls.get(ctx.conversation_id)
+            call = _call_of(calls, ctx)
             if call is None:
                 return NO_CALL
             source = sounds.get(name)

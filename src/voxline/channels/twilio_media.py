@@ -177,6 +177,20 @@ class MediaCall:
         if audio:
             self.pipeline.push_audio(mulaw_decode(audio))
 
+    def inject(self, text: str, *, as_system: bool = False) -> None:
+        """Text from outside the call (an operator, a bot over the API): a user turn the agent
+        answers aloud, or, `as_system`, an instruction it acts on at once. Either cuts off what
+        the agent is saying, like the caller speaking would."""
+        if self.pipeline.speaker.active:
+            self.transport.clear()
+            self.pipeline.speaker.stop()
+        if as_system:
+            self.session.interrupt()
+            self.session.turns.add_system(text)
+            self._run(self.session.respond())
+        else:
+            self._run(self.session.send_text(text))
+
     def _on_dtmf(self, digit: str) -> None:
         """A key press interrupts like speech would, and is a turn the agent answers."""
         if not digit:

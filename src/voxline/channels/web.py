@@ -163,6 +163,19 @@ class WebCall:
         else:
             self._spawn(self.session.send_text(message.text))
 
+    def inject(self, text: str, *, as_system: bool = False) -> None:
+        """Text from outside the call (an operator over the API): answered aloud like the
+        caller's own words, or, `as_system`, an instruction acted on at once."""
+        if self.pipeline.speaker.active:
+            self.transport.clear()
+            self.pipeline.speaker.stop()
+        if as_system:
+            self.session.interrupt()
+            self.session.turns.add_system(text)
+            self._spawn(self.session.respond())
+        else:
+            self._spawn(self.session.send_text(text))
+
     def handle_audio(self, frame: bytes) -> None:
         try:
             pcm = wire.parse_audio_frame(frame)

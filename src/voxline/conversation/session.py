@@ -1,8 +1,15 @@
-"""`Session`: one conversation, whatever the channel.
+"""`Session`: one live connection to a conversation, whatever the channel.
 
-The session owns the conversation's state (turns, state machine, event bus) and the lifecycle
-around it (restore from storage, greeting, write-behind sync, approvals, summaries). The work of
-a reply lives in `ReplyEngine`; channels only call `send_text` / `interrupt` and listen to events.
+A session is one call, one SMS exchange, one API text session or one terminal chat. It owns what
+belongs to that connection: the reply in flight, the state machine, the event bus its channel
+listens to, what the user has heard (`Delivery`), and a task group that every task it starts
+belongs to. The conversation's *memory* (turn records, write-behind sync) is a
+`ConversationMemory` that several live sessions may share: two calls from one number are two
+sessions over one memory, and a reply goes only to the session whose input caused it. A session
+made without a memory opens a private one, so standalone use is unchanged.
+
+The work of a reply lives in `ReplyEngine`; channels only call `send_text` / `interrupt` and
+listen to events.
 """
 
 from __future__ import annotations
@@ -18,25 +25,33 @@ import structlog
 from voxline.agents.runtime import AgentRuntime, agent_spec_of
 from voxline.conversation.collector import COLLECTOR
 from voxline.conversation.engine import Delivery, ReplyEngine, ReplyPlan
+from voxline.conversation.memory import ConversationMemory, SessionTurns
 from voxline.conversation.state import SessionState, StateMachine
 from voxline.conversation.summarizer import Summarizer
-from voxline.conversation.sync import TurnSync
-from voxline.conversation.turns import BotTurn, TurnStore, new_id, turn_from_record
+from voxline.conversation.turns import BotTurn, Turn, new_id
 from voxline.events import EventBus
 from voxline.providers.llm.base import LLM, ChatMessage, LLMRequest, Warmable
 from voxline.providers.llm.registry import create_llm
 from voxline.settings import Settings, load_settings
 from voxline.store.base import ApprovalRecord, ApprovalStatus, ConversationRecord, Store
 from voxline.store.factory import open_store
-from voxline.tools.approvals import ApprovalManager
+from voxline.tasks import TaskGroup
+from voxline.tools.approvals import ApprovalManager, ApprovalStateError
 from voxline.tools.base import RunContext, Tool
 from voxline.tools.executor import ToolExecutor
 
 S = SessionState
 
+# Memory events a session passes on to its own bus, for its own turns only.
+_TURN_EVENTS = ("turn_added", "turn_updated", "turn_deleted")
+
+
+class SessionClosedError(RuntimeError):
+    """The session was closed: it takes no more input and starts no more work."""
+
 
 class Session:
-    """Runs one conversation with an agent: text in, streamed reply and tool calls out."""
+    """One live connection to a conversation: text in, streamed reply and tool calls out."""
 
     CLOSE_FLUSH_TIMEOUT = 10.0  # seconds close() waits for storage before giving up loudly
 
@@ -53,16 +68,36 @@ class Session:
         channel: str = "text",
         user_data: dict[str, Any] | None = None,
         auto_deliver: bool = True,
+        memory: ConversationMemory | None = None,
+        connection_id: str | None = None,
+        own_approvals: bool | None = None,
     ) -> None:
+        """`memory`: the conversation's shared memory, already opened by whoever shares it (the
+        server's hub); without one the session opens and closes a private one.
+        `connection_id`: this connection's id (a CallSid, a socket id); made up when absent.
+        `own_approvals`: whether this session hears approval decisions itself (the default
+        when it owns its memory); a server routes them to the right session instead."""
         self.agent = agent
         self.spec = agent_spec_of(agent)
+        if memory is not None:
+            conversation_id = memory.id
         self.id = conversation_id or new_id("conv")
+        self.connection_id = connection_id or new_id("conn")
         self.subject = subject
         self.channel = channel
         self.user_data = dict(user_data or {})
         self.settings = settings or load_settings()
         self.bus = EventBus()
-        self.turns = TurnStore(self.id, self.bus)
+        self.memory = memory or ConversationMemory(self.id)
+        self._owns_memory = memory is None
+        self._own_approvals = self._owns_memory if own_approvals is None else own_approvals
+        self.turns = SessionTurns(
+            self.memory.turns, channel=channel, connection=self.connection_id
+        )
+        self._forwarding = [
+            self.memory.bus.on(name, self._forward(name)) for name in (*_TURN_EVENTS,)
+        ]
+        self._forwarding.append(self.memory.bus.on("summary_created", self._forward_summary))
         self._state = StateMachine(self.bus)
         self._llm = llm
         self._store = store
@@ -72,14 +107,17 @@ class Session:
         self._tools: dict[str, Tool] = {}
         self._executor: ToolExecutor | None = None
         self._engine: ReplyEngine | None = None
-        self._sync: TurnSync | None = None
         self._summarizer: Summarizer | None = None
         self._reply_task: asyncio.Task[BotTurn | None] | None = None
         self._reply_lock = asyncio.Lock()
-        self._background: set[asyncio.Task[Any]] = set()
+        self.tasks = TaskGroup(f"session {self.connection_id}", on_error=self._background_error)
         self._unsubscribe: Callable[[], None] | None = None
         self._counted = False  # registered with the process-wide collector policy
-        self.log = structlog.get_logger("voxline.session").bind(session_id=self.id)
+        self._started = False
+        self._closed = False
+        self.log = structlog.get_logger("voxline.session").bind(
+            session_id=self.id, connection=self.connection_id, channel=channel
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -103,12 +141,30 @@ class Session:
         LISTENING -> TRANSCRIBING while the caller's words become text (invalid moves raise)."""
         self._state.to(state)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def on(self, event: str, handler: Callable[..., Any]) -> Callable[[], None]:
-        """Subscribe to a session event (see `voxline.events.EVENT_NAMES`)."""
+        """Subscribe to a session event (see `voxline.events.EVENT_NAMES`). Turn events are
+        this connection's own turns; the memory's bus has everyone's."""
         return self.bus.on(event, handler)
 
+    def _forward(self, name: str) -> Callable[..., None]:
+        def forward(turn: Turn, **payload: Any) -> None:
+            if turn.connection == self.connection_id:
+                self.bus.emit(name, turn=turn, **payload)
+
+        return forward
+
+    def _forward_summary(self, **payload: Any) -> None:
+        self.bus.emit("summary_created", **payload)
+
     async def start(self, *, greet: bool = True) -> None:
-        """Restore history if this conversation exists, start syncing, greet a new caller."""
+        """Open the memory if this session owns it (restoring history), wire the reply engine,
+        apply approvals decided while nobody was here, greet a new caller."""
+        if self._closed:
+            raise SessionClosedError("a closed session cannot be started again")
         if self._store is None:
             self._store = await open_store(settings=self.settings)
         if self._llm is None:
@@ -122,52 +178,66 @@ class Session:
             pending_message=self.spec.approvals.pending_message,
         )
         self._engine = ReplyEngine(
-            self.turns, self.bus, self._state, self._executor, self.delivery, self._run_context
+            self.turns,
+            self.bus,
+            self._state,
+            self._executor,
+            self.delivery,
+            self._run_context,
+            tasks=self.tasks,
         )
-        existing = await self._store.get_conversation(self.id)
-        records = await self._store.load_turns(self.id)
-        self.turns.restore([turn_from_record(r) for r in records])
-        record = existing or ConversationRecord(
-            id=self.id, agent=self.spec.name, subject=self.subject, channel=self.channel
-        )
-        await self._store.upsert_conversation(record)
-        self._sync = TurnSync(self._store, self.bus)
-        self._sync.start()
+        if self._owns_memory:
+            record = ConversationRecord(
+                id=self.id, agent=self.spec.name, subject=self.subject, channel=self.channel
+            )
+            await self.memory.open(self._store, record)
+        resumed = len(self.memory.turns) > 0
         policy = self.spec.summarization
         if policy.enabled:
             summary_llm = create_llm(policy.llm, self.settings) if policy.llm else self._llm
             self._summarizer = Summarizer(policy, summary_llm)
         if isinstance(self._llm, Warmable):
-            self._spawn(self._llm.warm(self._warm_request()))
-        self._unsubscribe = self._approvals.subscribe(self.id, self._on_approval_decided)
+            self.tasks.spawn(self._llm.warm(self._warm_request()), name="warm")
+        if self._own_approvals:
+            self._unsubscribe = self._approvals.subscribe(self.id, self._on_approval_decided)
         COLLECTOR.session_started()
         self._counted = True
-        self.bus.emit("session_started", session=self, resumed=bool(records))
+        self._started = True
+        self.bus.emit("session_started", session=self, resumed=resumed)
         self._state.to(S.LISTENING)
-        self.log.info("session started", agent=self.spec.name, resumed=bool(records))
-        for pending in await self._store.list_approvals(conversation_id=self.id):
-            if pending.status != ApprovalStatus.PENDING and not pending.applied:
-                await self._on_approval_decided(pending)
-        if greet and not records and self.spec.greeting:
+        self.log.info("session started", agent=self.spec.name, resumed=resumed)
+        if self._own_approvals:
+            for pending in await self._store.list_approvals(conversation_id=self.id):
+                if pending.status != ApprovalStatus.PENDING and not pending.applied:
+                    await self._on_approval_decided(pending)
+        if greet and not resumed and self.spec.greeting:
             await self.say(self.spec.greeting)
 
     async def close(self) -> None:
-        """Stop any reply, write every turn through, release what this session opened."""
+        """Stop the reply, cancel and await every task this session started (tools that began
+        finish under their own timeout first), then write the turns through if the memory is
+        ours. Nothing starts after this; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         await self._cancel_reply()
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._engine is not None:
+            await self._engine.finish_tools()
+        await self.tasks.close()
         if self._unsubscribe is not None:
             self._unsubscribe()
-        if self._sync is not None:
+        for off in self._forwarding:
+            off()
+        if self._owns_memory:
             try:
                 async with asyncio.timeout(self.CLOSE_FLUSH_TIMEOUT):
-                    await self._sync.close()
+                    await self.memory.close()
             except TimeoutError:
                 self.log.error("storage did not take the last turns before the close timeout")
         await self.bus.drain()
         self.bus.emit("session_closed", session=self)
-        self._state.to(S.IDLE)
+        if self._started:
+            self._state.to(S.IDLE)
         if self._owns_store and self._store is not None:
             await self._store.close()
         if self._counted:
@@ -184,22 +254,37 @@ class Session:
 
     # -- conversation ------------------------------------------------------------------------
     async def send_text(self, text: str) -> str:
-        """A user message: interrupts any reply in flight, then answers. Returns the reply text."""
+        """A user message: interrupts this connection's reply in flight, then answers. Returns
+        the reply text. Cancelling the caller cancels the reply (what was said stays recorded).
+        Raises `SessionClosedError` after `close()`."""
+        self._check_open()
         self.interrupt()
         self.turns.add_user_text(text, channel=self.channel)
         turn = await self.respond()
         return turn.content if turn else ""
 
     async def respond(self) -> BotTurn | None:
-        """Run a reply to the history as it stands (after a user turn, an approval, a tool)."""
+        """Run a reply to the history as it stands (after a user turn, an approval, a tool).
+
+        The reply is a task of its own so that `interrupt()` can cancel it without cancelling
+        the caller (who then gets None); cancelling the caller interrupts the reply and waits
+        for it to settle, so no reply ever outlives whoever awaits it."""
+        self._check_open()
         async with self._reply_lock:
-            task = asyncio.create_task(self._reply())
+            self._check_open()
+            if self._engine is not None:
+                await self._engine.wait_tools()  # the model must see results still arriving
+            task = self.tasks.spawn(self._reply(), name="reply")
             self._reply_task = task
             try:
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
                 if task.cancelled() and not _current_task_cancelling():
                     return None  # the reply was interrupted, not the caller
+                if self._reply_task is task:
+                    self.interrupt()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
                 raise
             finally:
                 if self._reply_task is task:
@@ -269,30 +354,38 @@ class Session:
         return turn
 
     async def wait_idle(self) -> None:
-        """Wait until no reply runs and every turn is written to storage."""
+        """Wait until no reply or background work runs and every turn is written to storage."""
         async with self._reply_lock:
             pass
-        if self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
-        if self._sync is not None:
-            await self._sync.flush()
+        await self.tasks.wait()
+        await self.memory.flush()
 
     # -- approvals ---------------------------------------------------------------------------
     async def _on_approval_decided(self, record: ApprovalRecord) -> None:
         """A human decided: run the tool (or not) and let the model tell the user."""
-        self._spawn(self._apply_approval(record))
+        self.deliver_approval(record)
+
+    def deliver_approval(self, record: ApprovalRecord) -> asyncio.Task[None]:
+        """Apply a decision in this session: claim it (at most one applier anywhere), run the
+        tool or report the refusal, then let the model tell the user."""
+        self._check_open()
+        return self.tasks.spawn(self._apply_approval(record), name="approval")
 
     async def _apply_approval(self, record: ApprovalRecord) -> None:
         executor = self._require_executor()
         tool = self._tools.get(record.tool)
         call_id = new_id("call")
-        if tool is not None:
-            outcome = await executor.run_approved(record, tool, self._run_context(call_id))
-            content, is_error = outcome.content, outcome.is_error
-        else:
-            content = f"The {record.tool} tool is no longer available, so it was not run."
-            is_error = True
-            await self.approvals.mark_applied(record.id, content)
+        try:
+            if tool is not None:
+                outcome = await executor.run_approved(record, tool, self._run_context(call_id))
+                content, is_error = outcome.content, outcome.is_error
+            else:
+                content = f"The {record.tool} tool is no longer available, so it was not run."
+                is_error = True
+                await self.approvals.mark_applied(record.id, content)
+        except ApprovalStateError as exc:
+            self.log.info("approval applied elsewhere", approval_id=record.id, why=str(exc))
+            return
         self.turns.add_tool_call(
             call_id, record.tool, json.dumps(record.arguments), approval_id=record.id
         )
@@ -325,18 +418,14 @@ class Session:
     def _maybe_summarize(self) -> None:
         summarizer = self._summarizer
         if summarizer is not None and summarizer.should_summarize(self.turns.all()):
-            self._spawn(summarizer.summarize(self.turns))
+            self.tasks.spawn(summarizer.summarize(self.turns), name="summary")
 
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[Any] = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
+    def _background_error(self, exc: BaseException) -> None:
+        self.bus.emit("error", error=exc, where="background")
 
-    def _background_done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self.log.error("background task failed", exc_info=exc)
-            self.bus.emit("error", error=exc, where="background")
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosedError(f"session {self.connection_id} is closed")
 
     async def _cancel_reply(self) -> None:
         task = self._reply_task

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -24,6 +24,7 @@ import structlog
 from voxline.conversation.turns import Turn
 from voxline.events import EventBus
 from voxline.store.base import ConversationRecord, Store
+from voxline.store.errors import SeqConflictError
 
 log = structlog.get_logger("voxline.sync")
 
@@ -40,12 +41,16 @@ class TurnSync:
         coalesce: float = 0.05,
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
+        on_conflict: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._coalesce = coalesce
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._conversation = conversation
+        # Called when a write finds a position taken by another writer: the owner of the turns
+        # renumbers the unwritten ones, and the write is tried again at once.
+        self._on_conflict = on_conflict
         self._dirty: dict[str, Turn] = {}
         self._deleted: dict[str, str] = {}  # turn id -> conversation id
         self._written: dict[str, int] = {}
@@ -84,6 +89,11 @@ class TurnSync:
     def pending(self) -> int:
         """Records not yet durable: dirty turns, unwritten deletes and the conversation row."""
         return len(self._dirty) + len(self._deleted) + (self._conversation is not None)
+
+    @property
+    def pending_deletes(self) -> set[str]:
+        """Turns deleted in memory whose delete the store has not taken yet."""
+        return set(self._deleted)
 
     def last_written(self, turn_id: str) -> int | None:
         """The version of `turn_id` the store holds, as far as this sync knows."""
@@ -143,11 +153,22 @@ class TurnSync:
 
     async def _push_until_done(self) -> None:
         """Push until a push succeeds, backing off exponentially; partial progress is kept."""
-        failures = 0
+        failures = conflicts = 0
         while True:
             try:
                 await self._push()
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, SeqConflictError) and self._on_conflict is not None:
+                    conflicts += 1
+                    log.info("turn positions taken by another writer; rebasing", n=conflicts)
+                    try:
+                        await self._on_conflict()
+                    except Exception:  # the store went away mid-rebase: back off, try again
+                        log.warning("rebase failed; retrying", exc_info=True)
+                        await asyncio.sleep(self._retry_max)
+                    if conflicts > 3:  # a busy rival: let it finish its burst
+                        await asyncio.sleep(min(self._retry_max, self._retry_initial * conflicts))
+                    continue
                 failures += 1
                 delay = min(self._retry_max, self._retry_initial * 2 ** (failures - 1))
                 log.warning(
@@ -167,8 +188,10 @@ class TurnSync:
         if self._conversation is not None:
             await self._store.upsert_conversation(self._conversation)
             self._conversation = None
-        await self._write_dirty()
+        # Deletes first: a turn that takes the position of one just deleted (a summary replacing
+        # what it summarises) must not collide with it in the store.
         await self._write_deletes()
+        await self._write_dirty()
 
     async def _write_dirty(self) -> None:
         # Detached copies: the conversation keeps mutating these turns while the write awaits.

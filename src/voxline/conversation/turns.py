@@ -46,6 +46,11 @@ class Turn:
     created_at: float = field(default_factory=time.time)
     version: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Where the turn happened: the channel ("voice", "sms", "text", "web") and the live
+    # connection (one call, one SMS exchange, one text session) that wrote it. Many live
+    # sessions share a conversation's memory; these say whose turn each one is.
+    channel: str = ""
+    connection: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_store", None)
@@ -191,6 +196,26 @@ class TurnStore:
             self._turns[turn.id] = turn
             self._next_seq = max(self._next_seq, turn.seq + 1)
             object.__setattr__(turn, "_store", self)
+
+    def rebase(self, stored: list[Turn]) -> int:
+        """Adopt `stored` (the store's turns, some written by another worker) and renumber the
+        turns the store does not hold yet to follow them, in their order. Returns how many
+        moved. Positions of written turns never change; no events fire (nothing a reader
+        shows changed but the order)."""
+        known = {turn.id for turn in stored}
+        for turn in stored:
+            if turn.id not in self._turns:
+                object.__setattr__(turn, "conversation_id", self.conversation_id)
+                object.__setattr__(turn, "_store", self)
+                self._turns[turn.id] = turn
+        unwritten = sorted(
+            (t for t in self._turns.values() if t.id not in known), key=lambda t: t.seq
+        )
+        after = max((turn.seq for turn in stored), default=-1) + 1
+        for offset, turn in enumerate(unwritten):
+            object.__setattr__(turn, "seq", after + offset)
+        self._next_seq = after + len(unwritten)
+        return len(unwritten)
 
     def delete(self, turn_id: str) -> Turn:
         turn = self._turns.pop(turn_id)

@@ -1,7 +1,8 @@
 """The live debug feed: what each conversation does, as JSON events on the `EventBroker`.
 
-Every live conversation on a worker has one `FeedPublisher`. It listens to the session's event
-bus, turns events into small JSON objects and publishes them, in order, to the call's channel and
+Every live conversation on a worker has one `FeedPublisher`. It listens to the event bus of each
+of the conversation's live sessions (two calls from one number are two sessions; each event says
+which `connection` it came from), turns events into small JSON objects and publishes them, in order, to the call's channel and
 to the channel of each listener the conversation is currently serving. Feed sockets (on any
 worker) subscribe to those channels. Publishing goes through one bounded queue and one task per
 conversation, because bus handlers are synchronous and must not wait on the network, and because
@@ -141,15 +142,26 @@ class FeedPublisher:
             QUEUE_LIMIT
         )
         self._pump = asyncio.create_task(self._publish_all())
-        self._unsubscribe: list[Any] = []
+        self._sessions: dict[str, Any] = {}  # connection id -> unsubscribe
+
+    @property
+    def sessions(self) -> int:
+        return len(self._sessions)
 
     def attach(self, session: Session) -> None:
-        self._unsubscribe.append(session.on("*", self._on_bus))
+        connection = session.connection_id
 
-    def _on_bus(self, event: str, **payload: Any) -> None:
-        described = describe(event, payload)
-        if described is not None:
-            self.publish(described.pop("type"), **described)
+        def on_bus(event: str, **payload: Any) -> None:
+            described = describe(event, payload)
+            if described is not None:
+                self.publish(described.pop("type"), connection=connection, **described)
+
+        self._sessions[connection] = session.on("*", on_bus)
+
+    def detach(self, session: Session) -> None:
+        unsubscribe = self._sessions.pop(session.connection_id, None)
+        if unsubscribe is not None:
+            unsubscribe()
 
     def add_listener(self, listener_id: str) -> None:
         self._listeners[listener_id] = self._listeners.get(listener_id, 0) + 1
@@ -194,9 +206,9 @@ class FeedPublisher:
 
     async def close(self) -> None:
         """Detach, publish what is queued (within `CLOSE_TIMEOUT`), stop."""
-        for unsubscribe in self._unsubscribe:
+        for unsubscribe in self._sessions.values():
             unsubscribe()
-        self._unsubscribe = []
+        self._sessions.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self._queue.join()
@@ -215,22 +227,31 @@ class Feeds:
         self._publishers: dict[str, FeedPublisher] = {}
 
     def start(self, session: Session, agent: str) -> FeedPublisher:
-        publisher = FeedPublisher(self.broker, session.id, agent)
+        """Publish `session`'s events on its conversation's feed (started with the first)."""
+        publisher = self._publishers.get(session.id)
+        if publisher is None:
+            publisher = FeedPublisher(self.broker, session.id, agent)
+            self._publishers[session.id] = publisher
         publisher.attach(session)
-        self._publishers[session.id] = publisher
         return publisher
 
     def get(self, conversation_id: str) -> FeedPublisher | None:
         return self._publishers.get(conversation_id)
 
-    async def finish(self, conversation_id: str) -> None:
-        publisher = self._publishers.pop(conversation_id, None)
-        if publisher is not None:
+    async def finish(self, session: Session) -> None:
+        """Stop publishing `session`'s events; the feed ends with the conversation's last."""
+        publisher = self._publishers.get(session.id)
+        if publisher is None:
+            return
+        publisher.detach(session)
+        if publisher.sessions == 0:
+            del self._publishers[session.id]
             await publisher.close()
 
     async def close(self) -> None:
-        for conversation_id in list(self._publishers):
-            await self.finish(conversation_id)
+        for publisher in list(self._publishers.values()):
+            await publisher.close()
+        self._publishers.clear()
 
     async def call_client_tool(self, call: ClientToolCall) -> Any:
         publisher = self._publishers.get(call.conversation_id)

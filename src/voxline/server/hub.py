@@ -1,35 +1,39 @@
-"""The server's conversations: one live `Session` per conversation, shared by every channel.
+"""The worker's front desk: agents, conversations, and the collaborators that serve them.
 
-A caller is one conversation per agent, keyed by their subject, so an SMS and a phone call from
-the same number meet the same history. While anything uses a conversation (a call, an SMS being
-answered, an approval being delivered) exactly one `Session` holds it: two sessions on one
-conversation would interleave turn numbers. The hub also owns what sessions share: the store,
-one `ApprovalManager` (decisions reach whichever session is live), the models, the SMS sender.
+A caller is one conversation (one memory) per agent, keyed by their subject, so an SMS and a
+phone call from the same number meet the same history. Each connection to it is its own live
+session (`LiveSessions`); an SMS exchange is answered by `SmsService`; a human's decision on an
+approval is routed to the caller by `ApprovalRouter`; live calls are in `calls` for call control
+and text injection. The hub opens and closes them, resolves agents (hosted or stored), keeps
+one model per spec for the process, and counts calls in progress for a graceful drain.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import hashlib
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
-from voxline.agents.runtime import Agent, AgentRuntime, LLMConfig
+from voxline.agents.runtime import Agent
 from voxline.agents.spec import AgentSpec
-from voxline.channels.relay_tools import relay_tools
-from voxline.channels.twilio_relay import RelayCall
-from voxline.channels.twilio_sms import ReplyCollector, SmsSender, split_message
+from voxline.channels.twilio_sms import SmsSender
 from voxline.conversation.session import Session
 from voxline.conversation.turns import new_id
 from voxline.providers.llm.base import LLM
 from voxline.providers.llm.registry import create_llm
+from voxline.server.approval_router import ApprovalRouter
 from voxline.server.cluster import WorkerLink
 from voxline.server.config import HostedAgent, LLMProvider, host_agent
 from voxline.server.feed import Feeds
+from voxline.server.live import LiveSessions, SessionOptions
+from voxline.server.live_calls import LiveCalls
+from voxline.server.sms_service import CONTACT_KEY, Contact, SmsService
 from voxline.settings import Settings
 from voxline.store.base import (
     AgentRecord,
@@ -40,47 +44,12 @@ from voxline.store.base import (
     Store,
 )
 from voxline.store.factory import open_broker, open_store
+from voxline.tasks import TaskGroup
 from voxline.tools.approvals import ApprovalManager
-from voxline.tools.base import Tool
-from voxline.tools.client import CLIENT_TOOLS_KEY
 
 log = structlog.get_logger("voxline.server")
 
-CONTACT_KEY = "twilio"  # conversation metadata: how to reach the caller later
-
-
-@dataclass(frozen=True)
-class Contact:
-    """How to text a caller back: their address (as Twilio wrote it) and our number."""
-
-    reply_to: str
-    number: str
-
-
-class _ChannelAgent:
-    """An agent plus channel tools (call control on voice), seen by the session as one agent."""
-
-    def __init__(self, agent: HostedAgent, extra: Sequence[Tool]) -> None:
-        self._base = agent.runtime
-        self.spec: AgentSpec = agent.spec
-        self._extra = list(extra)
-
-    def instructions(self) -> str:
-        return self._base.instructions()
-
-    def llm_config(self) -> LLMConfig:
-        return self._base.llm_config()
-
-    def tools(self) -> Sequence[Tool]:
-        own = list(self._base.tools())
-        names = {t.name for t in own}
-        return [*own, *(t for t in self._extra if t.name not in names)]
-
-
-@dataclass
-class _Live:
-    ready: asyncio.Future[Session]
-    refs: int = 1
+__all__ = ["CONTACT_KEY", "Contact", "ConversationHub", "HubStats", "SessionOptions"]
 
 
 @dataclass
@@ -104,7 +73,8 @@ class ConversationHub:
         self.agents = agents  # hosted from files/code; agents defined over the API are in the store
         self.settings = settings
         self.sms_sender = sms_sender
-        self.calls: dict[str, RelayCall] = {}  # conversation id -> live ConversationRelay call
+        self.calls: LiveCalls[Any] = LiveCalls()
+        self.tasks = TaskGroup("hub")
         self._store = store
         self._owns_store = store is None
         self._approvals: ApprovalManager | None = None
@@ -114,10 +84,9 @@ class ConversationHub:
         self._owns_broker = broker is None
         self._link: WorkerLink | None = None
         self._feeds: Feeds | None = None
-        self._live: dict[str, _Live] = {}
-        self._closing: dict[str, asyncio.Task[None]] = {}
-        self._resolve_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._live: LiveSessions | None = None
+        self._sms: SmsService | None = None
+        self._router: ApprovalRouter | None = None
         self._active_calls = 0
         self._no_calls = asyncio.Event()
         self._no_calls.set()
@@ -133,20 +102,20 @@ class ConversationHub:
         self._link = WorkerLink(self._broker)
         await self._link.open()
         self._feeds = Feeds(self._broker, self._link)
+        self._live = LiveSessions(
+            self._store, self.settings, self._approvals, self._feeds, self._model_for
+        )
+        self._sms = SmsService(
+            self._live, self._store, self.sms_sender, self.resolve_agent, self.tasks
+        )
+        self._router = ApprovalRouter(self._live, self._link, self._sms, self.tasks)
 
     async def close(self, grace: float = 0.0) -> None:
         """Let background work (late SMS replies, approval deliveries) finish within `grace`,
         then close what is still live and release shared resources."""
-        if self._tasks:
-            _, pending = await asyncio.wait(list(self._tasks), timeout=grace or None)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        for conversation_id, live in list(self._live.items()):
-            if live.ready.done() and not live.ready.cancelled() and not live.ready.exception():
-                await live.ready.result().close()
-            self._live.pop(conversation_id, None)
-        await asyncio.gather(*self._closing.values(), return_exceptions=True)
+        await self.tasks.close(grace)
+        if self._live is not None:
+            await self._live.close()
         if self._feeds is not None:
             await self._feeds.close()
         if self._link is not None:
@@ -199,6 +168,24 @@ class ConversationHub:
             raise RuntimeError("the hub is not open")
         return self._broker
 
+    @property
+    def live(self) -> LiveSessions:
+        if self._live is None:
+            raise RuntimeError("the hub is not open")
+        return self._live
+
+    @property
+    def sms(self) -> SmsService:
+        if self._sms is None:
+            raise RuntimeError("the hub is not open")
+        return self._sms
+
+    @property
+    def approval_router(self) -> ApprovalRouter:
+        if self._router is None:
+            raise RuntimeError("the hub is not open")
+        return self._router
+
     # -- agents ----------------------------------------------------------------------------
     async def resolve_agent(self, name: str) -> HostedAgent | None:
         """A hosted agent by name, else the API agent of that name as stored now: read at the
@@ -223,8 +210,7 @@ class ConversationHub:
             return None
 
     def stats(self) -> HubStats:
-        # A session still writing its last turns counts as live.
-        live = len(self._live) + len(self._closing.keys() - self._live.keys())
+        live = len(self._live) if self._live is not None else 0
         return HubStats(live, self._active_calls, self.draining)
 
     # -- calls and draining ----------------------------------------------------------------
@@ -256,148 +242,57 @@ class ConversationHub:
     # -- conversations ---------------------------------------------------------------------
     async def conversation_for(self, agent: HostedAgent, subject: str | None, channel: str) -> str:
         """The conversation of `subject` with `agent`, created on first contact. An unknown
-        caller (no subject) always starts afresh: they must not share anyone's memory."""
+        caller (no subject) always starts afresh: they must not share anyone's memory.
+
+        A first contact gets an id derived from (agent, subject), so two first contacts at once,
+        on one worker or two, land on the same conversation without any lock."""
         if subject is None:
             return new_id("conv")
-        async with self._resolve_lock:  # two first contacts at once must not fork the history
-            for record in await self.store.list_conversations(subject=subject, limit=100):
-                if record.agent == agent.name:
-                    return record.id
-            conversation_id = new_id("conv")
+        for record in await self.store.list_conversations(subject=subject, limit=100):
+            if record.agent == agent.name:
+                return record.id
+        digest = hashlib.sha256(f"{agent.name}\n{subject}".encode()).hexdigest()[:20]
+        conversation_id = f"conv_{digest}"
+        if await self.store.get_conversation(conversation_id) is None:
             await self.store.upsert_conversation(
                 ConversationRecord(
                     id=conversation_id, agent=agent.name, subject=subject, channel=channel
                 )
             )
-            return conversation_id
+        return conversation_id
 
     async def has_history(self, conversation_id: str) -> bool:
-        live = self._live.get(conversation_id)
-        if live is not None and live.ready.done() and not live.ready.exception():
-            return len(live.ready.result().turns) > 0
+        memory = self.live.memory(conversation_id)
+        if memory is not None:
+            return len(memory.turns) > 0
         return bool(await self.store.load_turns(conversation_id))
 
     @contextlib.asynccontextmanager
-    async def lease(
+    async def connect(
         self,
         agent: HostedAgent,
         conversation_id: str,
         *,
         subject: str | None,
-        channel: str,
+        options: SessionOptions,
         contact: Contact | None = None,
-        on_open: Callable[[Session], None] | None = None,
-        listener_id: str | None = None,
     ) -> AsyncIterator[Session]:
-        """The live session of a conversation, started if nobody holds it; closed (every turn
-        written through) when the last holder leaves. `on_open` sees a new session before it
-        starts, i.e. before it replays approvals decided while nobody held it. While this lease
-        lasts, the conversation's debug events also go to `listener_id`'s feed."""
-        session = await self._acquire(agent, conversation_id, subject, channel, on_open)
-        publisher = self.feeds.get(conversation_id)
-        if publisher is not None and listener_id is not None:
-            publisher.add_listener(listener_id)
-        try:
+        """A live session for one connection (a call, a socket, a text session) on the
+        conversation's memory; closed, with every task it started, when the block ends."""
+        async with self.live.open(agent, conversation_id, subject=subject, options=options) as s:
             if contact is not None:
-                await self._remember_contact(conversation_id, contact)
-            yield session
-        finally:
-            if publisher is not None and listener_id is not None:
-                publisher.remove_listener(listener_id)
-            await self._release(conversation_id)
+                await self.sms.remember_contact(conversation_id, contact)
+            yield s
 
-    async def _acquire(
-        self,
-        agent: HostedAgent,
-        conversation_id: str,
-        subject: str | None,
-        channel: str,
-        on_open: Callable[[Session], None] | None,
-    ) -> Session:
-        live = self._live.get(conversation_id)
-        if live is not None:
-            live.refs += 1
-            try:
-                return await asyncio.shield(live.ready)
-            except BaseException:
-                await self._release(conversation_id)
-                raise
-        live = _Live(ready=asyncio.get_running_loop().create_future())
-        self._live[conversation_id] = live
-        try:
-            closing = self._closing.get(conversation_id)
-            if closing is not None:
-                await asyncio.shield(closing)  # its last turns must be stored before we load
-            tools = relay_tools(agent.spec, agent.twilio, self.calls) if channel == "voice" else ()
-            session = Session(
-                _ChannelAgent(agent, tools),
-                conversation_id=conversation_id,
-                llm=self._model_for(agent.runtime),
-                store=self.store,
-                settings=self.settings,
-                approvals=self.approvals,
-                subject=subject,
-                channel=channel,
-                user_data={CLIENT_TOOLS_KEY: self.feeds},
-            )
-            self.feeds.start(session, agent.name)
-            if on_open is not None:
-                on_open(session)
-            await session.start(greet=False)
-        except BaseException as exc:
-            self._live.pop(conversation_id, None)
-            await self.feeds.finish(conversation_id)
-            if isinstance(exc, Exception):
-                live.ready.set_exception(exc)
-                live.ready.exception()  # retrieved here, so an unawaited copy is not reported
-            else:
-                live.ready.cancel()
-            raise
-        live.ready.set_result(session)
-        return session
-
-    async def _release(self, conversation_id: str) -> None:
-        live = self._live.get(conversation_id)
-        if live is None:
-            return
-        live.refs -= 1
-        if live.refs > 0:
-            return
-        del self._live[conversation_id]
-        if not live.ready.done() or live.ready.cancelled() or live.ready.exception():
-            return
-        task = asyncio.create_task(self._close_session(live.ready.result()))
-        self._closing[conversation_id] = task
-        try:
-            await asyncio.shield(task)
-        finally:
-            if self._closing.get(conversation_id) is task:
-                del self._closing[conversation_id]
-
-    async def _close_session(self, session: Session) -> None:
-        try:
-            await session.close()
-        finally:
-            await self.feeds.finish(session.id)
-
-    def _model_for(self, runtime: AgentRuntime) -> LLM:
+    def _model_for(self, agent: HostedAgent) -> LLM:
         if self._llm is not None:
-            return self._llm(runtime)
-        spec = runtime.llm_config().spec or self.settings.llm
+            return self._llm(agent.runtime)
+        spec = agent.runtime.llm_config().spec or self.settings.llm
         if spec not in self._llms:  # heavy models load once per process, not once per call
             self._llms[spec] = create_llm(spec, self.settings)
         return self._llms[spec]
 
-    async def _remember_contact(self, conversation_id: str, contact: Contact) -> None:
-        record = await self.store.get_conversation(conversation_id)
-        if record is None:
-            return
-        known = {"reply_to": contact.reply_to, "number": contact.number}
-        if record.metadata.get(CONTACT_KEY) != known:
-            metadata = {**record.metadata, CONTACT_KEY: known}
-            await self.store.upsert_conversation(record.model_copy(update={"metadata": metadata}))
-
-    # -- SMS -------------------------------------------------------------------------------
+    # -- SMS and approvals -----------------------------------------------------------------
     async def answer_sms(
         self,
         agent: HostedAgent,
@@ -409,92 +304,22 @@ class ConversationHub:
         reply_within: float,
         listener_id: str | None = None,
     ) -> str | None:
-        """The reply to one inbound message if it is ready within `reply_within` seconds;
-        otherwise None, and the reply is texted through the sender when it is ready."""
-        task = self.spawn(
-            self._sms_turn(agent, conversation_id, subject, contact, text, listener_id)
-        )
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), reply_within)
-        except TimeoutError:
-            log.info("sms reply is slow; it will be sent through the REST API", waited=reply_within)
-
-        async def send_late() -> None:
-            await self.send_sms(contact, await task)
-
-        self.spawn(send_late())
-        return None
-
-    async def _sms_turn(
-        self,
-        agent: HostedAgent,
-        conversation_id: str,
-        subject: str | None,
-        contact: Contact,
-        text: str,
-        listener_id: str | None,
-    ) -> str:
-        collector = ReplyCollector()
-        async with self.lease(
+        return await self.sms.answer(
             agent,
             conversation_id,
             subject=subject,
-            channel="sms",
             contact=contact,
+            text=text,
+            reply_within=reply_within,
             listener_id=listener_id,
-        ) as session:
-            collector.attach(session)
-            try:
-                await session.send_text(text)
-                await session.wait_idle()  # includes approvals decided meanwhile
-            finally:
-                collector.detach()
-        return collector.text()
-
-    async def send_sms(self, contact: Contact, text: str) -> None:
-        if not text:
-            return
-        if self.sms_sender is None:
-            log.warning("no SMS sender configured: a reply was stored but not sent")
-            return
-        for body in split_message(text):
-            await self.sms_sender.send(to=contact.reply_to, from_=contact.number, body=body)
-
-    # -- approvals -------------------------------------------------------------------------
-    def after_decision(self, record: ApprovalRecord) -> None:
-        """A human decided. A live session has heard it already and tells the caller on its own
-        channel; otherwise the conversation is woken to apply it and the outcome is texted."""
-        if record.conversation_id not in self._live:
-            self.spawn(self._deliver_offline(record.conversation_id))
-
-    async def _deliver_offline(self, conversation_id: str) -> None:
-        record = await self.store.get_conversation(conversation_id)
-        agent = await self.resolve_agent(record.agent) if record is not None else None
-        if record is None or agent is None:
-            log.warning("approval decided for a conversation this server does not host")
-            return
-        collector = ReplyCollector()
-        async with self.lease(
-            agent, conversation_id, subject=record.subject, channel="sms", on_open=collector.attach
-        ) as session:
-            await session.wait_idle()
-        collector.detach()
-        contact = record.metadata.get(CONTACT_KEY)
-        if not isinstance(contact, dict) or not contact.get("reply_to"):
-            log.warning("approval outcome not sent: no way to reach this caller")
-            return
-        await self.send_sms(
-            Contact(contact["reply_to"], contact.get("number", "")), collector.text()
         )
 
-    # -- background work -------------------------------------------------------------------
-    def spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+    async def send_sms(self, contact: Contact, text: str) -> None:
+        await self.sms.send(contact, text)
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("background task failed", exc_info=exc)
+    def after_decision(self, record: ApprovalRecord) -> None:
+        """A human decided on this worker: route the outcome to the caller, wherever they are."""
+        self.approval_router.after_decision(record)
+
+    def spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
+        return self.tasks.spawn(work)

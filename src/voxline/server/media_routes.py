@@ -25,7 +25,7 @@ from voxline.channels.twilio_media import MediaCall, MediaStreamTransport
 from voxline.channels.twiml import stream_twiml
 from voxline.identity.base import SubjectResolver
 from voxline.server.config import HostedAgent
-from voxline.server.hub import Contact, ConversationHub
+from voxline.server.hub import Contact, ConversationHub, SessionOptions
 from voxline.server.speech_pool import SpeechPool
 from voxline.server.twilio_guard import TwilioGuard
 
@@ -111,15 +111,20 @@ class MediaRoutes:
         conversation_id = await self.hub.conversation_for(agent, subject, "voice")
         returning = subject is not None and await self.hub.has_history(conversation_id)
         listener_id = params.get(PARAM_LISTENER) or None
-        async with self.hub.lease(
+        options = SessionOptions(
+            channel="voice",
+            connection_id=start.call_sid or start.stream_sid,
+            listener_id=listener_id,
+        )
+        async with self.hub.connect(
             agent,
             conversation_id,
             subject=subject,
-            channel="voice",
+            options=options,
             contact=Contact(caller, params.get(PARAM_NUMBER, "")) if caller else None,
-            listener_id=listener_id,
         ) as session:
             call = MediaCall(session, start.stream_sid, speech)
+            self.hub.calls.add(session.connection_id, conversation_id, call)
             writer = asyncio.create_task(_send_until_closed(call.transport, websocket))
             feed = self.hub.feeds.get(conversation_id)
             if feed is not None:
@@ -137,6 +142,7 @@ class MediaRoutes:
                         break
                     call.handle(event)
             finally:
+                self.hub.calls.remove(session.connection_id)
                 await call.finish()
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voxline.channels import relay_protocol as wire
-from voxline.channels.relay_tools import HANDOFF_REASON_CODE
+from voxline.channels.relay_tools import HANDOFF_REASON_CODE, relay_tools
 from voxline.channels.twilio_relay import GreetingMode, PromptObserver, RelayCall
 from voxline.channels.twilio_sms import split_message
 from voxline.channels.twiml import (
@@ -36,7 +36,7 @@ from voxline.identity.base import SubjectResolver
 from voxline.server.api.auth import ApiKeys, bearer_token
 from voxline.server.config import HostedAgent
 from voxline.server.feed import FeedPublisher
-from voxline.server.hub import Contact, ConversationHub
+from voxline.server.hub import Contact, ConversationHub, SessionOptions
 from voxline.server.listeners import WS_PREFIX, ListenerDirectory
 from voxline.server.media_routes import media_stream_twiml
 from voxline.server.twilio_guard import SIGNATURE_HEADER, TwilioGuard
@@ -69,6 +69,11 @@ class TwilioRoutes:
         self.guard = guard
         self.resolver = resolver
         self.default_agent = default_agent
+
+    def relay_calls(self, connection_id: str) -> RelayCall | None:
+        """The live ConversationRelay call of a connection (for call-control tools)."""
+        call = self.hub.calls.get(connection_id)
+        return call if isinstance(call, RelayCall) else None
 
     def routes(self) -> list[BaseRoute]:
         methods = ["GET", "POST"]
@@ -254,19 +259,18 @@ class TwilioRoutes:
         mode = params.get(PARAM_GREETING) or await self._direct_greeting(
             subject, conversation_id, greeting
         )
-        async with self.hub.lease(
-            agent,
-            conversation_id,
-            subject=subject,
+        options = SessionOptions(
             channel="voice",
-            contact=contact,
+            connection_id=setup.call_sid or None,
+            tools=relay_tools(agent.spec, agent.twilio, self.relay_calls),
             listener_id=listener_id,
+        )
+        async with self.hub.connect(
+            agent, conversation_id, subject=subject, options=options, contact=contact
         ) as session:
             feed = self.hub.feeds.get(conversation_id)
             call = RelayCall(session, call_sid=setup.call_sid, on_prompt=_partials_to(feed))
-            if conversation_id in self.hub.calls:
-                log.warning("a second call joined a conversation already on a call")
-            self.hub.calls[conversation_id] = call
+            self.hub.calls.add(session.connection_id, conversation_id, call)
             writer = asyncio.create_task(_pump(call, websocket))
             if feed is not None:
                 feed.publish(
@@ -281,8 +285,7 @@ class TwilioRoutes:
                 async for message in frames:
                     call.handle(message)
             finally:
-                if self.hub.calls.get(conversation_id) is call:
-                    del self.hub.calls[conversation_id]
+                self.hub.calls.remove(session.connection_id)
                 await call.finish()
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

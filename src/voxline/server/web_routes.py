@@ -34,7 +34,7 @@ from voxline.channels.web import Message, Outbox, WebCall
 from voxline.conversation.session import Session
 from voxline.conversation.turns import new_id
 from voxline.server.config import HostedAgent
-from voxline.server.hub import ConversationHub
+from voxline.server.hub import ConversationHub, SessionOptions
 from voxline.voice.providers import SpeechProviders
 
 log = structlog.get_logger("voxline.web")
@@ -90,7 +90,6 @@ class WebRoutes:
         self.hub = hub
         self.default_agent = default_agent
         self.speech = speech
-        self._in_call: set[str] = set()  # conversation ids with a browser call on them
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -145,24 +144,21 @@ class WebRoutes:
             raise _CallRefused(f"no agent named {name!r}")
         output_rate = _output_rate(query.get("output_rate"))
         conversation_id, subject = await self._conversation(agent, query.get("conversation"))
-        if conversation_id in self._in_call:
-            raise _CallRefused("this conversation is already on a call in another window")
         try:
             speech = await self.speech.get(agent.spec)
         except Exception as exc:  # a missing extra or model; the pool retries on the next call
             log.exception("speech models could not be loaded", agent=agent.name)
             raise _CallRefused(f"speech models are not available: {exc}", SERVER_ERROR) from exc
-        self._in_call.add(conversation_id)
-        try:
-            async with self.hub.lease(
-                agent, conversation_id, subject=subject, channel="web", on_open=_voice_delivery
-            ) as session:
-                if session.delivery.auto:
-                    raise _CallRefused("this conversation is busy; try again in a moment")
-                call = WebCall(session, speech, output_rate=output_rate or speech.tts.sample_rate)
+        options = SessionOptions("web", connection_id=new_id("web"), on_open=_voice_delivery)
+        async with self.hub.connect(
+            agent, conversation_id, subject=subject, options=options
+        ) as session:
+            call = WebCall(session, speech, output_rate=output_rate or speech.tts.sample_rate)
+            self.hub.calls.add(session.connection_id, conversation_id, call)
+            try:
                 await self._run(websocket, call, agent)
-        finally:
-            self._in_call.discard(conversation_id)
+            finally:
+                self.hub.calls.remove(session.connection_id)
 
     async def _run(self, websocket: WebSocket, call: WebCall, agent: HostedAgent) -> None:
         session = call.session

@@ -83,7 +83,8 @@ async def get_call(call_id: str, request: Request, api: Api) -> CallDetail:
 
 
 def inject_here(hub: ConversationHub, call_id: str, text: str, role: str) -> bool:
-    call = hub.calls.get(call_id)
+    """Into the conversation's most recent live call on this worker, if it has one."""
+    call = hub.calls.latest(call_id)
     if call is None:
         return False
     call.inject(text, as_system=role == "system")

@@ -9,10 +9,12 @@ a caller who phoned can be answered by text with the call's history in view.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -23,7 +25,10 @@ from voxline.server.api.errors import ApiError, error_responses
 from voxline.server.api.models import SessionCreate, SessionMessage, SessionOut, SessionReply
 from voxline.server.config import HostedAgent
 from voxline.server.feed import describe
+from voxline.server.live import SessionOptions
 from voxline.store.base import ConversationRecord
+
+log = structlog.get_logger("voxline.api.sessions")
 
 router = APIRouter(
     tags=["sessions"],
@@ -53,7 +58,9 @@ async def create_session(body: SessionCreate, request: Request, api: Api) -> Ses
         )
     greeting = agent.spec.greeting if body.greet and not resumed else None
     if greeting:
-        async with hub.lease(agent, conversation_id, subject=body.subject, channel=CHANNEL) as s:
+        async with hub.connect(
+            agent, conversation_id, subject=body.subject, options=SessionOptions(CHANNEL)
+        ) as s:
             await s.say(greeting)
     return SessionOut(
         id=conversation_id,
@@ -102,7 +109,9 @@ async def send_message(
     if stream:
         lines = _stream(api, record, agent, body.text)
         return StreamingResponse(lines, media_type=NDJSON)
-    async with api.hub.lease(agent, record.id, subject=record.subject, channel=CHANNEL) as session:
+    async with api.hub.connect(
+        agent, record.id, subject=record.subject, options=SessionOptions(CHANNEL)
+    ) as session:
         reply = await _answer(session, body.text)
     return Response(reply.model_dump_json(), media_type="application/json")
 
@@ -120,12 +129,21 @@ async def _stream(
 ) -> AsyncIterator[str]:
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(STREAM_LIMIT)
 
-    def collect(event: str, **payload: Any) -> None:
-        described = describe(event, payload)
-        if described is not None and not events.full():
-            events.put_nowait(described)
+    dropped = 0
 
-    async with api.hub.lease(agent, record.id, subject=record.subject, channel=CHANNEL) as session:
+    def collect(event: str, **payload: Any) -> None:
+        nonlocal dropped
+        described = describe(event, payload)
+        if described is None:
+            return
+        try:
+            events.put_nowait(described)
+        except asyncio.QueueFull:
+            dropped += 1
+
+    async with api.hub.connect(
+        agent, record.id, subject=record.subject, options=SessionOptions(CHANNEL)
+    ) as session:
         unsubscribe = session.on("*", collect)
         answer = asyncio.create_task(_answer(session, text))
         try:
@@ -140,5 +158,9 @@ async def _stream(
             yield json.dumps({"type": "reply", **reply.model_dump(mode="json")}) + "\n"
         finally:
             unsubscribe()
-            if not answer.done():
+            if not answer.done():  # the client went away: the reply ends with it
                 answer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await answer
+            if dropped:
+                log.warning("stream client was slow: events dropped", dropped=dropped)
