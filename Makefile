@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_EXTRAS ?= local,piper,voice
 TEST_EXTRAS ?= dev,local,piper
 
-.PHONY: setup setup-dev run chat test lint typecheck check bench clean
+.PHONY: setup setup-dev run chat test lint typecheck deploy-check check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,15 @@ lint: setup-dev
 typecheck: setup-dev
 	$(BIN)/mypy
 
-check: lint typecheck test
+# The container image and the Kubernetes manifests (docs/deploy.md): lint only, no build.
+K8S_VERSION ?= 1.30.0
+K8S_MANIFESTS := $(filter-out deploy/k8s/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
+
+deploy-check: setup-dev
+	$(BIN)/hadolint --failure-threshold style Dockerfile
+	$(BIN)/kubernetes-validate --strict --quiet --kubernetes-version $(K8S_VERSION) $(K8S_MANIFESTS)
+
+check: lint typecheck test deploy-check
 
 bench: setup-dev
 	$(BIN)/python benchmarks/local_models.py
