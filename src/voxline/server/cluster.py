@@ -5,11 +5,17 @@ sent to a known inbox) with `reply_to` and `request_id`; whoever can act on it a
 requester's inbox, and the first answer resolves the waiting future. Two things need this: text
 for a call that is live on some other worker, and a client tool's result that arrived on a feed
 socket held by a different worker than the call.
+
+A broker outage must not make a worker deaf for good: the link's subscriptions are
+`LiveSubscription`s, which subscribe again (with backoff, and a log line) if the broker ever
+ends one while the link is open. While the broker is down, asking or answering raises
+`ClusterUnavailableError` at once, which the API turns into a 503 with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,30 +28,116 @@ log = structlog.get_logger("voxline.server.cluster")
 
 BROADCAST = "control"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
+RESUBSCRIBE_DELAY = 0.1  # seconds before reading a replaced subscription, doubling per failure
+RESUBSCRIBE_MAX_DELAY = 2.0
+
+
+class ClusterUnavailableError(ConnectionError):
+    """Other workers cannot be reached right now (the broker is down); the message says why.
+
+    A `ConnectionError`, so callers that already treat those as transient keep doing so."""
 
 
 def inbox_of(worker_id: str) -> str:
     return f"worker:{worker_id}"
 
 
+def broker_problem(broker: EventBroker) -> str | None:
+    """Why `broker` cannot carry events now, or None; brokers without a health view (test
+    doubles, older ones) count as healthy."""
+    if getattr(broker, "healthy", True):
+        return None
+    problem = getattr(broker, "problem", None)
+    return str(problem) if problem else "the event broker is down"
+
+
+class LiveSubscription(AsyncIterator[dict[str, Any]]):
+    """A broker subscription that ends only when it is closed or its broker is.
+
+    Brokers promise that a lost connection never ends a subscription, but a consumer that goes
+    quietly deaf is the worst failure a cluster can have, so this does not take the promise on
+    trust: if the underlying subscription ends (or raises) anyway, it subscribes again at once,
+    so nothing published from then on is missed, logs a warning, and waits a capped, growing
+    delay before reading on, so a broker that keeps failing is not spun on. A `subscribe` that
+    fails because the broker is closed ends the iteration: that is shutdown, not a hiccup.
+    """
+
+    def __init__(self, broker: EventBroker, channel: str) -> None:
+        self.broker = broker
+        self.channel = channel
+        self.resubscribed = 0
+        self._current: AsyncIterator[dict[str, Any]] = broker.subscribe(channel)
+        self._closed = False
+        self._failures = 0
+
+    async def __anext__(self) -> dict[str, Any]:
+        while not self._closed:
+            try:
+                message = await anext(self._current)
+            except StopAsyncIteration:
+                reason = "it ended"
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                self._failures = 0
+                return message
+            if self._closed:
+                break
+            await close_subscription(self._current)
+            try:
+                self._current = self.broker.subscribe(self.channel)
+            except RuntimeError:  # the broker is closed: the end, not a hiccup
+                break
+            self._failures += 1
+            self.resubscribed += 1
+            delay = min(RESUBSCRIBE_MAX_DELAY, RESUBSCRIBE_DELAY * 2.0 ** (self._failures - 1))
+            log.warning(
+                "broker subscription ended unexpectedly; subscribed again",
+                channel=self.channel,
+                reason=reason,
+                attempt=self._failures,
+            )
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await close_subscription(self._current)
+
+
 class WorkerLink:
+    """This worker's end of cross-worker messaging: its inbox, the broadcast channel it serves,
+    and the requests it is waiting on."""
+
     def __init__(self, broker: EventBroker) -> None:
         self.broker = broker
         self.worker_id = new_id("worker")
         self.inbox = inbox_of(self.worker_id)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._handlers: dict[str, Handler] = {}
-        self._subscriptions: list[AsyncIterator[dict[str, Any]]] = []
+        self._subscriptions: list[LiveSubscription] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._pumps: list[asyncio.Task[Any]] = []
+        self._closing = False
 
     async def open(self) -> None:
         """Subscribe (in effect on return, as brokers promise) and start serving."""
         for channel, consume in ((self.inbox, self._answer), (BROADCAST, self._serve)):
-            subscription = self.broker.subscribe(channel)
+            subscription = LiveSubscription(self.broker, channel)
             self._subscriptions.append(subscription)
-            self._spawn(self._pump(channel, subscription, consume))
+            self._pumps.append(self._spawn(self._pump(subscription, consume)))
+
+    @property
+    def problem(self) -> str | None:
+        """Why other workers cannot be reached now, or None: for /health."""
+        if problem := broker_problem(self.broker):
+            return problem
+        if not self._closing and any(pump.done() for pump in self._pumps):
+            return "the worker link stopped listening to the broker"
+        return None
 
     async def close(self) -> None:
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -74,30 +166,46 @@ class WorkerLink:
         self, kind: str, payload: dict[str, Any], patience: float
     ) -> dict[str, Any] | None:
         """Broadcast a request; the first answer, or None when nobody answers within `patience`
-        seconds."""
+        seconds. Raises `ClusterUnavailableError` when the broker is down (then "nobody
+        answered" would be a lie that a caller turns into "the call is not live")."""
         request_id, future = self.expect()
         try:
             message = {**payload, "type": kind, "request_id": request_id, "reply_to": self.inbox}
-            await self.broker.publish(BROADCAST, message)
+            await self._publish(BROADCAST, message)
             async with asyncio.timeout(patience):
                 return await future
         except TimeoutError:
+            if problem := broker_problem(self.broker):  # it went down while we waited
+                raise ClusterUnavailableError(f"other workers are unreachable: {problem}") from None
             return None
         finally:
             self.forget(request_id)
 
     async def reply(self, reply_to: str, request_id: str, payload: dict[str, Any]) -> None:
-        await self.broker.publish(reply_to, {**payload, "request_id": request_id})
+        """Answer a request; `ClusterUnavailableError` when the broker is down."""
+        await self._publish(reply_to, {**payload, "request_id": request_id})
+
+    async def _publish(self, channel: str, message: dict[str, Any]) -> None:
+        if problem := broker_problem(self.broker):
+            raise ClusterUnavailableError(f"other workers are unreachable: {problem}")
+        try:
+            await self.broker.publish(channel, message)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:  # RuntimeError: closed
+            raise ClusterUnavailableError(f"other workers are unreachable: {exc}") from exc
 
     async def _pump(
-        self,
-        channel: str,
-        subscription: AsyncIterator[dict[str, Any]],
-        consume: Callable[[dict[str, Any]], None],
+        self, subscription: LiveSubscription, consume: Callable[[dict[str, Any]], None]
     ) -> None:
         async for message in subscription:
-            consume(message)
-        log.error("broker subscription ended; cross-worker requests stop", channel=channel)
+            try:
+                consume(message)
+            except Exception:  # one bad message must not stop the worker listening
+                log.exception("cross-worker message not handled", channel=subscription.channel)
+        if not self._closing:
+            log.error(
+                "broker closed under the worker link; cross-worker requests stop",
+                channel=subscription.channel,
+            )
 
     def _answer(self, message: dict[str, Any]) -> None:
         future = self._pending.get(str(message.get("request_id", "")))
@@ -118,14 +226,19 @@ class WorkerLink:
         if answer is not None:
             await self.reply(reply_to, request_id, answer)
 
-    def _spawn(self, work: Awaitable[Any]) -> None:
+    def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if isinstance(exc, ClusterUnavailableError):
+            log.warning("cross-worker answer not sent", error=str(exc))
+        else:
             log.error("cross-worker request failed", exc_info=exc)
 
 

@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voxline.server.api.auth import Principal, bearer_token
 from voxline.server.api.context import ApiContext
-from voxline.server.cluster import close_subscription
+from voxline.server.cluster import ClusterUnavailableError, LiveSubscription, close_subscription
 from voxline.server.feed import CLIENT_TOOL_CALL, call_channel, listener_channel
 from voxline.server.listeners import LISTENER_DELETED
 
@@ -146,7 +146,8 @@ class _Feed:
             await self.websocket.send_text(json.dumps(message, default=str))
 
     async def run(self, hello: dict[str, Any], extra: Coroutine[Any, Any, None] | None) -> None:
-        subscription = self.api.hub.broker.subscribe(self.channel)  # in effect now
+        # In effect now, and never silently over while the socket is open (a broker hiccup).
+        subscription = LiveSubscription(self.api.hub.broker, self.channel)
         tasks = [
             asyncio.ensure_future(self._forward(subscription)),
             asyncio.ensure_future(self._receive()),
@@ -202,4 +203,10 @@ class _Feed:
             return
         error = message.get("error")
         answer = {"result": message.get("result"), "error": None if error is None else str(error)}
-        await self.api.hub.link.reply(reply_to, request_id, answer)
+        try:
+            await self.api.hub.link.reply(reply_to, request_id, answer)
+        except ClusterUnavailableError as exc:  # the client may send it again once it heals
+            self._tool_requests[request_id] = reply_to
+            await self.send(
+                {"type": "error", "request_id": request_id, "message": f"not delivered: {exc}"}
+            )
