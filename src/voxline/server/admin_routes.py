@@ -1,8 +1,17 @@
-"""Operator endpoints: liveness, status (never a secret), and human approval of tool calls."""
+"""Operator endpoints: liveness, status (never a secret), and human approval of tool calls.
+
+`/health` is what a load balancer and an operator look at first, so it must not say "ok" while
+the worker cannot do its job: it reports `degraded` with the reasons while the event broker is
+down (debug feeds, client tools and text injection cannot cross workers) or the store does not
+answer a cheap read within `STORE_PING_TIMEOUT`. Degraded is still HTTP 200: the worker serves
+calls it holds and should stay in rotation; only draining answers 503, to take it out.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -11,11 +20,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from voxline.server.api.errors import failure_reason
 from voxline.server.hub import ConversationHub
 from voxline.store.base import ApprovalRecord
 from voxline.tools.approvals import ApprovalNotFoundError, ApprovalStateError
 
 log = structlog.get_logger("voxline.server")
+
+STORE_PING_TIMEOUT = 1.0  # seconds the store gets to answer the health check's read
+STORE_PING_REUSE = 1.0  # seconds a ping's outcome answers further health checks
+_PING_ID = "__health__"  # a conversation id nothing uses: reading it touches the database only
 
 
 def package_version() -> str:
@@ -31,6 +45,8 @@ class AdminRoutes:
         self.default_agent = default_agent
         key = hub.settings.api_key
         self._api_key = key.get_secret_value().encode() if key is not None else None
+        self._ping_lock = asyncio.Lock()
+        self._last_ping: tuple[float, str | None] | None = None  # when, and the problem found
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -43,7 +59,42 @@ class AdminRoutes:
     async def health(self, request: Request) -> Response:
         if self.hub.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
+        problems = await self.problems()
+        if problems:
+            return JSONResponse({"status": "degraded", "problems": problems})
         return JSONResponse({"status": "ok"})
+
+    async def problems(self) -> list[str]:
+        """What keeps this worker from doing its whole job right now; empty when nothing."""
+        found: list[str] = []
+        try:
+            link_problem = self.hub.link.problem
+        except RuntimeError:  # the hub is not open (yet, or any more)
+            link_problem = "the server is not open"
+        if link_problem is not None:
+            found.append(f"event broker: {link_problem}")
+        if (store_problem := await self._store_problem()) is not None:
+            found.append(f"store: {store_problem}")
+        return found
+
+    async def _store_problem(self) -> str | None:
+        """Ping the store with a read of a row that never exists. One ping at a time, its
+        outcome reused briefly, so a load balancer polling a dead database cannot pile up
+        connections waiting on it."""
+        async with self._ping_lock:
+            now = time.monotonic()
+            if self._last_ping is not None and now - self._last_ping[0] < STORE_PING_REUSE:
+                return self._last_ping[1]
+            problem: str | None = None
+            try:
+                async with asyncio.timeout(STORE_PING_TIMEOUT):
+                    await self.hub.store.get_conversation(_PING_ID)
+            except TimeoutError:
+                problem = f"no answer within {STORE_PING_TIMEOUT:g} s"
+            except Exception as exc:
+                problem = f"unreachable: {failure_reason(exc)}"
+            self._last_ping = (time.monotonic(), problem)
+            return problem
 
     async def status(self, request: Request) -> Response:
         settings = self.hub.settings
@@ -74,6 +125,7 @@ class AdminRoutes:
                 "live_conversations": stats.live_conversations,
                 "active_calls": stats.active_calls,
                 "draining": stats.draining,
+                "problems": await self.problems(),
             }
         )
 

@@ -96,8 +96,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         docs_url=f"{PREFIX}/docs",
         redoc_url=None,
     )
-    app.include_router(api_router(), prefix=PREFIX)
-    api_errors.install(app)
+    # Any API call may meet a database or broker outage: each documents the 503 it then gets.
+    app.include_router(api_router(), prefix=PREFIX, responses=api_errors.error_responses(503))
+    api_errors.install(app)  # JSON errors app-wide: 503 for outages, 500 for the unexpected
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes, prefix=PREFIX)
     app.state.hub = hub
     app.state.api = None
