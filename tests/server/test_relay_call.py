@@ -136,7 +136,7 @@ async def test_transfer_to_human_ends_with_handoff_and_the_action_dials(
                 if message["type"] == "end":
                     break
                 spoken += message["token"]
-            assert spoken == "Let me get you a colleague.Transferring you now."
+            assert spoken == "Let me get you a colleague. Transferring you now."
             handoff = json.loads(message["handoffData"])
             assert handoff["reasonCode"] == "live-agent-handoff"
             assert handoff["reason"] == "wants a manager"
@@ -207,7 +207,7 @@ async def test_end_call_language_digits_and_sounds(make_env: EnvFactory) -> None
         assert messages[1] == {"type": "sendDigits", "digits": "1w2"}
         assert messages[2]["source"] == "https://example.test/hold.mp3"
         spoken = "".join(m.get("token", "") for m in messages)
-        assert spoken == "Adiós.Hasta luego."
+        assert spoken == "Adiós. Hasta luego."
         last_text = [m for m in messages if m["type"] == "text"][-1]
         assert last_text["last"] is True
         assert json.loads(messages[-1]["handoffData"])["reasonCode"] == "end-call"
