@@ -4,6 +4,10 @@ The Messages API differs in structure more than in substance: the system prompt 
 tool calls are `tool_use` content blocks, tool results travel as `tool_result` blocks inside a
 user message, and roles must alternate. Converting at this edge keeps the rest of voxline on one
 message model.
+
+A reply is complete only at `message_stop`. A stream that ends before it (a connection closed
+cleanly mid-answer) is a provider failure, so the session apologises or falls back instead of
+treating half a reply as the answer.
 """
 
 from __future__ import annotations
@@ -115,9 +119,12 @@ class _StreamState:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.saw_usage = False
+        self.stopped = False  # `message_stop` arrived: the reply is whole
 
     def events(self, event: wire.RawMessageStreamEvent) -> list[LLMEvent]:
-        if isinstance(event, wire.RawMessageStartEvent):
+        if isinstance(event, wire.RawMessageStopEvent):
+            self.stopped = True
+        elif isinstance(event, wire.RawMessageStartEvent):
             usage = event.message.usage
             self.saw_usage = True
             self.prompt_tokens = (
@@ -195,6 +202,11 @@ class AnthropicLLM:
             raise LLMError(
                 f"{self.label}: malformed stream: {one_line(str(exc))}", provider=self.label
             ) from exc
+        if not state.stopped:
+            raise LLMError(
+                f"{self.label}: the stream ended before the reply did (no message_stop)",
+                provider=self.label,
+            )
         for converted in state.usage():
             yield converted
 

@@ -5,6 +5,12 @@ call fragments without an `index`, every parallel call sent as index 0, whole ca
 arguments as a JSON object, usage in a trailing chunk or never. `ChatChunkDecoder` absorbs all of
 that on plain chunk dicts, so the same decoder also serves in-process engines that emit
 OpenAI-style chunks without an HTTP hop.
+
+A stream is complete only when the server says so. On the wire that is `data: [DONE]`; the SDK
+consumes that line itself, so what we can see is the chunk that carries a `finish_reason`, which
+every server sends before `[DONE]`. A stream that ends without one (a proxy or server that died
+mid-answer but closed the body cleanly) is a provider failure, not a short reply: speaking half a
+sentence as if it were the answer is worse than apologising or falling back.
 """
 
 from __future__ import annotations
@@ -241,6 +247,7 @@ class ChatChunkDecoder:
         self, *, tool_names: Collection[str] = (), parse_text_tool_calls: bool = False
     ) -> None:
         self._slots: list[_CallSlot] = []
+        self.finish_reason: str | None = None  # set by the chunk that ends the reply
         self._by_index: dict[int, _CallSlot] = {}
         self._by_id: dict[str, _CallSlot] = {}
         self._usage: Usage | None = None
@@ -259,6 +266,9 @@ class ChatChunkDecoder:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
                 continue
+            finish_reason = choice.get("finish_reason")
+            if isinstance(finish_reason, str) and finish_reason:
+                self.finish_reason = finish_reason
             delta = choice.get("delta")
             if not isinstance(delta, Mapping):
                 continue
@@ -395,6 +405,11 @@ class OpenAICompatibleLLM:
             raise LLMError(
                 f"{self.label}: malformed stream: {one_line(str(exc))}", provider=self.label
             ) from exc
+        if decoder.finish_reason is None:
+            raise LLMError(
+                f"{self.label}: the stream ended before the reply did (no finish_reason)",
+                provider=self.label,
+            )
         for event in decoder.finish():
             yield event
 
