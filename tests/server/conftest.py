@@ -14,7 +14,7 @@ import pytest
 from tests.server.twilio_emulator import ACCOUNT, PUBLIC, TOKEN, RestStandIn, Twilio, running
 from voxline import Agent, RunContext
 from voxline.agents.runtime import AgentRuntime
-from voxline.providers.llm.fake import FakeLLM, FakeReply
+from voxline.providers.llm.fake import FakeLLM, FakeReply, Responder
 from voxline.server import ServerConfig, create_app
 from voxline.server.hub import ConversationHub
 from voxline.server.runner import GracefulServer
@@ -97,14 +97,14 @@ def make_env(tmp_path: Path, rest: tuple[RestStandIn, str]) -> EnvFactory:
 
     @contextlib.asynccontextmanager
     async def make(
-        script: Sequence[FakeReply | str] = (),
+        script: Sequence[FakeReply | str] | Responder = (),
         *,
         agents: Sequence[AgentRuntime] | None = None,
         **overrides: Any,
     ) -> AsyncIterator[Env]:
         store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'server.db'}")
         await store.open()
-        llm = FakeLLM(list(script))
+        llm = FakeLLM(script if callable(script) else list(script))
         values: dict[str, Any] = {
             "data_dir": tmp_path,
             "llm": "fake",
