@@ -28,7 +28,7 @@ from voxline.providers.llm.base import LLM
 from voxline.server.config import HostedAgent
 from voxline.server.feed import Feeds
 from voxline.settings import Settings
-from voxline.store.base import ConversationRecord, Store
+from voxline.store.base import ApprovalStatus, ConversationRecord, Store
 from voxline.tools.approvals import ApprovalManager
 from voxline.tools.base import Tool
 from voxline.tools.client import CLIENT_TOOLS_KEY
@@ -154,7 +154,10 @@ class LiveSessions:
                     options.on_open(session)
                 await session.start(greet=False)
                 self._sessions[session.connection_id] = session
-                self._shared[conversation_id].sessions.append(session)
+                shared = self._shared[conversation_id]
+                shared.sessions.append(session)
+                if len(shared.sessions) == 1:
+                    await self._apply_waiting_decisions(session)
                 yield session
             finally:
                 self._sessions.pop(session.connection_id, None)
@@ -169,6 +172,14 @@ class LiveSessions:
                     await self._feeds.finish(session)
         finally:
             await self._release(conversation_id)
+
+    async def _apply_waiting_decisions(self, session: Session) -> None:
+        """Decisions made while nobody was connected and not yet told to the model: the
+        conversation's first session applies them (a claim makes sure only one does)."""
+        for record in await self._store.list_approvals(conversation_id=session.id):
+            waiting = record.status != ApprovalStatus.PENDING and not record.applied
+            if waiting and record.claimed_by is None:
+                session.deliver_approval(record)
 
     async def _acquire(
         self, agent: HostedAgent, conversation_id: str, subject: str | None, channel: str
