@@ -4,6 +4,13 @@ The engine writes everything it learns into the TurnStore as it happens (a delta
 bot turn the moment it arrives; a tool result is recorded the moment that tool finishes), so an
 interruption never has to reconstruct anything: it cancels the task and trims what is there to
 what the user actually received.
+
+Tools are the exception to "an interruption cancels everything": a tool that has started may
+already have booked or charged something, and throwing its result away makes the model try
+again. So each tool runs as a task of a group that outlives the reply (the session's), the reply
+only waits for it (shielded), and a cancelled reply leaves it running, bounded by the
+executor's timeout, to record its real result. The next reply waits for such tools before it
+asks the model anything, so the model always learns what happened.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import structlog
 
 from voxline.conversation.context import build_messages
 from voxline.conversation.state import SessionState, StateMachine
-from voxline.conversation.turns import BotTurn, ToolCallTurn, ToolResultTurn, TurnStore
+from voxline.conversation.turns import BotTurn, ToolCallTurn, TurnStore
 from voxline.events import EventBus
 from voxline.providers.llm.base import (
     LLM,
@@ -28,6 +35,8 @@ from voxline.providers.llm.base import (
     ToolCallRequest,
     Usage,
 )
+from voxline.tasks import TaskGroup, TaskGroupClosedError
+from voxline.text.joining import heard_lengths, separator
 from voxline.tools.base import RunContext, Tool, ToolOutcome
 from voxline.tools.executor import ToolExecutor
 
@@ -71,6 +80,11 @@ class Delivery:
     Text channels deliver a delta the moment it is emitted (`auto=True`). Voice channels deliver
     only what was played, and report it with `mark`, so an interruption trims the turn to the
     words the caller actually heard.
+
+    Counts are characters of `BotTurn.content`. The space that joins a turn to the one spoken
+    before it (see `voxline.text.joining`) travels only in the `bot_text_delta` event, never in
+    the content, so it is never counted here: a channel maps what it played back to the turn by
+    searching the content (the Speaker) or reports it per turn.
     """
 
     def __init__(self, auto: bool = True) -> None:
@@ -88,7 +102,17 @@ class Delivery:
         return turn.content[: self._chars.get(turn.id, 0)]
 
 
+# Every call the engine makes gets exactly one result: the tool's own, or one of these.
+STOPPED_RESULT = "the tool was stopped because the conversation ended; it may not have finished"
+NOT_STARTED_RESULT = "the tool was not run because the user interrupted"
+CLOSING_RESULT = "the tool was not run because the conversation is ending"
+
+
 class ReplyEngine:
+    """Runs replies for one conversation. `tasks` is the group tool runs belong to: pass the
+    session's, so a tool outlives the reply that started it and is cancelled only when the
+    session closes; without it the engine keeps a private group (`finish_tools` closes it)."""
+
     def __init__(
         self,
         turns: TurnStore,
@@ -97,6 +121,8 @@ class ReplyEngine:
         executor: ToolExecutor,
         delivery: Delivery,
         run_context: Callable[[str], RunContext],
+        *,
+        tasks: TaskGroup | None = None,
     ) -> None:
         self.turns = turns
         self.bus = bus
@@ -104,27 +130,72 @@ class ReplyEngine:
         self.executor = executor
         self.delivery = delivery
         self._run_context = run_context
+        self._owns_tasks = tasks is None
+        self.tasks = tasks if tasks is not None else TaskGroup(f"tools {turns.conversation_id}")
+        self._running: dict[str, asyncio.Task[ToolOutcome]] = {}  # call id -> its tool's run
+        self._unanswered: dict[str, ToolCallRequest] = {}  # calls made here, no result yet
         self._bot: BotTurn | None = None  # the bot turn the model is writing right now
         self._spoken: list[BotTurn] = []  # bot turns of the latest reply
+        self._tail = ""  # the last text this reply spoke, to join the next turn onto
+        self._lead = ""  # whitespace the model wrote before a turn's first word
         self.log = structlog.get_logger("voxline.engine").bind(session_id=turns.conversation_id)
 
     async def reply(self, plan: ReplyPlan) -> BotTurn | None:
-        """Run the model/tool loop to a final answer; returns the last bot text turn, if any."""
+        """Run the model/tool loop to a final answer; returns the last bot text turn, if any.
+
+        Tools still running from an interrupted reply are awaited first (each is bounded by its
+        timeout), so the model's first request already holds their real results."""
         last_text: BotTurn | None = None
         self._spoken = []
+        self._tail = ""
         self.bus.emit("reply_started")
         self.state.to(S.THINKING)
-        for _step in range(plan.max_steps):
-            bot, calls = await self._model_step(plan)
-            last_text = bot or last_text
-            if not calls:
-                break
-            await self._run_tools(calls)
-            self.state.to(S.THINKING)
-        else:
-            self.log.warning("reply stopped at the tool-step limit", max_steps=plan.max_steps)
+        try:
+            if self.tools_running:
+                self.state.to(S.CALLING_TOOLS)
+                await self.wait_tools()
+                self.state.to(S.THINKING)
+            for _step in range(plan.max_steps):
+                bot, calls = await self._model_step(plan)
+                last_text = bot or last_text
+                if not calls:
+                    break
+                await self._run_tools(calls)
+                self.state.to(S.THINKING)
+            else:
+                self.log.warning("reply stopped at the tool-step limit", max_steps=plan.max_steps)
+        finally:
+            self._tail = ""  # a later turn is a new talk cycle, joined to nothing
         self.bus.emit("reply_finished", turn=last_text)
         return last_text
+
+    @property
+    def tools_running(self) -> bool:
+        """A tool started by this engine has not recorded its result yet."""
+        return any(not task.done() for task in self._running.values())
+
+    async def wait_tools(self) -> None:
+        """Wait for the tools running now to record their results (each run is bounded by its
+        tool's timeout and retries). Cancelling the waiter (`asyncio.timeout` around it, an
+        interruption) never cancels the tools."""
+        pending = [task for task in self._running.values() if not task.done()]
+        if pending:
+            await asyncio.wait(pending)
+
+    async def finish_tools(self, grace: float | None = None) -> None:
+        """The conversation ends: let the tools running now finish (each bounded by its own
+        timeout; `grace` seconds in all, when given), cancel any still running (each records a
+        "stopped" result, so the stored history stays valid), and close the private task group
+        if the engine made one. Call it before the owner's group closes, or the group's close
+        cancels tools that were about to finish."""
+        pending = [task for task in self._running.values() if not task.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        if self._owns_tasks:
+            await self.tasks.close()
 
     async def _model_step(self, plan: ReplyPlan) -> tuple[BotTurn | None, list[ToolCallRequest]]:
         request = LLMRequest(
@@ -139,6 +210,7 @@ class ReplyEngine:
         started = time.monotonic()
         first: float | None = None
         self._bot = None
+        self._lead = ""
         async for event in plan.llm.stream(request):
             if first is None and not isinstance(event, Usage):
                 first = time.monotonic() - started
@@ -174,10 +246,21 @@ class ReplyEngine:
         return bot, calls.calls()
 
     def _append(self, text: str, limit: int | None = None) -> bool:
-        """Add a delta to the bot turn; returns True when the reply reached `limit`."""
+        """Add a delta to the bot turn; returns True when the reply reached `limit`.
+
+        A turn's leading whitespace is held back (a step that writes only "\n" before a tool
+        call makes no turn) and never stored; a turn that follows earlier speech of this reply
+        gets its joint ("up. The", not "up.The") in the emitted delta only."""
         if not text:
             return False
+        joint = ""
         if self._bot is None:
+            words = text.lstrip()
+            if not words:
+                self._lead += text
+                return False
+            joint = separator(self._tail, self._lead + text)
+            self._lead, text = "", words
             self._bot = self.turns.add_bot_text()
             self._spoken.append(self._bot)
             self.state.to(S.SPEAKING)
@@ -186,49 +269,114 @@ class ReplyEngine:
             text = text[: max(0, limit - len(self._bot.content))]
         self._bot.content += text
         self.delivery.emitted(self._bot)
-        self.bus.emit("bot_text_delta", turn=self._bot, delta=text)
+        self._emit_text(self._bot, joint + text)
         return reached
 
+    def _emit_text(self, turn: BotTurn, delta: str) -> None:
+        if delta:
+            self._tail = delta
+        self.bus.emit("bot_text_delta", turn=turn, delta=delta)
+
     async def _run_tools(self, calls: list[ToolCallRequest]) -> None:
+        """Start every call in the long-lived group, then wait for them without owning them:
+        cancelling the reply stops the wait, not the tools."""
         self.state.to(S.CALLING_TOOLS)
         call_turns = [self.turns.add_tool_call(c.id, c.name, c.arguments) for c in calls]
-        await asyncio.gather(
-            *(self._run_tool(c, t) for c, t in zip(calls, call_turns, strict=True))
-        )
+        self._unanswered.update((c.id, c) for c in calls)
+        runs = [self._start_tool(c, t) for c, t in zip(calls, call_turns, strict=True)]
+        started = [run for run in runs if run is not None]
+        if started:
+            await asyncio.shield(asyncio.gather(*started, return_exceptions=True))
+
+    def _start_tool(
+        self, call: ToolCallRequest, call_turn: ToolCallTurn
+    ) -> asyncio.Task[ToolOutcome] | None:
+        try:
+            task = self.tasks.spawn(self._run_tool(call, call_turn), name=f"tool {call.name}")
+        except TaskGroupClosedError:
+            self._record(call, ToolOutcome(call.id, call.name, CLOSING_RESULT, True, attempts=0))
+            return None
+        self._running[call.id] = task
+        task.add_done_callback(lambda done: self._tool_done(call, done))
+        return task
+
+    def _tool_done(self, call: ToolCallRequest, task: asyncio.Task[ToolOutcome]) -> None:
+        self._running.pop(call.id, None)
+        if call.id in self._unanswered:  # cancelled before its first step: it never ran
+            self._record(call, ToolOutcome(call.id, call.name, CLOSING_RESULT, True, attempts=0))
 
     async def _run_tool(self, call: ToolCallRequest, call_turn: ToolCallTurn) -> ToolOutcome:
         self.bus.emit("tool_started", call=call, turn=call_turn)
-        outcome = await self.executor.run(call, self._run_context(call.id))
+        try:
+            outcome = await self.executor.run(call, self._run_context(call.id))
+        except asyncio.CancelledError:  # only closing the conversation cancels a tool
+            self._record(call, ToolOutcome(call.id, call.name, STOPPED_RESULT, is_error=True))
+            raise
+        except Exception as exc:  # the executor turns failures into outcomes; this is a bug
+            self.log.exception("tool run failed outside the executor", tool=call.name)
+            reason = f"the tool failed: {type(exc).__name__}"
+            outcome = ToolOutcome(call.id, call.name, reason, is_error=True)
         if outcome.approval_id:
             call_turn.approval_id = outcome.approval_id
             self.bus.emit(
                 "approval_requested", approval_id=outcome.approval_id, call=call, turn=call_turn
             )
+        self._record(call, outcome)
+        return outcome
+
+    def _record(self, call: ToolCallRequest, outcome: ToolOutcome) -> None:
+        self._unanswered.pop(call.id, None)
         result = self.turns.add_tool_result(
             call.id, call.name, outcome.content, is_error=outcome.is_error
         )
         self.bus.emit("tool_finished", call=call, outcome=outcome, turn=result)
-        return outcome
+
+    def say(self, text: str) -> BotTurn:
+        """Fixed text (a greeting, a tool's progress note) as a complete bot turn, joined to
+        what the reply in flight already said and trimmed with it on an interruption."""
+        joint = separator(self._tail, text)
+        turn = self.turns.add_bot_text()
+        turn.content = text.lstrip()
+        turn.complete = True
+        self.spoken(turn)
+        self.delivery.emitted(turn)
+        self._emit_text(turn, joint + turn.content)
+        return turn
 
     def spoken(self, turn: BotTurn) -> None:
         """Count a turn said outside the model loop (a greeting, a tool's progress note) with the
         latest reply, so an interruption trims it to what was heard like any other."""
         self._spoken.append(turn)
+        if turn.content:
+            self._tail = turn.content
 
     def settle_interrupted(self, heard_text: str | None) -> tuple[BotTurn | None, bool]:
-        """After an interruption: trim the latest reply's bot turns to what the user received
-        (`heard_text`, when the channel knows it, replaces the delivery estimate of the last
-        one), and close tool calls that never got a result, so the history stays truthful and
-        valid for the next request. Returns the turn that was cut (None when nothing of it was
-        heard, and it was removed) and whether anything was cut short at all."""
+        """After an interruption: trim the latest reply's bot turns to what the user received,
+        and close tool calls that will never get a result, so the history stays truthful and
+        valid for the next request.
+
+        `heard_text`, when the channel knows it (ConversationRelay), is what was heard of the
+        whole reply as spoken, joints included: it is mapped across the reply's turns in order
+        (turns heard in full stay, the one where hearing stopped is trimmed, later ones are
+        deleted). Without it each turn is trimmed to what `Delivery` recorded. Tool calls and
+        results between the turns stay; a tool still running is left to record its real result.
+        Only calls this engine made are closed here: one it never started gets "not run", and
+        an unanswered call it does not know (another connection's tool, still running; a
+        restored history) is left alone, since the request leaves such calls out anyway.
+        Returns the last turn that was cut (None when what was cut was removed entirely) and
+        whether anything was cut short at all."""
         in_flight, self._bot = self._bot, None
+        self._tail = self._lead = ""
+        spoken = [bot for bot in self._spoken if bot.id in self.turns]
+        self._spoken = []
+        if heard_text is not None:
+            lengths = heard_lengths(heard_text, [bot.content for bot in spoken])
+        else:
+            lengths = [len(self.delivery.heard(bot)) for bot in spoken]
         cut: BotTurn | None = None
         changed = False
-        for bot in self._spoken:
-            if bot.id not in self.turns:
-                continue
-            last = bot is self._spoken[-1]
-            heard = heard_text if last and heard_text is not None else self.delivery.heard(bot)
+        for bot, length in zip(spoken, lengths, strict=True):
+            heard = bot.content[:length]
             if heard == bot.content and bot is not in_flight:
                 continue
             changed = True
@@ -238,15 +386,12 @@ class ReplyEngine:
                 cut = bot
             else:
                 self.turns.delete(bot.id)
-        self._spoken = []
-        answered = {t.call_id for t in self.turns if isinstance(t, ToolResultTurn)}
-        for turn in self.turns.all():
-            if isinstance(turn, ToolCallTurn) and turn.call_id not in answered:
-                self.turns.add_tool_result(
-                    turn.call_id,
-                    turn.name,
-                    "the tool was cancelled because the user interrupted; it may not have run",
-                    is_error=True,
-                )
-                changed = True
+        for call in list(self._unanswered.values()):
+            run = self._running.get(call.id)
+            if run is not None and not run.done():
+                continue  # it records its real result when it finishes
+            self._record(
+                call, ToolOutcome(call.id, call.name, NOT_STARTED_RESULT, True, attempts=0)
+            )
+            changed = True
         return cut, changed
