@@ -2,7 +2,8 @@
 
 Every way a call can go wrong ends as a `ToolOutcome` the model reads ("the tool failed: ..."),
 never as an exception, so one bad tool cannot end a conversation. The one exception that does
-escape is cancellation: the session interrupts a reply by cancelling it, tools included.
+escape is cancellation, which reaches a started tool only when its conversation closes: an
+interruption cancels the reply, while the tool runs on to its result (see `ReplyEngine`).
 """
 
 from __future__ import annotations
