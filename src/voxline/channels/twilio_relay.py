@@ -10,8 +10,7 @@ Outbound frames go through one queue so they leave in the order they were produc
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 import structlog
@@ -19,11 +18,13 @@ import structlog
 from voxline.channels import relay_protocol as wire
 from voxline.conversation.session import Session
 from voxline.conversation.state import SessionState
+from voxline.tasks import TaskGroup
 
 # welcome: Twilio speaks it (TwiML welcomeGreeting); spoken: we send it as tokens (a client
 # that is not Twilio); contextual: the model greets a returning caller.
 GreetingMode = Literal["welcome", "spoken", "contextual", "none"]
 PromptObserver = Callable[[str, bool], None]  # (text, final): every prompt, partials included
+FINISH_GRACE = 5.0  # seconds an interrupted reply may take to settle after the socket closed
 
 RETURNING_CALLER_NOTE = (
     "The person is now calling by phone. Greet them in one short spoken sentence that shows you "
@@ -45,7 +46,7 @@ class RelayCall:
         self.ended = asyncio.Event()  # set once `end` has been sent
         self._talking = False  # tokens went out and the talk cycle is not closed yet
         self._end_requested: str | Literal[False] | None = False  # handoff data once requested
-        self._reply: asyncio.Task[Any] | None = None
+        self._tasks = TaskGroup(f"relay call {call_sid}")
         self._unsubscribe: list[Callable[[], None]] = []
         self.log = structlog.get_logger("voxline.twilio.relay").bind(
             session_id=session.id, call_sid=call_sid
@@ -74,9 +75,7 @@ class RelayCall:
             unsubscribe()
         self._unsubscribe = []
         self.session.interrupt()
-        if self._reply is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reply
+        await self._tasks.close(grace=FINISH_GRACE)
 
     # -- inbound ---------------------------------------------------------------------------
     def handle(self, message: wire.RelayMessage) -> None:
@@ -127,14 +126,11 @@ class RelayCall:
         self.session.turns.add_dtmf(dtmf.digit)
         self._run(self.session.respond())
 
-    def _run(self, work: Any) -> None:
-        task: asyncio.Task[Any] = asyncio.create_task(work)
-        self._reply = task
-        task.add_done_callback(self._reply_done)
-
-    def _reply_done(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self.log.error("reply task failed", exc_info=exc)
+    def _run(self, work: Coroutine[Any, Any, Any]) -> None:
+        if self._tasks.closed:
+            work.close()
+            return
+        self._tasks.spawn(work, name="relay reply")
 
     # -- outbound --------------------------------------------------------------------------
     def _on_delta(self, turn: Any, delta: str) -> None:

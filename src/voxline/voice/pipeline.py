@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
@@ -48,6 +47,7 @@ from voxline.conversation.turns import BotTurn, Turn, UserTurn
 from voxline.providers.stt.base import PCM16, STT, Transcript
 from voxline.providers.tts.base import TTS
 from voxline.providers.vad.base import VAD
+from voxline.tasks import TaskGroup
 from voxline.voice.interruption import InterruptionPolicy, Verdict
 from voxline.voice.listener import Listener
 from voxline.voice.metrics import LatencySummary, TurnLatency, summarize
@@ -146,7 +146,7 @@ class VoicePipeline:
         self._probe: TurnLatency | None = None
         self._deferred: list[str] = []
         self._reply: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskGroup("voice pipeline")
         self._summary: LatencySummary | None = None
         self._unsubscribe = [
             session.on("bot_text_delta", self._on_delta),
@@ -190,7 +190,7 @@ class VoicePipeline:
             self.listener.busy
             or self.speaker.busy
             or (self._reply is not None and not self._reply.done())
-            or any(not t.done() for t in self._tasks)
+            or len(self._tasks) > 0
         )
 
     @property
@@ -206,9 +206,7 @@ class VoicePipeline:
         for off in self._unsubscribe:
             off()
         self.listener.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         self.transport.clear()
         self.speaker.stop()
         await self.speaker.close()
@@ -403,11 +401,5 @@ class VoicePipeline:
         self.log.info("turn latency", turn_id=probe.turn_id, **probe.milliseconds())
 
     def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self.log.error("voice task failed", exc_info=exc)
+        if not self._tasks.closed:  # after close() nothing new starts
+            self._tasks.spawn(coro)
