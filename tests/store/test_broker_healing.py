@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from tests.store.private_redis import PrivateRedis, private_redis
 from voxline.store.brokers import BrokerUnavailableError, RedisBroker, Subscription
@@ -177,3 +178,21 @@ async def test_the_health_view_of_a_closed_broker(redis_server: PrivateRedis) ->
     assert broker.healthy
     await broker.close()
     assert not broker.healthy
+
+
+async def test_foreign_junk_under_the_prefix_is_skipped(redis_server: PrivateRedis) -> None:
+    """Something else publishing under our prefix must not end or break a subscription."""
+    broker = RedisBroker(redis_server.url, prefix="junk:")
+    await broker.open()
+    raw = Redis.from_url(redis_server.url)
+    try:
+        subscription = broker.subscribe("call:1")
+        for junk in ("not json", "[1, 2]", '"text"'):
+            await raw.publish("junk:events:call:1", junk)
+        await broker.publish("call:1", {"n": 1})
+        async with asyncio.timeout(PATIENCE):
+            assert await anext(subscription) == {"n": 1}
+        assert subscription.undecodable == 3
+    finally:
+        await raw.aclose()
+        await broker.close()

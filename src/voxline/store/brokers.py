@@ -77,6 +77,7 @@ class Subscription(AsyncIterator[dict[str, Any]]):
     ) -> None:
         self.channel = channel
         self.dropped = 0
+        self.undecodable = 0
         self._queue: asyncio.Queue[str | object] = asyncio.Queue(maxsize=size)
         self._on_drop = on_drop
         self._on_close = on_close
@@ -100,13 +101,23 @@ class Subscription(AsyncIterator[dict[str, Any]]):
             self._put(_END)
 
     async def __anext__(self) -> dict[str, Any]:
-        item = await self._queue.get()
-        if item is _END:
-            self._queue.put_nowait(_END)  # every later call stops too
-            raise StopAsyncIteration
-        assert isinstance(item, str)
-        message: dict[str, Any] = json.loads(item)
-        return message
+        while True:
+            item = await self._queue.get()
+            if item is _END:
+                self._queue.put_nowait(_END)  # every later call stops too
+                raise StopAsyncIteration
+            assert isinstance(item, str)
+            try:
+                message = json.loads(item)
+            except json.JSONDecodeError:
+                message = None
+            if isinstance(message, dict):
+                return message
+            # Only something else writing under our Redis prefix sends this; it must not end
+            # (or break) the consumer, so it is skipped and counted.
+            self.undecodable += 1
+            if self.undecodable == 1:
+                log.warning("broker message is not a JSON object; skipped", channel=self.channel)
 
     async def aclose(self) -> None:
         """Stop receiving: messages still queued are discarded."""
