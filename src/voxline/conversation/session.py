@@ -272,8 +272,6 @@ class Session:
         self._check_open()
         async with self._reply_lock:
             self._check_open()
-            if self._engine is not None:
-                await self._engine.wait_tools()  # the model must see results still arriving
             task = self.tasks.spawn(self._reply(), name="reply")
             self._reply_task = task
             try:
@@ -343,12 +341,13 @@ class Session:
         return cut
 
     async def say(self, text: str) -> BotTurn:
-        """Speak/send fixed text (a greeting, a tool's progress note) as a bot turn."""
+        """Speak/send fixed text (a greeting, a tool's progress note) as a bot turn, joined to
+        what the reply in flight already said."""
+        if self._engine is not None:
+            return self._engine.say(text)
         turn = self.turns.add_bot_text()
         turn.content = text
         turn.complete = True
-        if self._engine is not None:
-            self._engine.spoken(turn)
         self.delivery.emitted(turn)
         self.bus.emit("bot_text_delta", turn=turn, delta=text)
         return turn
