@@ -415,6 +415,7 @@ class RedisBroker:
             now = loop.time()
             if message is not None:
                 heard, pinged = now, False
+                self._publish_down = None  # the server answers: a failed publish was transient
                 if message["type"] == "pmessage":
                     channel = message["channel"][len(self._channel_prefix) :]
                     self._fanout.deliver(channel, message["data"])
