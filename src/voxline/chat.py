@@ -57,6 +57,7 @@ class TerminalView:
             self.end_line()
             self.write("agent> ")
             self._open_turn = turn.id
+            delta = delta.lstrip()  # the joint to the previous step belongs to one line only
         self.write(delta)
 
     def on_reply_finished(self, turn: BotTurn | None) -> None:
