@@ -45,7 +45,9 @@ class TaskGroup:
     def closed(self) -> bool:
         return self._closed
 
-    def spawn(self, work: Coroutine[Any, Any, T] | Awaitable[T], *, name: str = "") -> asyncio.Task[T]:
+    def spawn(
+        self, work: Coroutine[Any, Any, T] | Awaitable[T], *, name: str = ""
+    ) -> asyncio.Task[T]:
         """Start `work` as a child. Raises `TaskGroupClosedError` once the group is closed
         (the coroutine is closed, so it never runs and never warns)."""
         if self._closed:
@@ -59,11 +61,11 @@ class TaskGroup:
         task.add_done_callback(self._done)
         return task
 
-    async def wait(self, timeout: float | None = None) -> bool:
+    async def wait(self, within: float | None = None) -> bool:
         """Wait for the children running now (and any they start) to finish by themselves.
-        Returns False if some were still running at `timeout`."""
+        Returns False if some were still running after `within` seconds."""
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if within is None else loop.time() + within
         while self._tasks:
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
             if remaining == 0.0:

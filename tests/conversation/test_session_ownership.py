@@ -40,10 +40,16 @@ async def test_cancelling_the_caller_of_send_text_cancels_the_reply(
     session = Session(Agent(name="t"), llm=llm, store=store, settings=settings)
     await session.start()
     deltas: list[str] = []
-    session.on("bot_text_delta", lambda turn, delta: deltas.append(delta))
+    three = asyncio.Event()
+
+    def on_delta(turn: BotTurn, delta: str) -> None:
+        deltas.append(delta)
+        if len(deltas) == 3:
+            three.set()
+
+    session.on("bot_text_delta", on_delta)
     caller = asyncio.create_task(session.send_text("count for me"))
-    while len(deltas) < 3:
-        await asyncio.sleep(0.01)
+    await three.wait()
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
@@ -70,7 +76,8 @@ async def test_a_closed_session_refuses_work_and_left_no_task_running(
         return "booked"
 
     llm = FakeLLM([FakeReply(tool_calls=[FakeToolCall("slow_booking")]), "Done."])
-    session = Session(Agent(name="t", tools=[slow_booking]), llm=llm, store=store, settings=settings)
+    agent = Agent(name="t", tools=[slow_booking])
+    session = Session(agent, llm=llm, store=store, settings=settings)
     await session.start()
     reply = asyncio.create_task(session.send_text("book"))
     await asyncio.sleep(0.1)  # the tool is running

@@ -82,7 +82,9 @@ class ConversationMemory:
         moved = self.turns.rebase(
             [turn_from_record(r) for r in stored if r["id"] not in pending_deletes]
         )
-        log.info("conversation rebased on another writer's turns", conversation=self.id, moved=moved)
+        log.info(
+            "conversation rebased on another writer's turns", conversation=self.id, moved=moved
+        )
 
 
 class SessionTurns(TurnStore):
@@ -127,9 +129,9 @@ def _settled_positions(turns: list[Turn], mine: str) -> dict[str, int]:
     """For each other connection, the position of its last finished reply."""
     settled: dict[str, int] = {}
     for turn in turns:
-        if turn.connection and turn.connection != mine and isinstance(turn, BotTurn):
-            if turn.complete or turn.interrupted:
-                settled[turn.connection] = turn.seq
+        foreign = turn.connection and turn.connection != mine
+        if foreign and isinstance(turn, BotTurn) and (turn.complete or turn.interrupted):
+            settled[turn.connection] = turn.seq
     return settled
 
 

@@ -91,9 +91,7 @@ class Session:
         self.memory = memory or ConversationMemory(self.id)
         self._owns_memory = memory is None
         self._own_approvals = self._owns_memory if own_approvals is None else own_approvals
-        self.turns = SessionTurns(
-            self.memory.turns, channel=channel, connection=self.connection_id
-        )
+        self.turns = SessionTurns(self.memory.turns, channel=channel, connection=self.connection_id)
         self._forwarding = [
             self.memory.bus.on(name, self._forward(name)) for name in (*_TURN_EVENTS,)
         ]

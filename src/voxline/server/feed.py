@@ -2,8 +2,9 @@
 
 Every live conversation on a worker has one `FeedPublisher`. It listens to the event bus of each
 of the conversation's live sessions (two calls from one number are two sessions; each event says
-which `connection` it came from), turns events into small JSON objects and publishes them, in order, to the call's channel and
-to the channel of each listener the conversation is currently serving. Feed sockets (on any
+which `connection` it came from), turns events into small JSON objects and publishes them, in
+order, to the call's channel and to the channel of each listener the conversation is currently
+serving. Feed sockets (on any
 worker) subscribe to those channels. Publishing goes through one bounded queue and one task per
 conversation, because bus handlers are synchronous and must not wait on the network, and because
 events published from separate tasks could overtake each other.

@@ -161,9 +161,9 @@ class LiveSessions:
                 yield session
             finally:
                 self._sessions.pop(session.connection_id, None)
-                shared = self._shared.get(conversation_id)
-                if shared is not None and session in shared.sessions:
-                    shared.sessions.remove(session)
+                current = self._shared.get(conversation_id)
+                if current is not None and session in current.sessions:
+                    current.sessions.remove(session)
                 try:
                     await session.close()
                 finally:
