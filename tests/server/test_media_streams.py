@@ -257,3 +257,33 @@ async def test_an_agent_whose_speech_models_are_missing_gets_no_session(
         assert not phone.received
         assert env.hub.stats().live_conversations == 0
         assert await env.store.list_conversations() == []
+
+
+async def test_an_sms_during_a_media_call_is_answered_by_sms_only(
+    make_env: EnvFactory, stt: STT
+) -> None:
+    script = [
+        FakeReply(text="Our address is 1 Main Street."),  # the SMS
+        FakeReply(text="You pressed one."),  # the call's next turn
+    ]
+    async with make_env(script, agents=[phone_agent()]) as env:
+        async with media_call(env.twilio, await dial(env)) as phone:
+            await eventually(lambda: env.hub.stats().live_conversations == 1)
+            assert await env.twilio.text("what is your address?", agent="phone") == [
+                "Our address is 1 Main Street."
+            ]
+            await phone.quiet()
+            assert not phone.events("media")  # the SMS answer was not spoken on the call
+            await phone.press("1")
+            await eventually(lambda: bool(phone.events("media")))
+            await phone.quiet()
+            await phone.stop()
+            await phone.ws.wait_closed()
+        assert "pressed" in words(await transcribe(stt, bytes(phone.heard)))
+        call_request = [m.content for m in env.llm.requests[-1].messages]
+        assert "what is your address?" in call_request
+        assert "Our address is 1 Main Street." in call_request
+        turns = await env.store.load_turns(await env.conversation_id())
+        channels = {t["data"].get("content"): t["data"]["channel"] for t in turns}
+        assert channels["what is your address?"] == "sms"
+        assert channels["You pressed one."] == "voice"
