@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from voxline.conversation.session import Session
-from voxline.server.cluster import WorkerLink
+from voxline.server.cluster import ClusterUnavailableError, WorkerLink
 from voxline.server.live import LiveSessions
 from voxline.server.sms_service import SmsService
 from voxline.store.base import ApprovalRecord
@@ -50,7 +50,14 @@ class ApprovalRouter:
             if self._deliver_here(record, any_session=any_session):
                 return "here"
             payload = {"approval": record.model_dump(mode="json"), "any": any_session}
-            if await self._link.request(APPROVAL_DECIDED, payload, PATIENCE) is not None:
+            try:
+                answered = await self._link.request(APPROVAL_DECIDED, payload, PATIENCE)
+            except ClusterUnavailableError:
+                # No way to ask the other workers: applying it here (claimed by compare-and-set,
+                # so at most once) and texting the caller beats leaving it undelivered.
+                log.warning("broker down: approval applied here", approval_id=record.id)
+                break
+            if answered is not None:
                 return "remote"
         await self._sms.deliver_offline(record)
         return "offline"

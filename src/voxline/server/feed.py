@@ -136,7 +136,8 @@ class FeedPublisher:
         self.broker = broker
         self.conversation_id = conversation_id
         self.agent = agent
-        self.dropped = 0
+        self.dropped = 0  # events refused by the full queue
+        self.unpublished = 0  # events the broker did not take (an outage)
         self._listeners: dict[str, int] = {}  # listener id -> leases serving it
         self._seq = 0
         self._queue: asyncio.Queue[tuple[tuple[str, ...], dict[str, Any]]] = asyncio.Queue(
@@ -201,7 +202,14 @@ class FeedPublisher:
                 for channel in channels:
                     await self.broker.publish(channel, payload)
             except Exception as exc:
-                log.warning("debug feed event not published", error=type(exc).__name__)
+                # Counted, and said once per outage: a broker outage must not flood the log.
+                self.unpublished += 1
+                if self.unpublished == 1 or self.unpublished % 100 == 0:
+                    log.warning(
+                        "debug feed events not published",
+                        error=type(exc).__name__,
+                        unpublished=self.unpublished,
+                    )
             finally:
                 self._queue.task_done()
 
