@@ -20,9 +20,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from voxline.server.api.auth import (
+    APPROVALS_SCOPE,
+    BOOTSTRAP_ID,
+    SCOPES,
+    ApiKeys,
+    Principal,
+    bearer_token,
+)
 from voxline.server.api.errors import failure_reason
 from voxline.server.hub import ConversationHub
-from voxline.store.base import ApprovalRecord
+from voxline.store.base import ApprovalRecord, PlatformStore
 from voxline.tools.approvals import ApprovalNotFoundError, ApprovalStateError
 
 log = structlog.get_logger("voxline.server")
@@ -43,8 +51,8 @@ class AdminRoutes:
     def __init__(self, hub: ConversationHub, default_agent: str) -> None:
         self.hub = hub
         self.default_agent = default_agent
-        key = hub.settings.api_key
-        self._api_key = key.get_secret_value().encode() if key is not None else None
+        self._api_key = hub.settings.api_key
+        self._keys: ApiKeys | None = None  # made once the hub (and so its store) is open
         self._ping_lock = asyncio.Lock()
         self._last_ping: tuple[float, str | None] | None = None  # when, and the problem found
 
@@ -129,32 +137,55 @@ class AdminRoutes:
             }
         )
 
-    def _authorized(self, request: Request) -> Response | None:
-        """None when the Bearer key matches; otherwise the refusal to send."""
-        if self._api_key is None:
-            return JSONResponse(
-                {"error": "the approvals API is off: set VOXLINE_API_KEY"}, status_code=403
-            )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), self._api_key
-        ):
+    async def _authorized(self, request: Request) -> Response | None:
+        """None when the Bearer key is the bootstrap key or a stored key with the approvals
+        scope; otherwise the refusal to send."""
+        principal = await self._principal(request)
+        if principal is not None and principal.may(APPROVALS_SCOPE):
             return None
+        if principal is not None:
+            log.warning("approvals API refused a request", reason="key without approvals scope")
+            return JSONResponse(
+                {"error": f"this API key lacks the {APPROVALS_SCOPE!r} scope"}, status_code=403
+            )
+        if self._api_key is None:  # as before scopes: no bootstrap key, no anonymous access
+            return JSONResponse(
+                {
+                    "error": "the approvals API is off: set VOXLINE_API_KEY, or use a stored "
+                    f"key with the {APPROVALS_SCOPE!r} scope"
+                },
+                status_code=403,
+            )
         log.warning("approvals API refused a request", reason="bad or missing API key")
         return JSONResponse(
-            {"error": "a valid API key is required"},
+            {
+                "error": "a valid API key is required: VOXLINE_API_KEY, or a stored key with "
+                f"the {APPROVALS_SCOPE!r} scope"
+            },
             status_code=401,
             headers={"WWW-Authenticate": "Bearer"},
         )
 
+    async def _principal(self, request: Request) -> Principal | None:
+        token = bearer_token(request.headers.get("authorization", ""))
+        store = self.hub.store
+        if not isinstance(store, PlatformStore):  # an embedding app's store keeps no keys
+            bootstrap = self._api_key
+            if token and bootstrap and _same(token, bootstrap.get_secret_value()):
+                return Principal(BOOTSTRAP_ID, "bootstrap (VOXLINE_API_KEY)", frozenset(SCOPES))
+            return None
+        if self._keys is None or self._keys.store is not store:
+            self._keys = ApiKeys(store, self._api_key)
+        return await self._keys.authenticate(token)
+
     async def list_approvals(self, request: Request) -> Response:
-        if (refusal := self._authorized(request)) is not None:
+        if (refusal := await self._authorized(request)) is not None:
             return refusal
         pending = await self.hub.approvals.list_pending()
         return JSONResponse({"approvals": [_approval_json(a) for a in pending]})
 
     async def decide(self, request: Request) -> Response:
-        if (refusal := self._authorized(request)) is not None:
+        if (refusal := await self._authorized(request)) is not None:
             return refusal
         try:
             body = await request.json()
@@ -196,3 +227,7 @@ def _approval_json(record: ApprovalRecord) -> dict[str, Any]:
             "decided_at",
         },
     )
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())

@@ -148,6 +148,9 @@ class ApiKeyRecord(BaseModel):
     prefix: str
     created_at: float = Field(default_factory=_now)
     revoked: bool = False
+    # What the key may do beyond the REST API (every key has that): "approvals" lets it list
+    # and decide approvals at /approvals. Records written before scopes existed have none.
+    scopes: list[str] = Field(default_factory=list)
 
 
 @runtime_checkable

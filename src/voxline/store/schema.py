@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 ID = String(255)
@@ -113,4 +114,5 @@ api_keys = Table(
     Column("prefix", String(32), nullable=False),
     Column("created_at", Double, nullable=False),
     Column("revoked", Boolean, nullable=False),
+    Column("scopes", JSON, nullable=False, server_default=text("'[]'")),
 )

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
@@ -21,31 +22,46 @@ from voxline.store.base import ApiKeyRecord, PlatformStore
 TOKEN_PREFIX = "vxk_"
 PREFIX_CHARS = 12  # what lists show of a key: the type marker and a few random characters
 BOOTSTRAP_ID = "bootstrap"
+APPROVALS_SCOPE = "approvals"  # may list and decide approvals at /approvals
+SCOPES = (APPROVALS_SCOPE,)  # what a stored key may be given beyond the REST API
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a stored key's id and name, or the bootstrap key."""
+    """Who is calling: a stored key's id, name and scopes, or the bootstrap key (every scope)."""
 
     key_id: str
     name: str
+    scopes: frozenset[str] = field(default_factory=frozenset)
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_api_key(name: str) -> tuple[str, ApiKeyRecord]:
+def new_api_key(name: str, scopes: Iterable[str] = ()) -> tuple[str, ApiKeyRecord]:
     """A fresh token and the record to store for it; the token exists nowhere else."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scopes {unknown}; valid: {', '.join(SCOPES)}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     record = ApiKeyRecord(
-        id=new_id("key"), name=name, key_hash=hash_token(token), prefix=token[:PREFIX_CHARS]
+        id=new_id("key"),
+        name=name,
+        key_hash=hash_token(token),
+        prefix=token[:PREFIX_CHARS],
+        scopes=sorted(set(scopes)),
     )
     return token, record
 
 
-async def create_api_key(store: PlatformStore, name: str) -> tuple[str, ApiKeyRecord]:
-    token, record = new_api_key(name)
+async def create_api_key(
+    store: PlatformStore, name: str, scopes: Iterable[str] = ()
+) -> tuple[str, ApiKeyRecord]:
+    token, record = new_api_key(name, scopes)
     await store.save_api_key(record)
     return token, record
 
@@ -74,8 +90,8 @@ class ApiKeys:
         if not token:
             return None
         if self._bootstrap is not None and hmac.compare_digest(token.encode(), self._bootstrap):
-            return Principal(BOOTSTRAP_ID, "bootstrap (VOXLINE_API_KEY)")
+            return Principal(BOOTSTRAP_ID, "bootstrap (VOXLINE_API_KEY)", frozenset(SCOPES))
         record = await self.store.find_api_key(hash_token(token))
         if record is None or record.revoked:
             return None
-        return Principal(record.id, record.name)
+        return Principal(record.id, record.name, frozenset(record.scopes))

@@ -22,7 +22,7 @@ def key_out(record: ApiKeyRecord) -> KeyOut:
 @router.post("/keys", status_code=201, responses=error_responses(422))
 async def create_key(body: KeyCreate, api: Api) -> KeyCreated:
     """A new key. Keep the `token`: it is not stored and cannot be shown again."""
-    token, record = await create_api_key(api.store, body.name)
+    token, record = await create_api_key(api.store, body.name, body.scopes)
     return KeyCreated(**key_out(record).model_dump(), token=token)
 
 

@@ -198,6 +198,11 @@ class SessionReply(BaseModel):
 
 class KeyCreate(_Input):
     name: str = Field(min_length=1, max_length=100)
+    scopes: list[Literal["approvals"]] = Field(
+        default_factory=list,
+        description="What the key may do beyond the REST API: 'approvals' lets it list and "
+        "decide approvals at /approvals.",
+    )
 
 
 class KeyOut(BaseModel):
@@ -206,6 +211,7 @@ class KeyOut(BaseModel):
     prefix: str
     created_at: float
     revoked: bool
+    scopes: list[str]
 
 
 class KeyCreated(KeyOut):

@@ -6,6 +6,8 @@
   keeping the order it had (seq, then creation time, then id).
 - `approvals` gain `connection_id` (the live connection that asked, where the outcome goes) and
   `claimed_by` (who is applying the decision, set once by compare-and-set).
+- `api_keys` gain `scopes` (what a key may do beyond the REST API, such as deciding approvals);
+  keys made before have none.
 
 Revision ID: 0002
 Revises: 0001
@@ -58,9 +60,15 @@ def upgrade() -> None:
     with op.batch_alter_table("approvals") as batch:
         batch.add_column(sa.Column("connection_id", sa.Text, nullable=True))
         batch.add_column(sa.Column("claimed_by", sa.Text, nullable=True))
+    with op.batch_alter_table("api_keys") as batch:
+        batch.add_column(
+            sa.Column("scopes", sa.JSON, nullable=False, server_default=sa.text("'[]'"))
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("api_keys") as batch:
+        batch.drop_column("scopes")
     with op.batch_alter_table("approvals") as batch:
         batch.drop_column("claimed_by")
         batch.drop_column("connection_id")
