@@ -65,6 +65,18 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("VOXLINE_TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN"),
     )
+    # A Webhooks Rule's SharedKey: requests carrying `X-Twilio-Webhooks-Signature-Settings` are
+    # signed with it (HMAC-SHA256) instead of the auth token (HMAC-SHA1).
+    twilio_webhook_shared_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "VOXLINE_TWILIO_WEBHOOK_SHARED_KEY", "TWILIO_WEBHOOK_SHARED_KEY"
+        ),
+    )
+    # Signs the short-lived call tokens the voice webhook hands to the call's socket; defaults
+    # to a key derived from the auth token, so every worker of a fleet agrees without setup.
+    call_token_secret: SecretStr | None = None
+    call_token_ttl: float = 120.0  # seconds from the voice webhook to the socket's setup/start
     twilio_validate_signatures: bool = True  # off only for local development
     twilio_api_base_url: str = "https://api.twilio.com"
     twilio_max_frame_bytes: int = 65536  # larger ConversationRelay frames close the socket

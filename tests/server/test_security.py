@@ -100,3 +100,52 @@ async def test_without_an_auth_token_the_server_starts_and_refuses_twilio(
         ]
         async with httpx.AsyncClient(base_url=env.twilio.base) as client:
             assert (await client.get("/health")).status_code == 200
+
+
+SHARED_KEY = "webhooks-shared-key-secret"
+RULE = "key=webhooks_sharedkey_ab12,algorithm=HMAC_SHA256"
+
+
+async def test_a_webhooks_rule_signs_with_its_shared_key_and_hmac_sha256(
+    make_env: EnvFactory,
+) -> None:
+    from twilio.request_validator import RequestValidator
+
+    path, params = "/twilio/sms", sms_params("hi", "+14155550100")
+    official = RequestValidator(SHARED_KEY).compute_signature(
+        PUBLIC + path, params, algorithm="HMAC_SHA256"
+    )
+    async with (
+        make_env(["Hello."], twilio_webhook_shared_key=SHARED_KEY) as env,
+        httpx.AsyncClient(base_url=env.twilio.base) as client,
+    ):
+
+        async def post(signature: str, settings: str | None) -> int:
+            headers = {"X-Twilio-Signature": signature}
+            if settings is not None:
+                headers["X-Twilio-Webhooks-Signature-Settings"] = settings
+            return (await client.post(path, data=params, headers=headers)).status_code
+
+        assert await post(official, RULE) == 200
+        # The rule's header says which key: the token's SHA-1 signature no longer counts,
+        # an unsupported algorithm is refused, and without the header SHA-1 still works.
+        assert await post(env.twilio.sign(PUBLIC + path, params), RULE) == 403
+        assert await post(official, "key=x,algorithm=HMAC_MD5") == 403
+        assert await post(env.twilio.sign(PUBLIC + path, params), None) == 200
+    async with make_env(["Hello."]) as env:  # no shared key configured: refused, loudly
+        with structlog.testing.capture_logs() as logs:
+            # without the header the SHA-256 signature is checked as SHA-1 with the token
+            response = await env.twilio.post(path, params, signature=official)
+            assert response.status_code == 403
+            async with httpx.AsyncClient(base_url=env.twilio.base) as client:
+                response = await client.post(
+                    path,
+                    data=params,
+                    headers={
+                        "X-Twilio-Signature": official,
+                        "X-Twilio-Webhooks-Signature-Settings": RULE,
+                    },
+                )
+            assert response.status_code == 403
+        reasons = [e["reason"] for e in logs if e["event"] == "twilio signature rejected"]
+        assert reasons[-1] == "signed with a shared key, but none is configured"

@@ -1,4 +1,8 @@
-"""`X-Twilio-Signature`: Twilio's HMAC-SHA1 request signing (protocols.md §3.3, §3.4).
+"""`X-Twilio-Signature`: Twilio's request signing (protocols.md §3.3, §3.4).
+
+By default Twilio signs with the auth token and HMAC-SHA1. When a Webhooks Rule matches, it
+signs with the rule's SharedKey and the algorithm named in `X-Twilio-Webhooks-Signature-Settings`
+(`key=...,algorithm=HMAC_SHA256`); only the hash changes, the signed string is the same.
 
 Written from the published algorithm rather than taken from the `twilio` package, which the
 server does not depend on. The URL that was signed is the one Twilio requested, which behind a
@@ -18,34 +22,62 @@ from starlette.datastructures import Headers
 
 Params = Mapping[str, Iterable[str]]
 
+HMAC_SHA1 = "HMAC_SHA1"
+HMAC_SHA256 = "HMAC_SHA256"
+_HASHES = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}
 _DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
+
+
+def signature_algorithm(settings_header: str | None) -> str | None:
+    """The algorithm an `X-Twilio-Webhooks-Signature-Settings` header names: HMAC_SHA1 when the
+    header is absent or names none, None when it names one we do not support (refuse)."""
+    if not settings_header:
+        return HMAC_SHA1
+    for part in settings_header.split(","):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "algorithm" and value.strip():
+            algorithm = value.strip().upper()
+            return algorithm if algorithm in _HASHES else None
+    return HMAC_SHA1
 _WEBSOCKET_SCHEMES = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}
 
 
-def compute_signature(auth_token: str, url: str, params: Params | None = None) -> str:
-    """base64(HMAC-SHA1(token, url + each param name and value, names sorted, values sorted and
+def compute_signature(
+    auth_token: str, url: str, params: Params | None = None, algorithm: str = HMAC_SHA1
+) -> str:
+    """base64(HMAC(key, url + each param name and value, names sorted, values sorted and
     de-duplicated)), exactly as Twilio signs a request."""
     payload = url
     for name in sorted(params or {}):
         for value in sorted(set((params or {})[name])):
             payload += name + value
-    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
+    digest = hmac.new(auth_token.encode(), payload.encode(), _HASHES[algorithm]).digest()
     return base64.b64encode(digest).decode()
 
 
-def validate_signature(auth_token: str, url: str, params: Params | None, signature: str) -> bool:
+def validate_signature(
+    auth_token: str,
+    url: str,
+    params: Params | None,
+    signature: str,
+    algorithm: str = HMAC_SHA1,
+) -> bool:
     """Whether `signature` signs `url` and `params`, with the port written or left out (Twilio
     may sign either form of the URL); compared in constant time."""
-    if not signature:
+    if not signature or algorithm not in _HASHES:
         return False
     expected = signature.encode()
     return any(
-        hmac.compare_digest(compute_signature(auth_token, candidate, params).encode(), expected)
+        hmac.compare_digest(
+            compute_signature(auth_token, candidate, params, algorithm).encode(), expected
+        )
         for candidate in _port_variants(url)
     )
 
 
-def validate_websocket_signature(auth_token: str, url: str, signature: str) -> bool:
+def validate_websocket_signature(
+    auth_token: str, url: str, signature: str, algorithm: str = HMAC_SHA1
+) -> bool:
     """An upgrade has no body. Which form Twilio signs when the URL has a query is not settled
     (protocols.md §3.4), so accept the full URL, or the base URL with the query as params, each
     over `wss://` and over the `https://` that older behaviour used."""
@@ -57,11 +89,11 @@ def validate_websocket_signature(auth_token: str, url: str, signature: str) -> b
     base_scheme = "https" if parts.scheme in ("wss", "https") else "http"
     for scheme in (_WEBSOCKET_SCHEMES[base_scheme], base_scheme):
         full = urlunsplit(parts._replace(scheme=scheme))
-        if validate_signature(auth_token, full, None, signature):
+        if validate_signature(auth_token, full, None, signature, algorithm):
             return True
         if query:
             bare = urlunsplit(parts._replace(scheme=scheme, query=""))
-            if validate_signature(auth_token, bare, as_params, signature):
+            if validate_signature(auth_token, bare, as_params, signature, algorithm):
                 return True
     return False
 

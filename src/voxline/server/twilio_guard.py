@@ -8,12 +8,18 @@ from collections.abc import Mapping
 import structlog
 from starlette.requests import HTTPConnection
 
-from voxline.server.signatures import external_url, validate_signature, validate_websocket_signature
+from voxline.server.signatures import (
+    external_url,
+    signature_algorithm,
+    validate_signature,
+    validate_websocket_signature,
+)
 from voxline.settings import Settings
 
 log = structlog.get_logger("voxline.twilio.security")
 
 SIGNATURE_HEADER = "x-twilio-signature"
+SIGNATURE_SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"
 
 
 class TwilioGuard:
@@ -31,6 +37,8 @@ class TwilioGuard:
                 "(or VOXLINE_TWILIO_VALIDATE_SIGNATURES=false for local development only)"
             )
         self._token = token.get_secret_value() if token is not None else ""
+        shared = settings.twilio_webhook_shared_key
+        self._shared_key = shared.get_secret_value() if shared is not None else ""
         self._public_url = settings.public_url
         self._trust_forwarded = settings.trust_forwarded_headers
 
@@ -62,9 +70,10 @@ class TwilioGuard:
             return True
         url = self.url(conn)
         signature = conn.headers.get(SIGNATURE_HEADER, "")
-        if self._token and validate_signature(self._token, url, params, signature):
+        key, algorithm, problem = self._key_for(conn)
+        if key and algorithm and validate_signature(key, url, params, signature, algorithm):
             return True
-        self._reject(url, signature)
+        self._reject(url, signature, problem)
         return False
 
     def check_websocket(self, conn: HTTPConnection) -> bool:
@@ -72,13 +81,29 @@ class TwilioGuard:
             return True
         url = self.url(conn, websocket=True)
         signature = conn.headers.get(SIGNATURE_HEADER, "")
-        if self._token and validate_websocket_signature(self._token, url, signature):
+        key, algorithm, problem = self._key_for(conn)
+        if key and algorithm and validate_websocket_signature(key, url, signature, algorithm):
             return True
-        self._reject(url, signature)
+        self._reject(url, signature, problem)
         return False
 
-    def _reject(self, url: str, signature: str) -> None:
-        reason = "missing signature" if not signature else "signature does not match"
+    def _key_for(self, conn: HTTPConnection) -> tuple[str, str | None, str | None]:
+        """(key, algorithm, why not): the auth token and HMAC-SHA1, or, when Twilio says a
+        Webhooks Rule signed it, the shared key and the rule's algorithm."""
+        settings_header = conn.headers.get(SIGNATURE_SETTINGS_HEADER)
+        algorithm = signature_algorithm(settings_header)
+        if algorithm is None:
+            return "", None, "unsupported signature algorithm"
+        if settings_header:
+            if not self._shared_key:
+                return "", None, "signed with a shared key, but none is configured"
+            return self._shared_key, algorithm, None
         if not self._token:
-            reason = "no TWILIO_AUTH_TOKEN configured"
+            return "", None, "no TWILIO_AUTH_TOKEN configured"
+        return self._token, algorithm, None
+
+    def _reject(self, url: str, signature: str, problem: str | None = None) -> None:
+        reason = "missing signature" if not signature else "signature does not match"
+        if problem is not None:
+            reason = problem
         log.warning("twilio signature rejected", url=url, reason=reason)
