@@ -242,3 +242,13 @@ async def test_a_duplicate_key_hash_conflicts_and_changes_nothing(store: Platfor
 
     assert (caught.value.entity, caught.value.field) == ("API key", "key_hash")
     assert await store.list_api_keys() == [key]
+
+
+async def test_a_key_is_used_once_until_it_expires(store: PlatformStore) -> None:
+    import asyncio
+
+    wins = await asyncio.gather(*(store.use_once("CA-once", 0.3) for _ in range(8)))
+    assert sorted(wins) == [False] * 7 + [True]
+    assert await store.use_once("CA-other", 0.3)
+    await asyncio.sleep(0.5)
+    assert await store.use_once("CA-once", 0.3)  # expired: usable again

@@ -179,6 +179,11 @@ class PlatformStore(Store, Protocol):
 
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
 
+    async def use_once(self, key: str, ttl: float) -> bool:
+        """True the first time `key` is used within `ttl` seconds, on any worker; False after.
+        Atomic in the store, so two workers racing on one key cannot both win."""
+        ...
+
     async def list_api_keys(self) -> list[ApiKeyRecord]: ...
 
 

@@ -15,6 +15,7 @@ Redis. The layout, with `P` for the prefix:
     P listener:{id}, P listeners (set), P listener_addresses (hash: "kind address" -> id),
     P agent_listeners:{agent id} (set)
     P api_key:{id}, P api_keys (set), P api_key_hashes (hash: key hash -> id)
+    P once:{key}                    a key used once (a call's CallSid), expiring by itself
 
 Record hashes hold each field JSON-encoded on its own: the Lua scripts compare and copy those
 strings (`updated_at`) without decoding them, so every float round-trips exactly.
@@ -440,8 +441,7 @@ class RedisStore:
                 return
             current = _decode(ApprovalRecord, stored)
             if any(
-                getattr(current, name) != getattr(expected, name)
-                for name in APPROVAL_STATE_FIELDS
+                getattr(current, name) != getattr(expected, name) for name in APPROVAL_STATE_FIELDS
             ):
                 return
             _multi(pipe)
@@ -633,6 +633,13 @@ class RedisStore:
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         """The key with this hash, revoked ones included, so the caller can say why it fails."""
         return await self._load_by_index(ApiKeyRecord, "api_key", "api_key_hashes", key_hash)
+
+    async def use_once(self, key: str, ttl: float) -> bool:
+        """`SET NX PX`: Redis arbitrates races and forgets the key when it expires."""
+        stored = await self._redis().set(
+            self._key("once", key), "1", nx=True, px=max(1, int(ttl * 1000))
+        )
+        return bool(stored)
 
     async def list_api_keys(self) -> list[ApiKeyRecord]:
         """Oldest first."""

@@ -116,3 +116,11 @@ api_keys = Table(
     Column("revoked", Boolean, nullable=False),
     Column("scopes", JSON, nullable=False, server_default=text("'[]'")),
 )
+
+# Keys that may be used once across the fleet until they expire (a call's CallSid).
+once_keys = Table(
+    "once_keys",
+    metadata,
+    Column("key", ID, primary_key=True),
+    Column("expires_at", Double, nullable=False, index=True),
+)

@@ -47,6 +47,7 @@ from voxline.store.schema import (
     approvals,
     conversations,
     listeners,
+    once_keys,
     turns,
 )
 
@@ -356,7 +357,9 @@ class SqlStore:
                 approvals.c.id == record.id,
                 approvals.c.status == ApprovalStatus(expected.status).value,
                 approvals.c.applied == expected.applied,
-                claimed.is_(None) if expected.claimed_by is None else claimed == expected.claimed_by,
+                claimed.is_(None)
+                if expected.claimed_by is None
+                else claimed == expected.claimed_by,
             )
             .values(**values)
         )
@@ -465,6 +468,17 @@ class SqlStore:
         """The key with this hash, revoked ones included, so the caller can say why it fails."""
         rows = await self._fetch(select(api_keys).where(api_keys.c.key_hash == key_hash))
         return ApiKeyRecord.model_validate(rows[0]) if rows else None
+
+    async def use_once(self, key: str, ttl: float) -> bool:
+        """An insert that does nothing when the key is there: the database arbitrates races."""
+        now = time.time()
+        insert = self._insert(once_keys).values(key=key, expires_at=now + ttl)
+        async with self._require_engine().begin() as conn:
+            await conn.execute(delete(once_keys).where(once_keys.c.expires_at < now))
+            result = await conn.execute(
+                insert.on_conflict_do_nothing(index_elements=[once_keys.c.key])
+            )
+        return bool(result.rowcount)
 
     async def list_api_keys(self) -> list[ApiKeyRecord]:
         """Oldest first."""

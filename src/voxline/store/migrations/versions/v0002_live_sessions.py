@@ -4,6 +4,8 @@
   from one caller on two workers) can never store the same position twice. Databases written
   before this may hold duplicates from that very bug: each such conversation is renumbered first,
   keeping the order it had (seq, then creation time, then id).
+- `once_keys`: keys used once across the fleet (a call's CallSid, so a call token admits one
+  socket), each kept until it expires.
 - `approvals` gain `connection_id` (the live connection that asked, where the outcome goes) and
   `claimed_by` (who is applying the decision, set once by compare-and-set).
 - `api_keys` gain `scopes` (what a key may do beyond the REST API, such as deciding approvals);
@@ -54,6 +56,12 @@ def _renumber_duplicates() -> None:
 
 def upgrade() -> None:
     _renumber_duplicates()
+    op.create_table(
+        "once_keys",
+        sa.Column("key", sa.String(255), primary_key=True),
+        sa.Column("expires_at", sa.Double, nullable=False),
+    )
+    op.create_index("ix_once_keys_expires_at", "once_keys", ["expires_at"])
     with op.batch_alter_table("turns") as batch:
         batch.drop_index("ix_turns_conversation_seq")
         batch.create_index("uq_turns_conversation_seq", ["conversation_id", "seq"], unique=True)
@@ -67,6 +75,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_once_keys_expires_at", "once_keys")
+    op.drop_table("once_keys")
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("scopes")
     with op.batch_alter_table("approvals") as batch:
