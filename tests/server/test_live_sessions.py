@@ -41,8 +41,8 @@ async def drain(client: RelayClient, quiet: float = 0.4) -> list[dict[str, objec
 
 async def test_two_calls_from_one_number_never_hear_each_other(make_env: EnvFactory) -> None:
     async with make_env(by_question) as env:
-        twiml_a = await env.twilio.call()
-        twiml_b = await env.twilio.call()
+        twiml_a = await env.twilio.call(call_sid=CALL_A)
+        twiml_b = await env.twilio.call(call_sid=CALL_B)
         async with (
             env.twilio.relay(twiml_a, callSid=CALL_A) as a,
             env.twilio.relay(twiml_b, callSid=CALL_B) as b,
@@ -79,7 +79,8 @@ async def test_two_calls_from_one_number_never_hear_each_other(make_env: EnvFact
 
 async def test_one_caller_hanging_up_does_not_touch_the_other(make_env: EnvFactory) -> None:
     async with make_env(by_question) as env:
-        twiml_a, twiml_b = await env.twilio.call(), await env.twilio.call()
+        twiml_a = await env.twilio.call(call_sid=CALL_A)
+        twiml_b = await env.twilio.call(call_sid=CALL_B)
         async with env.twilio.relay(twiml_b, callSid=CALL_B) as b:
             async with env.twilio.relay(twiml_a, callSid=CALL_A) as a:
                 await a.prompt("what is my pin?")
@@ -107,7 +108,8 @@ async def test_one_caller_hanging_up_does_not_touch_the_other(make_env: EnvFacto
 
 async def test_an_sms_during_a_call_is_answered_by_sms_only(make_env: EnvFactory) -> None:
     async with make_env(by_question) as env:
-        async with env.twilio.relay(await env.twilio.call(), callSid=CALL_A) as call:
+        twiml = await env.twilio.call(call_sid=CALL_A)
+        async with env.twilio.relay(twiml, callSid=CALL_A) as call:
             await call.prompt("what is my pin?")
             first = await call.next()  # the call's reply is streaming
             assert first["type"] == "text"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 import structlog
@@ -149,3 +151,50 @@ async def test_a_webhooks_rule_signs_with_its_shared_key_and_hmac_sha256(
             assert response.status_code == 403
         reasons = [e["reason"] for e in logs if e["event"] == "twilio signature rejected"]
         assert reasons[-1] == "signed with a shared key, but none is configured"
+
+
+async def _refused(env_twilio: Twilio, twiml: object, **setup: object) -> None:
+    """The socket accepts the upgrade (its signature is fine) but closes on `setup` with 1008
+    and no session: the call token does not admit this call."""
+    async with env_twilio.relay(twiml, **setup) as twilio:  # type: ignore[arg-type]
+        await twilio.ws.wait_closed()
+        assert twilio.ws.close_code == 1008
+
+
+async def test_a_replayed_socket_signature_cannot_open_anyone_elses_call(
+    make_env: EnvFactory,
+) -> None:
+    """One leaked upgrade signature used to let anyone open sessions as any caller."""
+    async with make_env(["Hello, A.", "Hello, B."], call_token_ttl=1.0) as env:
+        twiml = await env.twilio.call("+14155550100")
+        relay = twiml.find("./Connect/ConversationRelay")
+        assert relay is not None
+        params = {p.attrib["name"]: p.attrib["value"] for p in relay.findall("Parameter")}
+        assert "voxlineToken" in params
+        with structlog.testing.capture_logs() as logs:
+            # The caller's number in setup cannot move the call into another caller's memory:
+            # the token says who called, so this is still +14155550100's call.
+            async with env.twilio.relay(twiml, **{"from": "+19995550000"}) as twilio:
+                await twilio.prompt("hi")
+                assert await twilio.reply() == "Hello, A."
+            # The same token again (a replay), another CallSid, no token, a forged one:
+            await _refused(env.twilio, twiml)
+            await _refused(env.twilio, twiml, callSid="CA" + "9" * 32)
+            await _refused(env.twilio, twiml, customParameters={"voxlineAgent": "shop"})
+            forged = {**params, "voxlineToken": params["voxlineToken"][:-4] + "AAAA"}
+            await _refused(env.twilio, twiml, customParameters=forged)
+            # An unused token that expired:
+            late = await env.twilio.call("+14155550100", call_sid="CA" + "7" * 32)
+            await asyncio.sleep(1.2)
+            await _refused(env.twilio, late, callSid="CA" + "7" * 32)
+        reasons = [e["reason"] for e in logs if e["event"] == "call socket refused"]
+        assert reasons == [
+            "call token already used for this CallSid",
+            "call token minted for another call",
+            "no call token",
+            "forged call token",
+            "expired call token",
+        ]
+        await env.idle()
+        [record] = await env.store.list_conversations()
+        assert record.subject == "phone:+14155550100"

@@ -90,10 +90,15 @@ class Twilio:
         async with httpx.AsyncClient(base_url=self.base, timeout=30) as client:
             return await client.post(path, data=params, headers=headers)
 
-    async def call(self, caller: str = "+14155550100", *, agent: str = "") -> ET.Element:
+    async def call(
+        self, caller: str = "+14155550100", *, agent: str = "", call_sid: str | None = None
+    ) -> ET.Element:
         """The voice webhook for an inbound call; returns the TwiML `<Response>`."""
         path = f"/twilio/voice/{agent}" if agent else "/twilio/voice"
-        response = await self.post(path, voice_params(caller))
+        params = voice_params(caller)
+        if call_sid is not None:
+            params["CallSid"] = call_sid
+        response = await self.post(path, params)
         assert response.status_code == 200, response.text
         twiml = ET.fromstring(response.text)
         assert twiml.find("./Connect/ConversationRelay") is not None, response.text

@@ -34,6 +34,8 @@ from voxline.channels.twiml import (
 )
 from voxline.identity.base import SubjectResolver
 from voxline.server.api.auth import ApiKeys, bearer_token
+from voxline.server.call_admission import CallAdmission, CallFacts
+from voxline.server.call_tokens import PARAM_TOKEN
 from voxline.server.config import HostedAgent
 from voxline.server.feed import FeedPublisher
 from voxline.server.hub import Contact, ConversationHub, SessionOptions
@@ -69,6 +71,7 @@ class TwilioRoutes:
         self.guard = guard
         self.resolver = resolver
         self.default_agent = default_agent
+        self.admission = CallAdmission(hub.settings, lambda: hub.store)
 
     def relay_calls(self, connection_id: str) -> RelayCall | None:
         """The live ConversationRelay call of a connection (for call-control tools)."""
@@ -162,6 +165,8 @@ class TwilioRoutes:
             mode = "contextual"  # a returning caller is greeted with what we remember
         else:
             mode = "welcome" if greeting else "none"
+        ours = params.get("From" if direction.startswith("outbound") else "To", "")
+        facts = CallFacts(agent.name, listener_id, caller, ours)
         connect = RelayConnect(
             websocket_url=self.guard.url(request, RELAY_PATH, websocket=True),
             action_url=self.guard.url(request, f"{RELAY_PATH}/action/{agent.name}"),
@@ -170,6 +175,7 @@ class TwilioRoutes:
                 PARAM_AGENT: agent.name,
                 PARAM_GREETING: mode,
                 **({PARAM_LISTENER: listener_id} if listener_id else {}),
+                **self.admission.parameters(call_sid=params.get("CallSid", ""), facts=facts),
             },
         )
         log.info("call connecting", agent=agent.name, greeting=mode, listener=listener_id)
@@ -207,32 +213,60 @@ class TwilioRoutes:
         directory = self._directory()
         path = WS_PREFIX + websocket.path_params["path"]
         listener = await directory.for_path(path) if directory is not None else None
-        allowed = listener is not None and await self._socket_allowed(websocket)
-        if not allowed or self.hub.draining:
+        client = await self._socket_client(websocket) if listener is not None else None
+        if client is None or self.hub.draining:
             await websocket.close(code=POLICY_VIOLATION)
             return
-        await self._serve_relay(websocket, listener)
+        await self._serve_relay(websocket, listener, trusted=client == "api")
 
-    async def _socket_allowed(self, websocket: WebSocket) -> bool:
+    async def _socket_client(self, websocket: WebSocket) -> str | None:
+        """ "api" for a holder of an API key, "twilio" for a signed upgrade, else None."""
         token = bearer_token(websocket.headers.get("authorization", ""))
         if token is not None and isinstance(self.hub.store, PlatformStore):
             keys = ApiKeys(self.hub.store, self.hub.settings.api_key)
             if await keys.authenticate(token) is not None:
-                return True
+                return "api"
         if not self.guard.enabled or websocket.headers.get(SIGNATURE_HEADER):
-            return self.guard.check_websocket(websocket)
+            return "twilio" if self.guard.check_websocket(websocket) else None
         log.warning("listener socket refused", reason="neither a Twilio signature nor an API key")
-        return False
+        return None
 
-    async def _serve_relay(self, websocket: WebSocket, listener: ListenerRecord | None) -> None:
+    async def _serve_relay(
+        self, websocket: WebSocket, listener: ListenerRecord | None, *, trusted: bool = False
+    ) -> None:
         await websocket.accept()
         async with self.hub.active_call():
             frames = _Frames(websocket, self.hub.settings.twilio_max_frame_bytes)
             setup = await frames.setup()
-            if setup is not None:
-                await self._run_call(websocket, frames, setup, listener)
+            facts = await self._facts(setup, listener, trusted) if setup is not None else None
+            if setup is not None and facts is not None:
+                await self._run_call(websocket, frames, setup, listener, facts)
+            elif setup is not None:
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                    await websocket.close(code=POLICY_VIOLATION)
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await websocket.close()
+
+    async def _facts(
+        self, setup: wire.Setup, listener: ListenerRecord | None, trusted: bool
+    ) -> CallFacts | None:
+        """Who the call is for. A client holding an API key says so itself; a socket Twilio
+        opened for our TwiML proves it with the call token; a Twilio socket on a listener path
+        (someone else's TwiML, so no token) gets no caller identity, hence no caller memory."""
+        ours = setup.from_ if setup.direction.startswith("outbound") else setup.to
+        params = setup.custom_parameters
+        unsigned = CallFacts(
+            params.get(PARAM_AGENT) or None,
+            params.get(PARAM_LISTENER) or None,
+            setup.remote_party,
+            ours,
+        )
+        if trusted:
+            return unsigned
+        if listener is not None and PARAM_TOKEN not in params:
+            log.info("listener call without a call token: served without caller memory")
+            return CallFacts(None, listener.id, "", ours)
+        return await self.admission.admit(setup.call_sid, params, unsigned)
 
     async def _run_call(
         self,
@@ -240,21 +274,21 @@ class TwilioRoutes:
         frames: _Frames,
         setup: wire.Setup,
         listener: ListenerRecord | None,
+        facts: CallFacts,
     ) -> None:
         params = setup.custom_parameters
+        listener_id = facts.listener
         if listener is not None:
             agent = await self.hub.agent_by_id(listener.agent_id)
-            listener_id: str | None = listener.id
+            listener_id = listener.id
         else:
-            agent = await self.hub.resolve_agent(params.get(PARAM_AGENT, self.default_agent))
-            listener_id = params.get(PARAM_LISTENER) or None
+            agent = await self.hub.resolve_agent(facts.agent or self.default_agent)
         if agent is None:
             log.warning("relay call for an agent this server does not know")
             return
-        subject = await self.resolver.resolve(setup.remote_party, channel="voice")
+        subject = await self.resolver.resolve(facts.caller, channel="voice")
         conversation_id = await self.hub.conversation_for(agent, subject, "voice")
-        ours = setup.from_ if setup.direction.startswith("outbound") else setup.to
-        contact = Contact(setup.remote_party, ours) if setup.remote_party else None
+        contact = Contact(facts.caller, facts.number) if facts.caller else None
         greeting = agent.twilio.greeting_for(agent.spec)
         mode = params.get(PARAM_GREETING) or await self._direct_greeting(
             subject, conversation_id, greeting
