@@ -4,6 +4,11 @@
 messages, each followed by a `mark` whose echo is Twilio's word that the frame has played, and
 `clear` drops what Twilio has buffered. `MediaCall` wires it to a `VoicePipeline` and turns the
 other inbound events into session calls (a key press is a DTMF turn the agent answers).
+
+A stream cannot end or transfer its call, so `MediaCall` does that over Twilio's REST API
+(`TwilioCalls`) once the goodbye has played, and then sets `over`: the server closes the stream
+from our side, which alone ends the call when no REST client is configured (nothing follows
+`<Connect>` in our TwiML).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import structlog
 from voxline.audio.codecs import mulaw_decode, mulaw_encode
 from voxline.audio.frames import AudioFrame
 from voxline.channels import media_protocol as wire
+from voxline.channels.media_tools import until_said
+from voxline.channels.twilio_calls import CallControlError, TwilioCalls
 from voxline.channels.twilio_relay import RETURNING_CALLER_NOTE
 from voxline.conversation.session import Session
 from voxline.voice.pipeline import VoiceOptions, VoicePipeline
@@ -27,6 +34,13 @@ TWILIO_LEAD = 0.1
 """Seconds of audio sent ahead of real time, so network jitter does not starve Twilio's player;
 everything ahead is what a barge-in `clear` throws away."""
 MARK_PREFIX = "vx-"
+TRANSFER_FAILED = (
+    "The transfer to a human did not go through: {error}. Tell the caller, and keep helping "
+    "them yourself."
+)
+
+# Ends or hands over the call; returns None when done, else a note for the agent on why not.
+_EndAction = Callable[[], Awaitable[str | None]]
 
 
 class MediaStreamTransport:
@@ -108,8 +122,20 @@ class MediaCall:
     words the caller heard; `finish` gives the session back as it found it.
     """
 
-    def __init__(self, session: Session, stream_sid: str, speech: SpeechProviders) -> None:
+    def __init__(
+        self,
+        session: Session,
+        stream_sid: str,
+        speech: SpeechProviders,
+        *,
+        call_sid: str = "",
+        rest: TwilioCalls | None = None,
+    ) -> None:
         self.session = session
+        self.call_sid = call_sid
+        self.over = asyncio.Event()  # we ended the call: the server closes the stream
+        self._rest = rest
+        self._ending: asyncio.Task[None] | None = None  # an end or transfer waiting to happen
         self.transport = MediaStreamTransport(stream_sid)
         self._delivery_was_auto = session.delivery.auto
         session.delivery.auto = False
@@ -124,7 +150,7 @@ class MediaCall:
         self._replies: set[asyncio.Task[Any]] = set()
         self._bad_audio = 0
         self.log = structlog.get_logger("voxline.twilio.media").bind(
-            session_id=session.id, stream_sid=stream_sid
+            session_id=session.id, stream_sid=stream_sid, call_sid=call_sid
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -140,11 +166,15 @@ class MediaCall:
     async def finish(self) -> None:
         """The stream is over (stop or a dropped socket): stop speaking and listening, and
         settle the reply in flight, keeping the words that were played."""
+        ending = self._ending
+        if ending is not None:
+            ending.cancel()  # the caller left first: nothing is left to end
         self.transport.close()
         await self.pipeline.close()
         self.session.interrupt()
-        if self._replies:
-            await asyncio.gather(*self._replies, return_exceptions=True)
+        waiting = [*self._replies, *([ending] if ending is not None else [])]
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
         self.session.delivery.auto = self._delivery_was_auto
         if self._bad_audio:
             self.log.warning("media frames with unusable audio were dropped", count=self._bad_audio)
@@ -152,7 +182,8 @@ class MediaCall:
     # -- inbound ---------------------------------------------------------------------------
     def handle(self, event: wire.MediaEvent) -> None:
         if isinstance(event, wire.Media):
-            self._on_media(event)
+            if self._ending is None:  # the goodbye is not for barging in on
+                self._on_media(event)
         elif isinstance(event, wire.Mark):
             position = self.transport.confirmed(event.name)
             if position is not None:
@@ -180,7 +211,9 @@ class MediaCall:
     def inject(self, text: str, *, as_system: bool = False) -> None:
         """Text from outside the call (an operator, a bot over the API): a user turn the agent
         answers aloud, or, `as_system`, an instruction it acts on at once. Either cuts off what
-        the agent is saying, like the caller speaking would."""
+        the agent is saying, like the caller speaking would. Not once the call is ending."""
+        if self._ending is not None:
+            return
         if self.pipeline.speaker.active:
             self.transport.clear()
             self.pipeline.speaker.stop()
@@ -193,7 +226,7 @@ class MediaCall:
 
     def _on_dtmf(self, digit: str) -> None:
         """A key press interrupts like speech would, and is a turn the agent answers."""
-        if not digit:
+        if not digit or self._ending is not None:
             return
         if self.pipeline.speaker.active:
             self.transport.clear()
@@ -201,6 +234,56 @@ class MediaCall:
         self.session.interrupt()
         self.session.turns.add_dtmf(digit)
         self._run(self.session.respond())
+
+    # -- ending the call from our side -----------------------------------------------------
+    def request_end(self, reason: str) -> None:
+        """Hang up once the goodbye has played (`reason` is for the log)."""
+        self.log.info("the agent ends the call", reason=reason)
+        self._end_after_goodbye(self._hang_up)
+
+    def request_transfer(self, target: str) -> None:
+        """Hand the call to `target` once the agent has said it is transferring."""
+        self._end_after_goodbye(lambda: self._transfer(target))
+
+    def _end_after_goodbye(self, action: _EndAction) -> None:
+        if self._ending is None and not self.over.is_set():
+            self._ending = asyncio.create_task(self._end(action))
+            self._ending.add_done_callback(self._reply_done)
+
+    async def _end(self, action: _EndAction) -> None:
+        await until_said(self.pipeline)
+        failure = await action()
+        if failure is None:
+            self.over.set()
+            return
+        self._ending = None  # the call goes on: the caller is heard again
+        self.session.turns.add_system(failure)
+        self._run(self.session.respond())
+
+    async def _hang_up(self) -> str | None:
+        """Over REST when we can; either way the stream is closed next, and that alone ends
+        the call, so a failed request is logged and not retried."""
+        if self._rest is None:
+            self.log.info("no Twilio credentials: closing the stream ends the call")
+            return None
+        try:
+            await self._rest.hang_up(self.call_sid)
+        except CallControlError as exc:
+            self.log.error("hang-up over REST failed; closing the stream instead", error=str(exc))
+        return None
+
+    async def _transfer(self, target: str) -> str | None:
+        """Redirect the call to a `<Dial>`. A failure keeps the call (closing the stream now
+        would hang up on the caller) and tells the agent, which tells the caller."""
+        if self._rest is None:
+            return TRANSFER_FAILED.format(error="this server cannot control calls")
+        try:
+            await self._rest.transfer(self.call_sid, target)
+        except CallControlError as exc:
+            self.log.error("transfer failed", error=str(exc))
+            return TRANSFER_FAILED.format(error=exc)
+        self.log.info("call transferred")
+        return None
 
     def _run(self, work: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[Any] = asyncio.create_task(work)

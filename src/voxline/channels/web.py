@@ -10,6 +10,9 @@ that has not left yet, synchronously, as `AudioTransport` requires.
 The browser plays audio from a buffer of its own, so only it knows what was heard: it confirms
 each frame's end position once played (`reports_playback = True`), and an interruption trims
 the bot's turn to what actually came out of the speaker.
+
+The agent can end the call (`end_call`): once its goodbye has played, the client gets an `end`
+event, the outbox closes behind it, and `over` tells the server to close the socket.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import structlog
 
 from voxline.audio.frames import AudioFrame
 from voxline.channels import web_protocol as wire
+from voxline.channels.media_tools import until_said
 from voxline.conversation.session import Session
 from voxline.conversation.state import SessionState
 from voxline.conversation.turns import BotTurn, Turn, UserTurn
@@ -51,9 +55,12 @@ class Outbox:
         self._ready = asyncio.Event()
         self._max_audio = max_audio
         self._audio = 0
+        self._closed = False
         self.dropped = 0
 
     def put(self, item: Message) -> None:
+        if self._closed:
+            return
         if isinstance(item, bytes):
             if self._audio >= self._max_audio:
                 self.dropped += 1
@@ -70,8 +77,15 @@ class Outbox:
         self._audio = 0
         return dropped
 
-    async def get(self) -> Message:
+    def close(self) -> None:
+        """Nothing more goes in; what is queued still comes out, then `get` returns None."""
+        self._closed = True
+        self._ready.set()
+
+    async def get(self) -> Message | None:
         while not self._items:
+            if self._closed:
+                return None
             self._ready.clear()
             await self._ready.wait()
         item = self._items.popleft()
@@ -118,6 +132,8 @@ class WebCall:
         )
         self.log = log.bind(session_id=session.id)
         self.protocol_errors = 0
+        self.over = asyncio.Event()  # the agent ended the call: the server closes the socket
+        self._ending = False
         self._final: dict[str, tuple[str, bool]] = {}  # bot turn id -> the final text sent
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = [
@@ -160,12 +176,15 @@ class WebCall:
             return
         if isinstance(message, wire.Played):
             self.pipeline.played(message.position)
-        else:
+        elif not self._ending:
             self._spawn(self.session.send_text(message.text))
 
     def inject(self, text: str, *, as_system: bool = False) -> None:
         """Text from outside the call (an operator over the API): answered aloud like the
-        caller's own words, or, `as_system`, an instruction acted on at once."""
+        caller's own words, or, `as_system`, an instruction acted on at once. Not once the
+        call is ending."""
+        if self._ending:
+            return
         if self.pipeline.speaker.active:
             self.transport.clear()
             self.pipeline.speaker.stop()
@@ -182,7 +201,8 @@ class WebCall:
         except wire.WebProtocolError as exc:
             self._refuse(exc)
             return
-        self.pipeline.push_audio(pcm)
+        if not self._ending:  # the goodbye is not for barging in on
+            self.pipeline.push_audio(pcm)
 
     def _refuse(self, error: wire.WebProtocolError) -> None:
         self.protocol_errors += 1
@@ -191,6 +211,20 @@ class WebCall:
             self._send("error", message=f"ignored: {error}")
 
     # -- the end -----------------------------------------------------------------------------
+    def request_end(self, reason: str) -> None:
+        """The agent ends the call: once its goodbye has played, tell the client (`end`) and
+        let the server close the socket."""
+        if not self._ending:
+            self._ending = True
+            self.log.info("the agent ends the call", reason=reason)
+            self._spawn(self._end(reason))
+
+    async def _end(self, reason: str) -> None:
+        await until_said(self.pipeline)
+        self._send("end", reason=reason)
+        self.outbox.close()
+        self.over.set()
+
     async def finish(self) -> None:
         """Stop listening and speaking; what was said stays in the session's turns."""
         for off in self._unsubscribe:

@@ -7,6 +7,11 @@ checked before anything else: a bad signature gets 403 and never a session.
 
 One memory per caller: the call's session comes from the hub by (agent, subject), as for
 ConversationRelay and SMS, so what the caller texted is in the model's context.
+
+Call control (`media_tools`): each session gets the tools its agent enables, and they find
+their call in `hub.calls` by the session's connection. Ending and transferring go through
+Twilio's REST API with the account's credentials; when the agent ends the call, the stream
+is closed from our side as well.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voxline.channels import media_protocol as wire
+from voxline.channels.media_tools import media_tools, read_until_over
+from voxline.channels.twilio_calls import TwilioCalls
 from voxline.channels.twilio_media import MediaCall, MediaStreamTransport
 from voxline.channels.twiml import stream_twiml
 from voxline.identity.base import SubjectResolver
@@ -28,6 +35,7 @@ from voxline.server.config import HostedAgent
 from voxline.server.hub import Contact, ConversationHub, SessionOptions
 from voxline.server.speech_pool import SpeechPool
 from voxline.server.twilio_guard import TwilioGuard
+from voxline.tools.base import Tool
 
 log = structlog.get_logger("voxline.twilio.media")
 
@@ -71,6 +79,8 @@ class MediaRoutes:
         self.resolver = resolver
         self.default_agent = default_agent
         self.speech = SpeechPool(hub.settings)
+        self.rest = TwilioCalls.from_settings(hub.settings)
+        self._said_no_rest = False
 
     def routes(self) -> list[BaseRoute]:
         return [WebSocketRoute(MEDIA_PATH, self.socket)]
@@ -81,6 +91,22 @@ class MediaRoutes:
 
     async def close(self) -> None:
         await self.speech.close()
+        if self.rest is not None:
+            await self.rest.aclose()
+
+    def media_calls(self, connection_id: str) -> MediaCall | None:
+        """The live Media Streams call of a connection (for call-control tools)."""
+        call = self.hub.calls.get(connection_id)
+        return call if isinstance(call, MediaCall) else None
+
+    def _tools_for(self, agent: HostedAgent) -> list[Tool]:
+        if self.rest is None and not self._said_no_rest:
+            self._said_no_rest = True
+            log.warning(
+                "no Twilio credentials (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN): Media Streams "
+                "calls cannot be transferred, and end_call only closes the stream"
+            )
+        return media_tools(agent.twilio, self.media_calls, rest=self.rest is not None)
 
     async def socket(self, websocket: WebSocket) -> None:
         if not self.guard.check_websocket(websocket) or self.hub.draining:
@@ -114,6 +140,7 @@ class MediaRoutes:
         options = SessionOptions(
             channel="voice",
             connection_id=start.call_sid or start.stream_sid,
+            tools=self._tools_for(agent),
             listener_id=listener_id,
         )
         async with self.hub.connect(
@@ -123,7 +150,9 @@ class MediaRoutes:
             options=options,
             contact=Contact(caller, params.get(PARAM_NUMBER, "")) if caller else None,
         ) as session:
-            call = MediaCall(session, start.stream_sid, speech)
+            call = MediaCall(
+                session, start.stream_sid, speech, call_sid=start.call_sid, rest=self.rest
+            )
             self.hub.calls.add(session.connection_id, conversation_id, call)
             writer = asyncio.create_task(_send_until_closed(call.transport, websocket))
             feed = self.hub.feeds.get(conversation_id)
@@ -137,10 +166,7 @@ class MediaRoutes:
                 )
             try:
                 await call.start(agent.twilio.greeting_for(agent.spec), returning=returning)
-                async for event in events:
-                    if isinstance(event, wire.Stop):
-                        break
-                    call.handle(event)
+                await read_until_over(_feed(events, call), call.over)
             finally:
                 self.hub.calls.remove(session.connection_id)
                 await call.finish()
@@ -197,6 +223,14 @@ class _Events:
                 log.warning("malformed frame ignored", error=str(exc))
                 continue
             yield event
+
+
+async def _feed(events: _Events, call: MediaCall) -> None:
+    """Events into the call until Twilio stops the stream or the socket drops."""
+    async for event in events:
+        if isinstance(event, wire.Stop):
+            return
+        call.handle(event)
 
 
 async def _send_until_closed(transport: MediaStreamTransport, websocket: WebSocket) -> None:

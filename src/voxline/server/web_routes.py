@@ -7,6 +7,10 @@ this way. There is no login: a browser call is refused when its page came from a
 (any web site the user visits could otherwise drive the agent and its tools on their behalf),
 and docs/browser.md says not to expose the server without a proxy that authenticates.
 
+The agent can end a call (`end_call`): the client gets an `end` event once the goodbye has
+played, then the socket closes (1000). Transfers are not offered: there is no one to transfer a
+browser to.
+
 Speech models come from the server's shared pool (loaded once per process); serving the page
 starts loading them, so they are usually warm by the time someone clicks to talk.
 """
@@ -30,6 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voxline.agents.spec import AgentSpec
 from voxline.channels import web_protocol as wire
+from voxline.channels.media_tools import browser_tools, read_until_over
 from voxline.channels.web import Message, Outbox, WebCall
 from voxline.conversation.session import Session
 from voxline.conversation.turns import new_id
@@ -42,6 +47,9 @@ log = structlog.get_logger("voxline.web")
 CALL_PATH = "/web/call"
 STATIC_PREFIX = "/web/static/"
 SUBJECT_PREFIX = "web:"
+ENDED_BY_AGENT = "the agent ended the call"
+DRAIN_LIMIT = 5.0  # seconds the `end` event may take to reach a client that ended by the agent
+NORMAL_CLOSURE = 1000
 POLICY_VIOLATION = 1008
 SERVER_ERROR = 1011
 _STATIC_TYPES = {
@@ -90,6 +98,11 @@ class WebRoutes:
         self.hub = hub
         self.default_agent = default_agent
         self.speech = speech
+
+    def web_calls(self, connection_id: str) -> WebCall | None:
+        """The live browser call of a connection (for call-control tools)."""
+        call = self.hub.calls.get(connection_id)
+        return call if isinstance(call, WebCall) else None
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -149,7 +162,12 @@ class WebRoutes:
         except Exception as exc:  # a missing extra or model; the pool retries on the next call
             log.exception("speech models could not be loaded", agent=agent.name)
             raise _CallRefused(f"speech models are not available: {exc}", SERVER_ERROR) from exc
-        options = SessionOptions("web", connection_id=new_id("web"), on_open=_voice_delivery)
+        options = SessionOptions(
+            "web",
+            connection_id=new_id("web"),
+            tools=browser_tools(agent.twilio, self.web_calls),
+            on_open=_voice_delivery,
+        )
         async with self.hub.connect(
             agent, conversation_id, subject=subject, options=options
         ) as session:
@@ -169,7 +187,11 @@ class WebRoutes:
         log.info("browser call started", agent=agent.name, conversation_id=session.id)
         try:
             await call.start(agent=agent.name, greeting=agent.spec.greeting)
-            await _read(websocket, call)
+            await read_until_over(_read(websocket, call), call.over)
+            if call.over.is_set():  # the `end` event goes out before the socket closes
+                await asyncio.wait({writer}, timeout=DRAIN_LIMIT)
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                    await websocket.close(NORMAL_CLOSURE, ENDED_BY_AGENT)
         finally:
             await call.finish()
             writer.cancel()
@@ -246,7 +268,9 @@ async def _read(websocket: WebSocket, call: WebCall) -> None:
 
 async def _pump(outbox: Outbox, websocket: WebSocket) -> None:
     while True:
-        item: Message = await outbox.get()
+        item: Message | None = await outbox.get()
+        if item is None:  # closed and drained
+            return
         try:
             if isinstance(item, bytes):
                 await websocket.send_bytes(item)
