@@ -10,6 +10,10 @@ with its channel and connection, and reads the shared history by one rule:
     finished reply (an exchange still in progress elsewhere is not shown, so a model never
     answers a question that was asked on another call).
 
+An exchange whose connection is gone for good (its worker was killed mid-reply) would never
+finish, so a worker that loads the history and finds no worker holding that connection settles
+it as interrupted (`settle_abandoned`, asked by `LiveSessions`): the question it carried is seen.
+
 Across workers, the store's unique (conversation, seq) constraint arbitrates: a sync whose write
 finds its position taken gets `SeqConflictError`, and `rebase` adopts what the other worker
 wrote and renumbers this worker's unwritten turns after it. Nothing of either is lost, no
@@ -84,6 +88,37 @@ class ConversationMemory:
         )
         log.info(
             "conversation rebased on another writer's turns", conversation=self.id, moved=moved
+        )
+
+    def unsettled_connections(self) -> set[str]:
+        """Connections with turns after their last finished reply. In a memory just loaded,
+        each is an exchange in progress on another worker, or one whose worker died mid-way."""
+        last: dict[str, int] = {}
+        settled: dict[str, int] = {}
+        for turn in self.turns.all():
+            if turn.connection:
+                last[turn.connection] = turn.seq
+                if isinstance(turn, BotTurn) and (turn.complete or turn.interrupted):
+                    settled[turn.connection] = turn.seq
+        return {c for c, seq in last.items() if seq > settled.get(c, -1)}
+
+    def settle_abandoned(self, connection: str) -> None:
+        """`connection` is gone for good in mid-exchange (its worker was killed): end its
+        exchange as interrupted (its unfinished reply, else an empty interrupted reply after
+        its last turn), in the store too. Otherwise what was said on it, the unanswered
+        question included, would stay hidden from every session as "in progress" forever."""
+        own = [turn for turn in self.turns.all() if turn.connection == connection]
+        if not own:
+            return
+        last = own[-1]
+        if isinstance(last, BotTurn) and not (last.complete or last.interrupted):
+            last.interrupted = True
+        else:
+            self.turns.add(BotTurn(interrupted=True, channel=last.channel, connection=connection))
+        log.warning(
+            "an exchange left unfinished by a lost connection was settled",
+            conversation=self.id,
+            connection=connection,
         )
 
 

@@ -27,6 +27,7 @@ from voxline.tasks import TaskGroup
 log = structlog.get_logger("voxline.server.approvals")
 
 APPROVAL_DECIDED = "approval_decided"
+CONNECTION_LIVE = "connection_live"
 PATIENCE = 0.5  # seconds to wait for another worker to say it holds the caller
 
 
@@ -39,6 +40,10 @@ class ApprovalRouter:
         self._sms = sms
         self._tasks = tasks
         link.handle(APPROVAL_DECIDED, self._serve)
+        # Finding the worker that holds a connection is this router's job, so it also tells
+        # LiveSessions whether a connection is held anywhere (see LiveSessions.liveness).
+        link.handle(CONNECTION_LIVE, self._serve_liveness)
+        live.liveness = self.live_anywhere
 
     def after_decision(self, record: ApprovalRecord) -> None:
         """Route a decision made on this worker (the HTTP call returns at once)."""
@@ -85,6 +90,28 @@ class ApprovalRouter:
         voice = [s for s in live if s.channel == "voice"]
         preferred = voice or live
         return preferred[-1] if preferred else None
+
+    async def live_anywhere(self, conversation_id: str, connection_id: str) -> bool | None:
+        """Whether a worker (this one included) holds this connection of the conversation;
+        None when the other workers cannot be asked."""
+        if self._holds(conversation_id, connection_id):
+            return True
+        payload = {"conversation": conversation_id, "connection": connection_id}
+        try:
+            return await self._link.request(CONNECTION_LIVE, payload, PATIENCE) is not None
+        except ClusterUnavailableError:
+            return None
+
+    def _holds(self, conversation_id: object, connection_id: object) -> bool:
+        if not isinstance(connection_id, str):
+            return False
+        session = self._live.get(connection_id)
+        return session is not None and not session.closed and session.id == conversation_id
+
+    async def _serve_liveness(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        if self._holds(message.get("conversation"), message.get("connection")):
+            return {"live": True}
+        return None
 
     async def _serve(self, message: dict[str, Any]) -> dict[str, Any] | None:
         try:

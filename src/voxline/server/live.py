@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -36,6 +36,10 @@ from voxline.tools.client import CLIENT_TOOLS_KEY
 log = structlog.get_logger("voxline.server.live")
 
 MEMORY_CLOSE_TIMEOUT = 10.0  # seconds a memory may take to write its last turns
+
+# Whether a connection of a conversation is live on any worker: True, False, or None when that
+# cannot be known now (the broker is down).
+Liveness = Callable[[str, str], Awaitable[bool | None]]
 
 
 class ChannelAgent:
@@ -94,6 +98,9 @@ class LiveSessions:
         self._shared: dict[str, _Shared] = {}
         self._closing: dict[str, asyncio.Task[None]] = {}
         self._sessions: dict[str, Session] = {}  # connection id -> session
+        # Set by whoever can ask the other workers (the approval router): lets a memory just
+        # loaded tell an exchange in progress elsewhere from one a killed worker left behind.
+        self.liveness: Liveness | None = None
 
     # -- reading ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -205,6 +212,7 @@ class LiveSessions:
                 id=conversation_id, agent=agent.name, subject=subject, channel=channel
             )
             await shared.memory.open(self._store, record)
+            await self._settle_abandoned(shared.memory)
         except BaseException as exc:
             self._shared.pop(conversation_id, None)
             if isinstance(exc, Exception):
@@ -215,6 +223,22 @@ class LiveSessions:
             raise
         shared.ready.set_result(None)
         return shared.memory
+
+    async def _settle_abandoned(self, memory: ConversationMemory) -> None:
+        """Exchanges the loaded history shows in progress on connections no worker holds (a
+        worker killed mid-reply) are settled, so their turns are not hidden for ever."""
+        liveness = self.liveness
+        unsettled = sorted(memory.unsettled_connections() - self._sessions.keys())
+        if liveness is None or not unsettled:
+            return
+        try:
+            answers = await asyncio.gather(*(liveness(memory.id, c) for c in unsettled))
+        except Exception:  # not knowing must not keep the session from opening
+            log.warning("could not ask which connections are live", exc_info=True)
+            return
+        for connection, live in zip(unsettled, answers, strict=True):
+            if live is False:
+                memory.settle_abandoned(connection)
 
     async def _release(self, conversation_id: str) -> None:
         shared = self._shared.get(conversation_id)
