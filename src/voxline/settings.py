@@ -6,12 +6,21 @@ script passes. Provider keys also accept the vendors' usual variable names (`OPE
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+# A list setting that the environment may give as JSON (`["a", "b"]`) or as `a,b`.
+NameList = Annotated[list[str] | None, NoDecode]
 
 
 def default_data_dir() -> Path:
@@ -43,6 +52,8 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("VOXLINE_OPENAI_BASE_URL", "OPENAI_BASE_URL")
     )
     openai_compatible_api_key: SecretStr | None = None  # for hosted compatible servers (Groq)
+    # The server that key belongs to: it is sent to URLs under this one only, never elsewhere.
+    openai_compatible_base_url: str | None = None
     anthropic_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("VOXLINE_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
@@ -86,12 +97,38 @@ class Settings(BaseSettings):
     api_rate_limit: float = 10.0  # requests per second per API key, sustained (per worker)
     api_rate_burst: int = 60  # requests an idle key may send at once
     api_max_body_bytes: int = 1_048_576  # larger request bodies get 413
+    # What agents defined over the API may name (None: the defaults of voxline.agents.policy,
+    # i.e. the local models and the hosted providers whose keys are set). Agents from files on
+    # the server's own disk are not limited by these.
+    api_allowed_llms: NameList = None  # LLM specs; `*` matches any text: `openai:*`
+    api_allowed_stt: NameList = None  # speech-to-text specs: `whisper:tiny.en`
+    api_allowed_tts: NameList = None  # text-to-speech specs: `piper`
+    api_allowed_voices: NameList = None  # `voice` values: `joe`
+    api_allowed_base_urls: NameList = None  # URLs `openai-compatible:URL#MODEL` may be under
     listener_idle_timeout: float = 300.0  # seconds a listener lives with no debug feed client
     listener_sweep_interval: float = 10.0  # seconds between sweeps for idle listeners
     # Many workers: Redis carries debug events between them (and may hold the records too).
     redis_url: str | None = None  # redis://host:6379/0; unset: events stay in this process
     redis_key_prefix: str = "voxline:"  # namespace of every key and channel voxline uses
     event_queue_size: int = 1000  # events buffered per feed subscriber before drops
+
+    @field_validator(
+        "api_allowed_llms",
+        "api_allowed_stt",
+        "api_allowed_tts",
+        "api_allowed_voices",
+        "api_allowed_base_urls",
+        mode="before",
+    )
+    @classmethod
+    def _name_list(cls, value: Any) -> Any:
+        """`a, b` is easier to write in an environment file than JSON; both are accepted."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
 
     @classmethod
     def settings_customise_sources(

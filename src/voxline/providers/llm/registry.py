@@ -3,13 +3,20 @@
 A spec is `PREFIX[:ARGUMENT]`; a comma-separated list of specs becomes a `FallbackLLM` in that
 order. Keys and base URLs come from `Settings`, so a spec never carries a secret. Applications add
 their own prefixes with `register_llm`.
+
+A spec may name a URL (`openai-compatible:URL#MODEL`), and whoever wrote the spec is not always
+whoever configured the key, so a configured key goes only to the base URL it was configured for:
+`VOXLINE_OPENAI_COMPATIBLE_API_KEY` is sent to URLs under `VOXLINE_OPENAI_COMPATIBLE_BASE_URL`
+and nowhere else. `base_url_within` is that comparison; the API's agent policy uses it too.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
+from urllib.parse import unquote, urlsplit
 
+import structlog
 from pydantic import SecretStr
 
 from voxline.providers.llm.base import LLM, ConfigurationError
@@ -21,6 +28,8 @@ class LLMFactory(Protocol):
 
     def __call__(self, argument: str, settings: Settings, /, **options: Any) -> LLM: ...
 
+
+log = structlog.get_logger("voxline.providers")
 
 _DEFAULT_FAKE_REPLY = "Hello! This is the fake model speaking."
 _LOCAL_MODULE = "voxline.providers.llm.local"
@@ -56,8 +65,20 @@ def _openai_compatible(argument: str, settings: Settings, /, **options: Any) -> 
             "e.g. openai-compatible:http://127.0.0.1:8000/v1#qwen2.5"
         )
     # The OpenAI key is deliberately not sent here: it must not leak to a third-party server.
-    if settings.openai_compatible_api_key is not None:
-        options.setdefault("api_key", _secret(settings.openai_compatible_api_key))
+    # The compatible key goes only where it was configured for; a caller that means to send a
+    # key elsewhere passes `api_key=` itself.
+    key = settings.openai_compatible_api_key
+    if key is not None and "api_key" not in options:
+        configured = settings.openai_compatible_base_url
+        if configured and base_url_within(url, configured):
+            options["api_key"] = key.get_secret_value()
+        else:
+            log.warning(
+                "VOXLINE_OPENAI_COMPATIBLE_API_KEY withheld: it is only sent to "
+                "VOXLINE_OPENAI_COMPATIBLE_BASE_URL",
+                url=shown_url(url),
+                configured=shown_url(configured) if configured else None,
+            )
     return OpenAICompatibleLLM(model, base_url=url, **options)
 
 
@@ -86,6 +107,76 @@ def _secret(value: SecretStr | None) -> str | None:
     return None if value is None else value.get_secret_value()
 
 
+class BaseUrl(NamedTuple):
+    """An http(s) URL reduced to what decides where a request goes."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str  # percent-decoded, no trailing slash: "" for the root
+    credentials: bool  # whether it had `user:password@`
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_base_url(url: str) -> BaseUrl | None:
+    """`url` normalised (scheme and host lower-cased, default port made explicit, trailing slash
+    dropped), or None when it is not a plain http(s) base URL. Anything a server or a client
+    library might read two ways is refused rather than normalised: a query or fragment, a
+    backslash, whitespace, control or non-ASCII characters (hosts that IDNA would rewrite),
+    empty or dot path segments (also percent-encoded)."""
+    if not _plain(url):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    if scheme not in _DEFAULT_PORTS or not host or parts.query or parts.fragment:
+        return None
+    if "?" in url or "#" in url:  # an empty query or fragment still changes what is requested
+        return None
+    path = unquote(parts.path)
+    if not _plain(path) or "%" in path:  # double encoding: read differently by different servers
+        return None
+    path = path.removesuffix("/")
+    segments = path.split("/")[1:] if path else []
+    if any(segment in ("", ".", "..") for segment in segments):
+        return None
+    credentials = "@" in parts.netloc
+    return BaseUrl(scheme, host, port or _DEFAULT_PORTS[scheme], path, credentials)
+
+
+def _plain(text: str) -> bool:
+    return text.isascii() and text.isprintable() and " " not in text and "\\" not in text
+
+
+def base_url_within(url: str, base: str) -> bool:
+    """Whether requests to `url` go to the server of `base` (same scheme, host and port), at or
+    below its path. `url` must carry no credentials; `base` may (they are not compared)."""
+    candidate, allowed = parse_base_url(url), parse_base_url(base)
+    if candidate is None or allowed is None or candidate.credentials:
+        return False
+    if candidate[:3] != allowed[:3]:
+        return False
+    return candidate.path == allowed.path or candidate.path.startswith(allowed.path + "/")
+
+
+def shown_url(url: str) -> str:
+    """`url` fit for a log line or an error message: any `user:password@` masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an invalid URL)"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
 _FACTORIES: dict[str, LLMFactory] = {
     "fake": _fake,
     "openai": _openai,
@@ -93,6 +184,11 @@ _FACTORIES: dict[str, LLMFactory] = {
     "anthropic": _anthropic,
     "local": _local,
 }
+
+
+def llm_prefixes() -> list[str]:
+    """The prefixes `create_llm` knows now (built-in and registered), sorted."""
+    return sorted(_FACTORIES)
 
 
 def register_llm(prefix: str, factory: LLMFactory) -> None:

@@ -1,8 +1,10 @@
 """`/api/agents`: agents as JSON (`AgentSpec`), created, read, replaced and deleted.
 
-Only what the server can run is accepted: beyond the schema, every Python tool an agent names
-must be registered here, so a typo is a 422 now rather than a failed call later. Each write is a
-single store operation, so a refused request leaves nothing behind.
+Only what the server can run, and what its operator allows, is accepted: beyond the schema, the
+agent policy (`voxline.agents.policy`) refuses file paths, unlisted models, voices and base URLs,
+unregistered Python tools and `approvals.tools` the agent does not have, each a 422 naming the
+field, so a stored agent runs rather than failing every call later. Each write is a single store
+operation, so a refused request leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from fastapi import APIRouter, Depends, Response
 from fastapi.exceptions import RequestValidationError
 
+from voxline.agents.policy import check_agent
 from voxline.agents.spec import AgentSpec
 from voxline.conversation.turns import new_id
 from voxline.server.api.context import Api, authorized
@@ -19,7 +22,6 @@ from voxline.server.api.errors import ApiError, error_responses
 from voxline.server.api.models import AgentList, AgentOut
 from voxline.store.base import AgentRecord
 from voxline.store.errors import ConflictError
-from voxline.tools.registry import UnknownToolError, get_tool
 
 router = APIRouter(
     tags=["agents"],
@@ -47,16 +49,14 @@ async def load_agent(api: Api, agent_id: str) -> AgentRecord:
 
 
 def _check_runnable(api: Api, spec: AgentSpec) -> None:
-    problems = []
-    for index, tool in enumerate(spec.tool_specs()):
-        if tool.kind != "python":
-            continue
-        try:
-            get_tool(tool.name)
-        except UnknownToolError as exc:
-            problems.append({"loc": ("body", "tools", index), "msg": str(exc), "type": "value"})
-    if problems:
-        raise RequestValidationError(problems)
+    violations = check_agent(spec, api.hub.settings)
+    if violations:
+        raise RequestValidationError(
+            [
+                {"loc": ("body", *v.loc), "msg": v.message, "type": "agent_policy"}
+                for v in violations
+            ]
+        )
     if spec.name in api.hub.agents:
         raise ApiError(409, f"{spec.name!r} is the name of an agent hosted from files")
 
