@@ -1,0 +1,648 @@
+"""Two `voxline serve` processes on one PostgreSQL and one Redis, as a fleet: a decision made on
+either worker reaches the caller on the other, one pending approval has one winner among many
+concurrent deciders and its tool runs once, a worker killed mid-reply loses no turn, and two
+connections of one conversation on two workers keep its turn positions unique and gap-free.
+
+The workers are real processes. They import this module (`--import`), which, only there
+(`PLUGIN_ENV` set), registers a scripted model (`fleet` LLM prefix) and a tool that needs
+approval and reports every run to a loopback counter in the test process: what the tool really
+did, across workers, is counted where the test can see it.
+
+Skipped, saying why, where PostgreSQL (VOXLINE_TEST_POSTGRES_URL) or Redis
+(VOXLINE_TEST_REDIS_URL) is not reachable, unless CI is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.api.conftest import KEY, ApiClient
+from tests.server.twilio_emulator import PUBLIC, TOKEN, RelayClient, Twilio, voice_params
+from tests.store.conftest import REDIS_URL, redis_prefix, scratch_postgres_url
+from voxline.store.sql import SqlStore, parse_database_url
+from voxline.tools.base import RunContext
+
+PLUGIN_ENV = "VOXLINE_FLEET_TEST_COUNTER"  # the counter's URL; set only in the workers
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 60.0  # seconds a worker may take to answer /health
+TEST_LIMIT = 45.0  # seconds any one test may run
+
+CHECKING = "Let me check that with a colleague."
+BOOKED = "Your table is booked."
+DECLINED = "Sorry, the booking was declined."
+SLOW_WORDS = 80  # words of the slow reply, one every SLOW_DELAY seconds
+SLOW_DELAY = 0.15
+
+
+# -- what the workers run -------------------------------------------------------------------
+
+
+def _install_plugin(counter_url: str) -> None:
+    """In a worker: the scripted model and the counted tool (never in the test process)."""
+    from voxline import tool
+    from voxline.providers.llm.base import LLM, LLMRequest
+    from voxline.providers.llm.fake import FakeLLM, FakeReply, FakeToolCall
+    from voxline.providers.llm.registry import register_llm
+    from voxline.settings import Settings
+
+    @tool(needs_approval=True, timeout=10)
+    async def book_table(guests: int, ctx: RunContext) -> str:
+        """Book a table.
+
+        Args:
+            guests: How many people.
+        """
+        report = {"conversation": ctx.conversation_id, "guests": guests, "pid": os.getpid()}
+        async with httpx.AsyncClient(timeout=5) as client:
+            (await client.post(counter_url, json=report)).raise_for_status()
+        return f"booked a table for {guests}"
+
+    def respond(request: LLMRequest) -> FakeReply:
+        """Stateless, so every worker and every session answers alike."""
+        last = request.messages[-1]
+        content = last.content or ""
+        if last.role == "tool":
+            if content.startswith("booked"):
+                return FakeReply(BOOKED)
+            return FakeReply(DECLINED if "declined" in content else CHECKING)
+        if content.startswith("book "):
+            guests = int(content.split()[1])
+            return FakeReply(tool_calls=[FakeToolCall("book_table", {"guests": guests})])
+        if content.startswith("stall"):
+            return FakeReply("too late", ttft=60)
+        if content.startswith("slow"):
+            words = [f"word{i}" for i in range(SLOW_WORDS)]
+            return FakeReply(" ".join(words), token_delay=SLOW_DELAY)
+        if content.startswith("recap"):
+            heard = [m.content or "" for m in request.messages if m.role == "user"]
+            return FakeReply("heard " + " | ".join(heard))
+        return FakeReply(f"reply to {content} done", token_delay=0.02)
+
+    def scripted(argument: str, settings: Settings, /, **options: Any) -> LLM:
+        return FakeLLM(respond, label="fleet", **options)
+
+    register_llm("fleet", scripted)
+    assert book_table.name == "book_table"
+
+
+if counter := os.environ.get(PLUGIN_ENV):
+    _install_plugin(counter)
+
+
+# -- the fleet ------------------------------------------------------------------------------
+
+
+class Counter:
+    """A loopback HTTP server that records each POSTed JSON body: one per tool run."""
+
+    def __init__(self) -> None:
+        self.runs: list[dict[str, Any]] = []
+        lock = threading.Lock()
+        runs = self.runs
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with lock:
+                    runs.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/ran"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def runs_for(self, conversation_id: str) -> list[dict[str, Any]]:
+        return [run for run in list(self.runs) if run["conversation"] == conversation_id]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Fleet:
+    database: str
+    env: dict[str, str]
+    logs: Path
+    counter: Counter
+    ports: list[int] = field(default_factory=lambda: [free_port(), free_port()])
+    processes: list[subprocess.Popen[bytes] | None] = field(default_factory=lambda: [None, None])
+
+    @property
+    def bases(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
+
+    def clients(self) -> tuple[ApiClient, ApiClient]:
+        one, two = (ApiClient(base, Twilio(base)) for base in self.bases)
+        return one, two
+
+    def start(self, index: int) -> None:
+        port = self.ports[index]
+        log = (self.logs / f"worker-{index}-{port}.log").open("a")
+        self.processes[index] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "voxline.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                self.database,
+                "--public-url",
+                PUBLIC,
+                "--import",
+                __name__,
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        log.close()
+
+    def said(self) -> str:
+        """Everything the workers have logged so far."""
+        return "".join(path.read_text() for path in sorted(self.logs.glob("worker-*.log")))
+
+    def alive(self, index: int) -> bool:
+        process = self.processes[index]
+        return process is not None and process.poll() is None
+
+    def kill(self, index: int) -> None:
+        """SIGKILL: no drain, no flush, no goodbye."""
+        process = self.processes[index]
+        assert process is not None
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    def stop(self) -> None:
+        running = [p for p in self.processes if p is not None and p.poll() is None]
+        for process in running:
+            process.terminate()
+        for process in running:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    async def ready(self) -> None:
+        """Both workers up (restarting one an earlier test killed) and healthy."""
+        for index in range(2):
+            if not self.alive(index):
+                self.start(index)
+        for index, base in enumerate(self.bases):
+            await wait_healthy(base, self, index)
+
+
+async def wait_healthy(base: str, fleet: Fleet, index: int) -> None:
+    async with asyncio.timeout(START_TIMEOUT), httpx.AsyncClient(base_url=base) as client:
+        while True:
+            if not fleet.alive(index):
+                log = "\n".join(p.read_text() for p in fleet.logs.glob(f"worker-{index}-*.log"))
+                pytest.fail(f"worker {index} exited at start:\n{log[-3000:]}")
+            try:
+                if (await client.get("/health")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """One scratch database, one Redis prefix and two workers for the whole module. The
+    database and prefix are made and removed on a loop of their own (tests get fresh loops)."""
+    loop = asyncio.new_event_loop()
+    stack = contextlib.AsyncExitStack()
+    counter = Counter()
+    try:
+        database = loop.run_until_complete(stack.enter_async_context(scratch_postgres_url()))
+        prefix = loop.run_until_complete(stack.enter_async_context(redis_prefix()))
+        logs = tmp_path_factory.mktemp("fleet")
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            PLUGIN_ENV: counter.url,
+            "VOXLINE_REDIS_URL": REDIS_URL,
+            "VOXLINE_REDIS_KEY_PREFIX": prefix,
+            "VOXLINE_API_KEY": KEY,
+            "VOXLINE_LLM": "fake",
+            "VOXLINE_DATA_DIR": str(logs),
+            "VOXLINE_LOG_LEVEL": "INFO",  # the tests read what the workers say they did
+            "VOXLINE_API_RATE_LIMIT": "10000",
+            "TWILIO_AUTH_TOKEN": TOKEN,
+        }
+        fleet = Fleet(database, env, logs, counter)
+        for index in range(2):
+            fleet.start(index)
+        try:
+            yield fleet
+        finally:
+            fleet.stop()
+    finally:
+        counter.close()
+        loop.run_until_complete(stack.aclose())
+        loop.close()
+
+
+@pytest.fixture
+async def workers(fleet: Fleet) -> AsyncIterator[tuple[ApiClient, ApiClient]]:
+    await fleet.ready()
+    yield fleet.clients()
+
+
+@pytest.fixture
+async def store(fleet: Fleet) -> AsyncIterator[SqlStore]:
+    """The workers' database, read from the test (the store is the truth they share)."""
+    opened = SqlStore(fleet.database)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def new_caller() -> str:
+    return "+1415555" + str(uuid.uuid4().int % 10_000).zfill(4)
+
+
+async def new_agent(api: ApiClient) -> dict[str, Any]:
+    return await api.create_agent(
+        {
+            "name": f"fleet-{uuid.uuid4().hex[:8]}",
+            "llm": "fleet",
+            "instructions": "You book tables.",
+            "tools": ["book_table"],
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def phone_call(
+    api: ApiClient, agent: dict[str, Any], caller: str
+) -> AsyncIterator[RelayClient]:
+    """A call from `caller` to a number of the agent's, all on `api`'s worker, the way Twilio
+    makes it: the signed voice webhook, then the signed ConversationRelay socket carrying the
+    call token the webhook's TwiML handed out (one CallSid per call: tokens are single-use)."""
+    number = new_caller().replace("+1415", "+1800")
+    await api.listen(agent["id"], number=number)
+    call_sid = "CA" + uuid.uuid4().hex
+    webhook = await api.twilio.post(
+        "/twilio/voice", {**voice_params(caller, number), "CallSid": call_sid}
+    )
+    assert webhook.status_code == 200, webhook.text
+    twiml = ET.fromstring(webhook.text)
+    fields: dict[str, Any] = {"callSid": call_sid, "from": caller, "to": number}
+    async with api.twilio.relay(twiml, **fields) as call:
+        yield call
+
+
+async def pending_approval(api: ApiClient, subject: str, key: str = KEY) -> dict[str, Any]:
+    async with api.client(key) as client:
+        while True:
+            listed = await client.get("/approvals")
+            assert listed.status_code == 200, listed.text
+            approvals: list[dict[str, Any]] = listed.json()["approvals"]
+            mine = [a for a in approvals if a["subject"] == subject]
+            if mine:
+                assert len(mine) == 1, mine
+                return mine[0]
+            await asyncio.sleep(0.05)
+
+
+async def decide(api: ApiClient, approval_id: str, decision: str, key: str = KEY) -> httpx.Response:
+    async with api.client(key) as client:
+        return await client.post(f"/approvals/{approval_id}", json={"decision": decision})
+
+
+async def quiet(call: RelayClient, seconds: float = 1.0) -> None:
+    """Nothing more reaches the caller for `seconds` (an outcome spoken twice would)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            message = await call.ws.recv()
+            pytest.fail(f"the caller got more than one outcome: {message!r}")
+
+
+async def stored_turns(store: SqlStore, conversation_id: str) -> list[dict[str, Any]]:
+    return await store.load_turns(conversation_id)
+
+
+def assert_gap_free(turns: list[dict[str, Any]]) -> None:
+    seqs = [turn["seq"] for turn in turns]
+    assert seqs == list(range(len(turns))), seqs
+
+
+async def settled(store: SqlStore, conversation_id: str, done: Any) -> list[dict[str, Any]]:
+    """The conversation's stored turns once `done(turns)` holds (writes are behind)."""
+    while True:
+        turns = await stored_turns(store, conversation_id)
+        if done(turns):
+            return turns
+        await asyncio.sleep(0.05)
+
+
+async def every_conversation_gap_free(database: str) -> None:
+    """Straight from PostgreSQL: in every conversation of the fleet so far, the turn
+    positions are 0..n-1, each used once."""
+    engine = create_async_engine(parse_database_url(database))
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT conversation_id, count(*), count(DISTINCT seq), min(seq), "
+                        "max(seq) FROM turns GROUP BY conversation_id"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert rows
+    for conversation_id, count, distinct, low, high in rows:
+        assert count == distinct == high + 1 and low == 0, (conversation_id, count, low, high)
+
+
+def contents(turns: list[dict[str, Any]], kind: str) -> list[str]:
+    return [str(t["data"].get("content")) for t in turns if t["kind"] == kind]
+
+
+# -- the tests ------------------------------------------------------------------------------
+
+
+async def test_an_approval_decided_on_the_other_worker_reaches_the_caller(
+    workers: tuple[ApiClient, ApiClient], fleet: Fleet, store: SqlStore
+) -> None:
+    a, b = workers
+    caller = new_caller()
+    async with asyncio.timeout(TEST_LIMIT):
+        agent = await new_agent(a)
+        # a stored key with the approvals scope decides on worker B, not only the bootstrap key
+        created = await b.call("POST", "/api/keys", json={"name": "staff", "scopes": ["approvals"]})
+        assert created.status_code == 201, created.text
+        assert created.json()["scopes"] == ["approvals"]
+        staff = created.json()["token"]
+        async with phone_call(a, agent, caller) as call:
+            await call.prompt("book 4")
+            assert await call.reply() == CHECKING
+            pending = await pending_approval(b, f"phone:{caller}", key=staff)
+            assert fleet.counter.runs_for(pending["conversation_id"]) == []
+
+            decided = await decide(b, pending["id"], "approve", key=staff)
+            assert decided.status_code == 200, decided.text
+            assert decided.json()["status"] == "approved"
+            assert await call.reply() == BOOKED  # on worker A, decided on worker B
+            await quiet(call)
+        [run] = fleet.counter.runs_for(pending["conversation_id"])
+        assert run["guests"] == 4
+
+        turns = await settled(
+            store, pending["conversation_id"], lambda ts: BOOKED in contents(ts, "bot_text")
+        )
+        assert contents(turns, "user_text") == ["book 4"]
+        assert contents(turns, "bot_text")[-1] == BOOKED
+        assert_gap_free(turns)
+        await every_conversation_gap_free(fleet.database)
+
+
+async def test_approvals_scope_is_required_of_stored_keys(
+    workers: tuple[ApiClient, ApiClient],
+) -> None:
+    a, b = workers
+    async with asyncio.timeout(TEST_LIMIT):
+        plain = await a.call("POST", "/api/keys", json={"name": "robot"})
+        assert plain.status_code == 201, plain.text
+        assert plain.json()["scopes"] == []
+        async with b.client(plain.json()["token"]) as client:
+            refused = await client.get("/approvals")
+            assert refused.status_code == 403, refused.text
+            assert "approvals" in refused.json()["error"]
+            assert (await client.get("/api/agents")).status_code == 200  # the API still is his
+
+        scoped = await a.call("POST", "/api/keys", json={"name": "staff", "scopes": ["approvals"]})
+        token = scoped.json()["token"]
+        async with b.client(token) as client:
+            assert (await client.get("/approvals")).status_code == 200
+        listed = (await b.call("GET", "/api/keys")).json()["keys"]
+        assert {k["name"]: k["scopes"] for k in listed}.items() >= {"robot": []}.items()
+        revoked = await a.call("DELETE", f"/api/keys/{scoped.json()['id']}")
+        assert revoked.status_code == 204
+        async with b.client(token) as client:
+            assert (await client.get("/approvals")).status_code == 401
+
+        unknown = await a.call("POST", "/api/keys", json={"name": "x", "scopes": ["root"]})
+        assert unknown.status_code == 422, unknown.text
+
+
+async def test_concurrent_decisions_over_both_workers_have_one_winner(
+    workers: tuple[ApiClient, ApiClient], fleet: Fleet, store: SqlStore
+) -> None:
+    a, b = workers
+    caller = new_caller()
+    async with asyncio.timeout(TEST_LIMIT):
+        agent = await new_agent(b)
+        async with phone_call(a, agent, caller) as call:
+            # 20 approvals at once, half on each worker
+            await call.prompt("book 2")
+            assert await call.reply() == CHECKING
+            pending = await pending_approval(a, f"phone:{caller}")
+            conversation_id = pending["conversation_id"]
+            answers = await asyncio.gather(
+                *(decide((a, b)[i % 2], pending["id"], "approve") for i in range(20))
+            )
+            codes = sorted(r.status_code for r in answers)
+            assert codes == [200] + [409] * 19, [r.text for r in answers]
+            assert await call.reply() == BOOKED
+            await quiet(call)
+            assert [r["guests"] for r in fleet.counter.runs_for(conversation_id)] == [2]
+
+            # approvals and rejections racing, over both workers: still one winner
+            await call.prompt("book 3")
+            assert await call.reply() == CHECKING
+            pending = await pending_approval(b, f"phone:{caller}")
+            answers = await asyncio.gather(
+                *(
+                    decide((a, b)[i % 2], pending["id"], ("approve", "reject")[i // 2 % 2])
+                    for i in range(20)
+                )
+            )
+            winners = [r for r in answers if r.status_code == 200]
+            assert len(winners) == 1, [r.text for r in answers]
+            assert all(r.status_code == 409 for r in answers if r not in winners)
+            approved = winners[0].json()["status"] == "approved"
+            assert await call.reply() == (BOOKED if approved else DECLINED)
+            await quiet(call)
+            ran = [r["guests"] for r in fleet.counter.runs_for(conversation_id)]
+            assert ran == ([2, 3] if approved else [2])
+
+        turns = await settled(store, conversation_id, lambda ts: len(contents(ts, "bot_text")) == 4)
+        assert contents(turns, "user_text") == ["book 2", "book 3"]
+        assert_gap_free(turns)
+        results = [t for t in turns if t["kind"] == "tool_result"]
+        assert len(results) == 4  # two "pending", then one outcome each: nothing applied twice
+        await every_conversation_gap_free(fleet.database)
+
+
+async def test_two_connections_on_two_workers_write_one_conversation(
+    workers: tuple[ApiClient, ApiClient], fleet: Fleet, store: SqlStore
+) -> None:
+    a, b = workers
+    caller = new_caller()
+    rounds = 6
+    async with asyncio.timeout(TEST_LIMIT):
+        agent = await new_agent(a)
+        opened = await b.call(
+            "POST", "/api/sessions", json={"agent_id": agent["id"], "subject": f"phone:{caller}"}
+        )
+        assert opened.status_code == 201, opened.text
+        conversation_id = opened.json()["id"]
+
+        async def on_the_phone() -> None:  # a call on worker A ...
+            async with phone_call(a, agent, caller) as call:
+                for i in range(rounds):
+                    await call.prompt(f"call {i}")
+                    assert await call.reply() == f"reply to call {i} done"
+
+        async def texting(api: ApiClient, name: str) -> None:  # ... while texting A and B
+            for i in range(rounds):
+                sent = await api.call(
+                    "POST",
+                    f"/api/sessions/{conversation_id}/messages",
+                    json={"text": f"{name} {i}"},
+                )
+                assert sent.status_code == 200, sent.text
+                assert sent.json()["reply"] == f"reply to {name} {i} done"
+
+        await asyncio.gather(on_the_phone(), texting(b, "text-b"), texting(a, "text-a"))
+        # the call's memory on A held positions that B's texts took first: A rebased
+        rebased = [
+            line
+            for line in fleet.said().splitlines()
+            if "rebased on another writer" in line and conversation_id in line
+        ]
+        assert rebased, "no worker met another's turns: the rebase path was not exercised"
+
+        said = {f"{name} {i}" for name in ("call", "text-a", "text-b") for i in range(rounds)}
+        turns = await settled(
+            store, conversation_id, lambda ts: len(contents(ts, "bot_text")) >= len(said)
+        )
+        assert sorted(contents(turns, "user_text")) == sorted(said)
+        assert sorted(contents(turns, "bot_text")) == sorted(f"reply to {s} done" for s in said)
+        assert_gap_free(turns)
+        for question in said:  # every reply is stored after its question
+            [asked] = [t["seq"] for t in turns if t["data"].get("content") == question]
+            [answered] = [
+                t["seq"] for t in turns if t["data"].get("content") == f"reply to {question} done"
+            ]
+            assert asked < answered, (question, asked, answered)
+        await every_conversation_gap_free(fleet.database)
+
+
+async def test_a_worker_killed_mid_reply_loses_no_turn(
+    workers: tuple[ApiClient, ApiClient], fleet: Fleet, store: SqlStore
+) -> None:
+    """Two conversations on worker A when it is SIGKILLed: one mid-reply (words streamed and
+    stored), one still waiting for its first word. Both go on on worker B, whose model is
+    shown the questions A never finished answering."""
+    a, b = workers
+    async with asyncio.timeout(TEST_LIMIT):
+        agent = await new_agent(a)
+        sessions = []
+        for _ in range(2):
+            opened = await a.call(
+                "POST",
+                "/api/sessions",
+                json={"agent_id": agent["id"], "subject": f"phone:{new_caller()}"},
+            )
+            assert opened.status_code == 201, opened.text
+            sessions.append(f"/api/sessions/{opened.json()['id']}/messages")
+            sent = await a.call("POST", sessions[-1], json={"text": "hello"})
+            assert sent.json()["reply"] == "reply to hello done"
+        streaming, waiting = sessions
+        questions = {streaming: "slow story please", waiting: "stall a while"}
+        cut = [
+            asyncio.create_task(a.call("POST", path, json={"text": text}))
+            for path, text in questions.items()
+        ]
+
+        def mid_reply(turns: list[dict[str, Any]]) -> bool:
+            bots = contents(turns, "bot_text")
+            return questions[streaming] in contents(turns, "user_text") and bool(
+                bots and bots[-1].startswith("word0 word1")
+            )
+
+        def asked(turns: list[dict[str, Any]]) -> bool:
+            return questions[waiting] in contents(turns, "user_text")
+
+        # A is mid-reply on one, thinking on the other, and has stored both questions
+        await settled(store, conversation_of(streaming), mid_reply)
+        await settled(store, conversation_of(waiting), asked)
+        fleet.kill(0)
+        for task in cut:
+            with pytest.raises(httpx.TransportError):
+                await task
+
+        for path, question in questions.items():
+            after = await b.call("POST", path, json={"text": "recap"})
+            assert after.status_code == 200, after.text
+            # B's model is shown the question A took before it died, and its own
+            assert after.json()["reply"] == f"heard hello | {question} | recap"
+            reply = after.json()["reply"]
+            turns = await settled(
+                store,
+                conversation_of(path),
+                lambda ts, r=reply: contents(ts, "bot_text")[-1:] == [r],
+            )
+            assert_gap_free(turns)
+            assert contents(turns, "user_text") == ["hello", question, "recap"]
+            [asked_a] = [t["seq"] for t in turns if t["data"].get("content") == question]
+            [asked_b] = [t["seq"] for t in turns if t["data"].get("content") == "recap"]
+            assert asked_a < asked_b < turns[-1]["seq"]
+            # A's reply was cut off: stored as far as it got, and marked interrupted
+            [cut_off] = [t for t in turns if asked_a < t["seq"] < asked_b]
+            assert cut_off["kind"] == "bot_text" and cut_off["data"]["interrupted"]
+            if path == streaming:
+                assert str(cut_off["data"]["content"]).startswith("word0 word1")
+            else:
+                assert cut_off["data"]["content"] == ""
+        await every_conversation_gap_free(fleet.database)
+
+
+def conversation_of(messages_path: str) -> str:
+    return messages_path.split("/")[3]
