@@ -151,7 +151,6 @@ async def test_a_stored_agent_that_no_longer_passes_raises_a_validation_error() 
     assert check_agent(spec.model_copy(update={"llm": "fake"}), settings) == []
 
 
-@pytest.mark.xfail(reason="needs ConversationHub.host_record to call policy.enforce_agent")
 async def test_a_stored_agent_that_no_longer_passes_is_refused_with_json(
     make_env: EnvFactory,
 ) -> None:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -100,10 +101,11 @@ class Phone(MediaClient):
     """The emulator's phone with a call and stream SID of its own."""
 
     numbers: ClassVar[Iterator[int]] = itertools.count(1)
+    upcoming: ClassVar[int] = 0  # the number the voice webhook was called with
 
     def __init__(self, ws: ClientConnection) -> None:
         super().__init__(ws)
-        number = next(self.numbers)
+        number = self.upcoming
         self.call_sid = f"CA{number:032x}"
         self.stream_sid = f"MZ{number:032x}"
 
@@ -148,8 +150,11 @@ def stand_in(env: Env) -> TwilioRest:
 
 @contextlib.asynccontextmanager
 async def phone_call(env: Env, caller: str = CALLER) -> AsyncIterator[Phone]:
-    """Dial in, and open the Media Stream the TwiML names, as Twilio does."""
-    response = await env.twilio.post("/twilio/voice", voice_params(caller))
+    """Dial in, and open the Media Stream the TwiML names, as Twilio does (the webhook and the
+    stream carry the same CallSid: the call token is minted for it)."""
+    Phone.upcoming = next(Phone.numbers)
+    params = voice_params(caller) | {"CallSid": f"CA{Phone.upcoming:032x}"}
+    response = await env.twilio.post("/twilio/voice", params)
     assert response.status_code == 200, response.text
     async with media_call(env.twilio, ET.fromstring(response.text)) as phone:
         assert isinstance(phone, Phone)
@@ -353,3 +358,29 @@ def test_a_relay_and_a_media_call_are_told_the_same_about_ending_and_transferrin
 
 def no_call(connection_id: str) -> None:
     return None
+
+
+async def test_a_media_stream_is_admitted_once_by_the_token_of_its_own_call(
+    make_env: EnvFactory,
+) -> None:
+    """The `start` parameters are unsigned: the call token decides whose call it is, and each
+    CallSid is admitted once."""
+    async with make_env([FakeReply(text="Hi.")], agents=[media_agent()]) as env:
+        Phone.upcoming = next(Phone.numbers)
+        params = voice_params(CALLER) | {"CallSid": f"CA{Phone.upcoming:032x}"}
+        twiml = ET.fromstring((await env.twilio.post("/twilio/voice", params)).text)
+        with structlog.testing.capture_logs() as logs:
+            async with media_call(env.twilio, twiml) as first:
+                await greeted(first)  # admitted
+            async with media_call(env.twilio, twiml) as replayed:  # same token, same CallSid
+                await replayed.ws.wait_closed()
+            assert replayed.ws.close_code == 1008
+            Phone.upcoming = next(Phone.numbers)  # a stream of another call, old token
+            async with media_call(env.twilio, twiml) as other:
+                await other.ws.wait_closed()
+            assert other.ws.close_code == 1008
+        reasons = [e["reason"] for e in logs if e["event"] == "call socket refused"]
+        assert reasons == [
+            "call token already used for this CallSid",
+            "call token minted for another call",
+        ]

@@ -99,6 +99,8 @@ async def test_the_voice_webhook_connects_a_stream_with_parameters_not_a_query(
     async with make_env(agents=[phone_agent()]) as env:
         url, parameters = stream_of(await dial(env))
         assert url == "wss://voice.example.test/twilio/media"
+        token = parameters.pop("voxlineToken")  # what admits the stream: see test_security
+        assert token.startswith("v1.")
         assert parameters == {
             "voxlineAgent": "phone",
             "voxlineCaller": CALLER,

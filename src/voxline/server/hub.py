@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from voxline.agents.policy import enforce_agent
 from voxline.agents.runtime import Agent
 from voxline.agents.spec import AgentSpec
 from voxline.channels.twilio_sms import SmsSender
@@ -204,7 +205,9 @@ class ConversationHub:
 
     def host_record(self, record: AgentRecord) -> HostedAgent | None:
         try:
-            return host_agent(Agent(AgentSpec.model_validate(record.spec)))
+            spec = AgentSpec.model_validate(record.spec)
+            enforce_agent(spec, self.settings)  # the operator's allow-list may have changed
+            return host_agent(Agent(spec))
         except ValidationError:
             log.error("stored agent no longer validates; it cannot take calls", agent=record.id)
             return None

@@ -1,9 +1,11 @@
 """The Twilio Media Streams door: the `<Connect><Stream>` TwiML and the `/twilio/media` socket.
 
 Twilio's `start` message says nothing about the call but its SIDs, so the TwiML carries what
-the socket needs as `<Parameter>`s (the agent, the caller, our number); the `<Stream>` URL must
-not have a query string (protocols.md §2.1). The upgrade is signed over that `wss://` URL and
-checked before anything else: a bad signature gets 403 and never a session.
+the socket needs as `<Parameter>`s (the agent, the caller, our number) and the call token that
+proves them (`call_admission.py`: those parameters are not signed, the token is); the `<Stream>`
+URL must not have a query string (protocols.md §2.1). The upgrade is signed over that `wss://`
+URL and checked before anything else: a bad signature gets 403 and never a session; a `start`
+without a valid token for its CallSid closes the stream (1008).
 
 One memory per caller: the call's session comes from the hub by (agent, subject), as for
 ConversationRelay and SMS, so what the caller texted is in the model's context.
@@ -31,6 +33,7 @@ from voxline.channels.twilio_calls import TwilioCalls
 from voxline.channels.twilio_media import MediaCall, MediaStreamTransport
 from voxline.channels.twiml import stream_twiml
 from voxline.identity.base import SubjectResolver
+from voxline.server.call_admission import CallAdmission, CallFacts
 from voxline.server.config import HostedAgent
 from voxline.server.hub import Contact, ConversationHub, SessionOptions
 from voxline.server.speech_pool import SpeechPool
@@ -54,14 +57,18 @@ def media_stream_twiml(
     agent: HostedAgent,
     params: dict[str, str],
     listener_id: str | None,
+    admission: CallAdmission,
 ) -> str:
-    """The voice webhook's answer for an agent on Media Streams (`params`: the webhook's)."""
+    """The voice webhook's answer for an agent on Media Streams (`params`: the webhook's),
+    with the call token that will admit its stream."""
     outbound = params.get("Direction", "inbound").startswith("outbound")
     caller = params.get("To" if outbound else "From", "")
     ours = params.get("From" if outbound else "To", "")
     parameters = {PARAM_AGENT: agent.name, PARAM_CALLER: caller, PARAM_NUMBER: ours}
     if listener_id:
         parameters[PARAM_LISTENER] = listener_id
+    facts = CallFacts(agent.name, listener_id, caller, ours)
+    parameters.update(admission.parameters(call_sid=params.get("CallSid", ""), facts=facts))
     log.info("media stream connecting", agent=agent.name, listener=listener_id)
     return stream_twiml(guard.url(request, MEDIA_PATH, websocket=True), parameters)
 
@@ -80,6 +87,7 @@ class MediaRoutes:
         self.default_agent = default_agent
         self.speech = SpeechPool(hub.settings)
         self.rest = TwilioCalls.from_settings(hub.settings)
+        self.admission = CallAdmission(hub.settings, lambda: hub.store)
         self._said_no_rest = False
 
     def routes(self) -> list[BaseRoute]:
@@ -116,14 +124,30 @@ class MediaRoutes:
         async with self.hub.active_call():
             events = _Events(websocket, self.hub.settings.twilio_max_frame_bytes)
             start = await events.start()
-            if start is not None:
-                await self._run_call(websocket, events, start)
+            facts = await self._facts(start) if start is not None else None
+            if start is not None and facts is not None:
+                await self._run_call(websocket, events, start, facts)
+            elif start is not None:
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                    await websocket.close(code=POLICY_VIOLATION)
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await websocket.close()
 
-    async def _run_call(self, websocket: WebSocket, events: _Events, start: wire.Start) -> None:
+    async def _facts(self, start: wire.Start) -> CallFacts | None:
+        """Who the stream is for, from the call token (the `start` parameters are unsigned)."""
         params = start.custom_parameters
-        agent = await self.hub.resolve_agent(params.get(PARAM_AGENT) or self.default_agent)
+        unsigned = CallFacts(
+            params.get(PARAM_AGENT) or None,
+            params.get(PARAM_LISTENER) or None,
+            params.get(PARAM_CALLER, ""),
+            params.get(PARAM_NUMBER, ""),
+        )
+        return await self.admission.admit(start.call_sid, params, unsigned)
+
+    async def _run_call(
+        self, websocket: WebSocket, events: _Events, start: wire.Start, facts: CallFacts
+    ) -> None:
+        agent = await self.hub.resolve_agent(facts.agent or self.default_agent)
         if agent is None:
             log.warning("media stream for an agent this server does not know")
             return
@@ -132,11 +156,11 @@ class MediaRoutes:
         except Exception as exc:
             log.error("media stream refused: no speech models", agent=agent.name, error=str(exc))
             return
-        caller = params.get(PARAM_CALLER, "")
+        caller = facts.caller
         subject = await self.resolver.resolve(caller, channel="voice")
         conversation_id = await self.hub.conversation_for(agent, subject, "voice")
         returning = subject is not None and await self.hub.has_history(conversation_id)
-        listener_id = params.get(PARAM_LISTENER) or None
+        listener_id = facts.listener
         options = SessionOptions(
             channel="voice",
             connection_id=start.call_sid or start.stream_sid,
@@ -148,7 +172,7 @@ class MediaRoutes:
             conversation_id,
             subject=subject,
             options=options,
-            contact=Contact(caller, params.get(PARAM_NUMBER, "")) if caller else None,
+            contact=Contact(caller, facts.number) if caller else None,
         ) as session:
             call = MediaCall(
                 session, start.stream_sid, speech, call_sid=start.call_sid, rest=self.rest

@@ -127,9 +127,9 @@ class TwilioRoutes:
         directory = self._directory()
         listener = await directory.for_number(ours) if directory and ours else None
         if listener is not None:
-            agent = await self.hub.agent_by_id(listener.agent_id)
-            if agent is not None:
-                return agent, listener.id
+            # A listener's agent that no longer runs (deleted, or refused by the allow-list)
+            # is refused, not silently replaced by the default agent.
+            return await self.hub.agent_by_id(listener.agent_id), listener.id
         return self.hub.agents.get(self.default_agent), None
 
     # -- voice -----------------------------------------------------------------------------
@@ -154,7 +154,10 @@ class TwilioRoutes:
             return admitted
         params, agent, listener_id = admitted
         if agent.twilio.transport == "media_streams":
-            return xml(media_stream_twiml(self.guard, request, agent, params, listener_id))
+            twiml = media_stream_twiml(
+                self.guard, request, agent, params, listener_id, self.admission
+            )
+            return xml(twiml)
         direction = params.get("Direction", "inbound")
         caller = params.get("To" if direction.startswith("outbound") else "From", "")
         subject = await self.resolver.resolve(caller, channel="voice")
