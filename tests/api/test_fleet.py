@@ -533,13 +533,13 @@ async def test_two_connections_on_two_workers_write_one_conversation(
         assert opened.status_code == 201, opened.text
         conversation_id = opened.json()["id"]
 
-        async def on_the_phone() -> None:  # a call on worker A ...
-            async with phone_call(a, agent, caller) as call:
+        async def on_the_phone(api: ApiClient, name: str) -> None:  # a call on each worker ...
+            async with phone_call(api, agent, caller) as call:
                 for i in range(rounds):
-                    await call.prompt(f"call {i}")
-                    assert await call.reply() == f"reply to call {i} done"
+                    await call.prompt(f"{name} {i}")
+                    assert await call.reply() == f"reply to {name} {i} done"
 
-        async def texting(api: ApiClient, name: str) -> None:  # ... while texting A and B
+        async def texting(api: ApiClient, name: str) -> None:  # ... while texting each worker
             for i in range(rounds):
                 sent = await api.call(
                     "POST",
@@ -549,8 +549,13 @@ async def test_two_connections_on_two_workers_write_one_conversation(
                 assert sent.status_code == 200, sent.text
                 assert sent.json()["reply"] == f"reply to {name} {i} done"
 
-        await asyncio.gather(on_the_phone(), texting(b, "text-b"), texting(a, "text-a"))
-        # the call's memory on A held positions that B's texts took first: A rebased
+        await asyncio.gather(
+            on_the_phone(a, "call-a"),
+            on_the_phone(b, "call-b"),
+            texting(a, "text-a"),
+            texting(b, "text-b"),
+        )
+        # each call's memory held positions that the other worker took first: they rebased
         rebased = [
             line
             for line in fleet.said().splitlines()
@@ -558,7 +563,8 @@ async def test_two_connections_on_two_workers_write_one_conversation(
         ]
         assert rebased, "no worker met another's turns: the rebase path was not exercised"
 
-        said = {f"{name} {i}" for name in ("call", "text-a", "text-b") for i in range(rounds)}
+        names = ("call-a", "call-b", "text-a", "text-b")
+        said = {f"{name} {i}" for name in names for i in range(rounds)}
         turns = await settled(
             store, conversation_id, lambda ts: len(contents(ts, "bot_text")) >= len(said)
         )
