@@ -102,7 +102,17 @@ class ConversationMemory:
                     settled[turn.connection] = turn.seq
         return {c for c, seq in last.items() if seq > settled.get(c, -1)}
 
-    def settle_abandoned(self, connection: str) -> None:
+    def unsettled(self, connection: str) -> bool:
+        """Whether `connection` has turns after its last finished reply."""
+        last = settled = -1
+        for turn in self.turns.all():
+            if turn.connection == connection:
+                last = turn.seq
+                if isinstance(turn, BotTurn) and (turn.complete or turn.interrupted):
+                    settled = turn.seq
+        return last > settled
+
+    def settle_abandoned(self, connection: str, *, lost: bool = True) -> None:
         """`connection` is gone for good in mid-exchange (its worker was killed): end its
         exchange as interrupted (its unfinished reply, else an empty interrupted reply after
         its last turn), in the store too. Otherwise what was said on it, the unanswered
@@ -115,8 +125,10 @@ class ConversationMemory:
             last.interrupted = True
         else:
             self.turns.add(BotTurn(interrupted=True, channel=last.channel, connection=connection))
-        log.warning(
-            "an exchange left unfinished by a lost connection was settled",
+        report = log.warning if lost else log.info
+        report(
+            "an unfinished exchange was settled",
+            why="connection lost" if lost else "connection closed",
             conversation=self.id,
             connection=connection,
         )

@@ -222,6 +222,10 @@ class Session:
         if self._engine is not None:
             await self._engine.finish_tools()
         await self.tasks.close()
+        if self._started and self.memory.unsettled(self.connection_id):
+            # A connection that ends mid-exchange (a hang-up before the answer) ends it as
+            # interrupted, so the other sessions of this memory see what was said on it.
+            self.memory.settle_abandoned(self.connection_id, lost=False)
         if self._unsubscribe is not None:
             self._unsubscribe()
         for off in self._forwarding:
