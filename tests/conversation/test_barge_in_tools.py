@@ -5,7 +5,7 @@ is trimmed across all of its bot turns to what was heard."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,6 @@ from voxline.providers.llm.base import LLMRequest
 from voxline.providers.llm.fake import FakeLLM, FakeReply, FakeToolCall
 from voxline.settings import Settings
 from voxline.store.base import Store
-from voxline.store.sql import SqlStore
 from voxline.tools.base import RunContext, Tool
 from voxline.tools.executor import ToolExecutor
 
@@ -285,14 +284,6 @@ async def test_a_later_step_never_heard_is_deleted_and_the_tool_pair_stays() -> 
 
 
 # -- through a real session --------------------------------------------------------------------
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    db = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'voxline.db'}")
-    await db.open()
-    yield db
-    await db.close()
-
-
 async def test_session_barge_in_during_a_booking_books_once(store: Store, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", llm="fake")
     booked: list[str] = []

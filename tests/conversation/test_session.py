@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import pytest
 
 from voxline import Agent, LLMConfig, RunContext, Session, SessionState, tool
 from voxline.conversation.turns import BotTurn, ToolCallTurn, ToolResultTurn, UserTurn
@@ -16,19 +14,6 @@ from voxline.settings import Settings
 from voxline.store.base import Store
 from voxline.store.sql import SqlStore
 from voxline.tools.base import Tool
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    db = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'voxline.db'}")
-    await db.open()
-    yield db
-    await db.close()
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", llm="fake")
 
 
 def make_session(

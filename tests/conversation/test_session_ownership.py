@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -15,22 +13,8 @@ from voxline.conversation.turns import BotTurn, UserTurn
 from voxline.providers.llm.fake import FakeLLM, FakeReply, FakeToolCall
 from voxline.settings import Settings
 from voxline.store.base import ConversationRecord, Store
-from voxline.store.sql import SqlStore
 
 SLOW = FakeReply(text="one two three four five six seven eight nine ten", token_delay=0.05)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    db = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'voxline.db'}")
-    await db.open()
-    yield db
-    await db.close()
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", llm="fake")
 
 
 async def test_cancelling_the_caller_of_send_text_cancels_the_reply(

@@ -295,31 +295,7 @@ class ConversationHub:
             self._llms[spec] = create_llm(spec, self.settings)
         return self._llms[spec]
 
-    # -- SMS and approvals -----------------------------------------------------------------
-    async def answer_sms(
-        self,
-        agent: HostedAgent,
-        conversation_id: str,
-        *,
-        subject: str | None,
-        contact: Contact,
-        text: str,
-        reply_within: float,
-        listener_id: str | None = None,
-    ) -> str | None:
-        return await self.sms.answer(
-            agent,
-            conversation_id,
-            subject=subject,
-            contact=contact,
-            text=text,
-            reply_within=reply_within,
-            listener_id=listener_id,
-        )
-
-    async def send_sms(self, contact: Contact, text: str) -> None:
-        await self.sms.send(contact, text)
-
+    # -- approvals -----------------------------------------------------------------
     def after_decision(self, record: ApprovalRecord) -> None:
         """A human decided on this worker: route the outcome to the caller, wherever they are."""
         self.approval_router.after_decision(record)

@@ -354,7 +354,7 @@ class TwilioRoutes:
         sender = params.get("From", "")
         subject = await self.resolver.resolve(sender, channel="sms")
         conversation_id = await self.hub.conversation_for(agent, subject, "sms")
-        reply = await self.hub.answer_sms(
+        reply = await self.hub.sms.answer(
             agent,
             conversation_id,
             subject=subject,
