@@ -97,6 +97,18 @@ class Settings(BaseSettings):
     api_rate_limit: float = 10.0  # requests per second per API key, sustained (per worker)
     api_rate_burst: int = 60  # requests an idle key may send at once
     api_max_body_bytes: int = 1_048_576  # larger request bodies get 413
+    # Failed credentials, per client address on every endpoint that checks one (per worker):
+    # this many within the window, and the address is refused (429) for the cooldown.
+    auth_max_failures: int = 10
+    auth_failure_window: float = 60.0  # seconds
+    auth_cooldown: float = 60.0  # seconds
+    # The browser channel (`/`, `/web/call`; docs/browser.md). Loopback clients need no token
+    # when this is on (local development); every other client needs a session token or a key.
+    web_open_localhost: bool = True
+    web_token_ttl: float = 600.0  # seconds a session token from POST /api/web/tokens lives
+    web_max_calls_per_client: int = 3  # browser calls at once per client address (per worker)
+    web_call_rate_limit: float = 0.2  # new browser calls per second per address, sustained
+    web_call_rate_burst: int = 10  # new browser calls an idle address may start at once
     # What agents defined over the API may name (None: the defaults of voxline.agents.policy,
     # i.e. the local models and the hosted providers whose keys are set). Agents from files on
     # the server's own disk are not limited by these.

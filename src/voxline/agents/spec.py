@@ -156,6 +156,12 @@ class AgentSpec(_Section):
     twilio: TwilioOptions = Field(
         default_factory=TwilioOptions, description="Phone settings for calls through Twilio."
     )
+    web: bool | None = Field(
+        None,
+        description="Whether the browser channel (the page at / and the /web/call socket) may "
+        "open this agent. Empty: yes for agents hosted from the server's own files or code, no "
+        "for agents defined over the API (set true to offer one in the browser).",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     def tool_specs(self) -> list[ToolSpec]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -29,6 +30,7 @@ from voxline.server.api.auth import (
     bearer_token,
 )
 from voxline.server.api.errors import failure_reason
+from voxline.server.auth_throttle import AuthThrottle, client_address, throttle_for
 from voxline.server.hub import ConversationHub
 from voxline.store.base import ApprovalRecord, PlatformStore
 from voxline.tools.approvals import ApprovalNotFoundError, ApprovalStateError
@@ -139,7 +141,20 @@ class AdminRoutes:
 
     async def _authorized(self, request: Request) -> Response | None:
         """None when the Bearer key is the bootstrap key or a stored key with the approvals
-        scope; otherwise the refusal to send."""
+        scope; otherwise the refusal to send. An address that keeps sending wrong keys gets
+        429 before its key is looked at (the throttle is shared with the API)."""
+        client = client_address(request, self.hub.settings)
+        if (cooling := self._throttle.retry_after(client)) > 0:
+            retry = max(1, math.ceil(cooling))
+            log.warning("approvals API refused a request", reason="too many failed keys")
+            return JSONResponse(
+                {
+                    "error": "too many failed authentication attempts from this address; "
+                    f"retry in {retry}s"
+                },
+                status_code=429,
+                headers={"Retry-After": str(retry)},
+            )
         principal = await self._principal(request)
         if principal is not None and principal.may(APPROVALS_SCOPE):
             return None
@@ -166,17 +181,27 @@ class AdminRoutes:
             headers={"WWW-Authenticate": "Bearer"},
         )
 
+    @property
+    def _throttle(self) -> AuthThrottle:
+        return throttle_for(self.hub, self.hub.settings)
+
     async def _principal(self, request: Request) -> Principal | None:
+        """The Bearer key's principal; a wrong key counts against the client's address, and
+        while that address cools down no key of it is checked (None)."""
         token = bearer_token(request.headers.get("authorization", ""))
+        client = client_address(request, self.hub.settings)
         store = self.hub.store
         if not isinstance(store, PlatformStore):  # an embedding app's store keeps no keys
             bootstrap = self._api_key
-            if token and bootstrap and _same(token, bootstrap.get_secret_value()):
+            if not token or self._throttle.retry_after(client) > 0:
+                return None
+            if bootstrap and _same(token, bootstrap.get_secret_value()):
                 return Principal(BOOTSTRAP_ID, "bootstrap (VOXLINE_API_KEY)", frozenset(SCOPES))
+            self._throttle.failed(client)
             return None
         if self._keys is None or self._keys.store is not store:
-            self._keys = ApiKeys(store, self._api_key)
-        return await self._keys.authenticate(token)
+            self._keys = ApiKeys(store, self._api_key, self._throttle)
+        return await self._keys.authenticate(token, client=client)
 
     async def list_approvals(self, request: Request) -> Response:
         if (refusal := await self._authorized(request)) is not None:

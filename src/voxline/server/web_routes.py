@@ -3,9 +3,23 @@
 
 Each socket is one conversation of its own (subject `web:<random>`), or resumes an earlier
 browser conversation with `?conversation=ID`; phone and SMS conversations cannot be opened
-this way. There is no login: a browser call is refused when its page came from another origin
-(any web site the user visits could otherwise drive the agent and its tools on their behalf),
-and docs/browser.md says not to expose the server without a proxy that authenticates.
+this way. Only agents open to the web (`AgentSpec.web`; by default the server's own agents, not
+those defined over the API) can be opened, and a page from another origin is refused.
+
+Who may call (docs/browser.md): a client holding a session token (`POST /api/web/tokens`,
+voxline.server.web_tokens) gets the agent and conversation the token names, nothing else; a
+client holding an API key gets any web agent (local development, your own backend); with
+`VOXLINE_WEB_OPEN_LOCALHOST` a client on this machine needs neither, so `make run` and a
+browser on 127.0.0.1 just work. The credential travels as a WebSocket subprotocol
+(`voxline.token.<T>`, beside `voxline`, which the server selects) or as `Authorization:
+Bearer`, never in the URL, which ends up in access logs. Wrong credentials count against the
+client's address (voxline.server.auth_throttle), and each address has a limit on calls at once
+and a token bucket for new ones, so one client cannot occupy every speech model.
+
+Refusals happen after the upgrade is accepted: a browser's WebSocket cannot see an HTTP status,
+so the page could not tell the person why. The client gets one `error` event and a close code
+with the reason (1008 refused, 1013 try again later, 1011 a server-side problem). Only a page
+from another origin is refused at the upgrade (403): its script has no business reading why.
 
 The agent can end a call (`end_call`): the client gets an `end` event once the goodbye has
 played, then the socket closes (1000). Transfers are not offered: there is no one to transfer a
@@ -19,9 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import html
+import math
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -38,13 +55,31 @@ from voxline.channels.media_tools import browser_tools, read_until_over
 from voxline.channels.web import Message, Outbox, WebCall
 from voxline.conversation.session import Session
 from voxline.conversation.turns import new_id
+from voxline.server.api.auth import ApiKeys, bearer_token
+from voxline.server.api.limits import RateLimiter
+from voxline.server.auth_throttle import (
+    AuthThrottle,
+    client_address,
+    is_local_client,
+    throttle_for,
+)
 from voxline.server.config import HostedAgent
 from voxline.server.hub import ConversationHub, SessionOptions
+from voxline.server.web_tokens import (
+    WebClaims,
+    WebTokenError,
+    WebTokens,
+    looks_like_web_token,
+    open_to_web,
+)
+from voxline.store.base import PlatformStore
 from voxline.voice.providers import SpeechProviders
 
 log = structlog.get_logger("voxline.web")
 
 CALL_PATH = "/web/call"
+SUBPROTOCOL = "voxline"  # what the server selects when a client offers it
+TOKEN_SUBPROTOCOL = "voxline.token."  # + the session token or API key, offered beside it
 STATIC_PREFIX = "/web/static/"
 SUBJECT_PREFIX = "web:"
 ENDED_BY_AGENT = "the agent ended the call"
@@ -52,6 +87,12 @@ DRAIN_LIMIT = 5.0  # seconds the `end` event may take to reach a client that end
 NORMAL_CLOSURE = 1000
 POLICY_VIOLATION = 1008
 SERVER_ERROR = 1011
+TRY_AGAIN_LATER = 1013
+MAX_REASON_BYTES = 120  # a close reason may be 123 bytes of UTF-8
+NEEDS_CREDENTIAL = (
+    "this server needs a session token for browser calls: open the link you were given, or "
+    "ask its operator for one"
+)
 _STATIC_TYPES = {
     "app.js": "text/javascript; charset=utf-8",
     "mic-worklet.js": "text/javascript; charset=utf-8",
@@ -76,6 +117,15 @@ class _CallRefused(Exception):
         self.code = code
 
 
+@dataclass(frozen=True)
+class _Admission:
+    """Why a socket may call: a session token's claims, an API key, or being local."""
+
+    client: str
+    how: str  # "token", "api key" or "localhost"
+    claims: WebClaims | None = None
+
+
 def _static(name: str) -> bytes:
     return resources.files("voxline.server").joinpath("static", name).read_bytes()
 
@@ -98,6 +148,10 @@ class WebRoutes:
         self.hub = hub
         self.default_agent = default_agent
         self.speech = speech
+        settings = hub.settings
+        self.tokens = WebTokens.from_settings(settings)
+        self._new_calls = RateLimiter(settings.web_call_rate_limit, settings.web_call_rate_burst)
+        self._calls_of: dict[str, int] = {}  # calls in progress per client address
 
     def web_calls(self, connection_id: str) -> WebCall | None:
         """The live browser call of a connection (for call-control tools)."""
@@ -115,7 +169,7 @@ class WebRoutes:
     async def page(self, request: Request) -> Response:
         name = request.query_params.get("agent") or self.default_agent
         agent = await self.hub.resolve_agent(name)
-        if agent is None:
+        if agent is None or not open_to_web(agent, self.hub.agents):
             return PlainTextResponse(f"no agent named {name!r}", status_code=404)
         self.speech.warm_up([agent.spec])
         body = _static("index.html").decode().replace("{{AGENT}}", html.escape(agent.name))
@@ -134,29 +188,110 @@ class WebRoutes:
             log.warning("browser call refused: page from another origin", origin=_origin(websocket))
             await websocket.close(code=POLICY_VIOLATION)  # before accept: the upgrade gets 403
             return
-        await websocket.accept()
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        client = client_address(websocket, self.hub.settings)
         async with self.hub.active_call():
             try:
-                await self._serve(websocket)
+                admission = await self._admit(websocket, client)
+                self._claim_slot(client)
+                try:
+                    self._take_new_call(client)
+                    await self._serve(websocket, admission)
+                finally:
+                    self._release_slot(client)
             except _CallRefused as refused:
-                log.warning("browser call refused", reason=str(refused))
+                log.warning("browser call refused", reason=str(refused), client=client)
                 with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                     await websocket.send_text(wire.event("error", message=str(refused)))
-                    await websocket.close(code=refused.code)
+                    await websocket.close(code=refused.code, reason=_reason(str(refused)))
                 return
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await websocket.close()
 
-    async def _serve(self, websocket: WebSocket) -> None:
+    # -- who may call ----------------------------------------------------------------------
+    @property
+    def _throttle(self) -> AuthThrottle:
+        return throttle_for(self.hub, self.hub.settings)
+
+    async def _admit(self, websocket: WebSocket, client: str) -> _Admission:
+        """Check the socket's credential; raises `_CallRefused` with what the person can do."""
+        credential = _credential(websocket)
+        if credential is None:
+            if self.hub.settings.web_open_localhost and is_local_client(websocket):
+                return _Admission(client, "localhost")
+            raise _CallRefused(NEEDS_CREDENTIAL)
+        if (cooling := self._throttle.retry_after(client)) > 0:
+            raise _CallRefused(
+                "too many failed attempts from this address; try again in "
+                f"{max(1, math.ceil(cooling))}s",
+                TRY_AGAIN_LATER,
+            )
+        if looks_like_web_token(credential):
+            try:
+                if self.tokens is None:
+                    raise WebTokenError("session tokens are off on this server")
+                claims = self.tokens.verify(credential)
+            except WebTokenError as exc:
+                self._throttle.failed(client)
+                raise _CallRefused(f"{exc}: ask for a new link") from exc
+            return _Admission(client, "token", claims)
+        if not await self._key_is_valid(credential, client):
+            raise _CallRefused("the API key is not valid")
+        return _Admission(client, "api key")
+
+    async def _key_is_valid(self, credential: str, client: str) -> bool:
+        settings = self.hub.settings
+        store = self.hub.store
+        if isinstance(store, PlatformStore):
+            keys = ApiKeys(store, settings.api_key, self._throttle)
+            return await keys.authenticate(credential, client=client) is not None
+        bootstrap = settings.api_key  # an embedding app's store keeps no keys
+        if bootstrap is not None and _same(credential, bootstrap.get_secret_value()):
+            return True
+        self._throttle.failed(client)
+        return False
+
+    def _claim_slot(self, client: str) -> None:
+        limit = self.hub.settings.web_max_calls_per_client
+        held = self._calls_of.get(client, 0)
+        if held >= limit:
+            raise _CallRefused(
+                f"this address already has {held} browser calls open; end one first",
+                TRY_AGAIN_LATER,
+            )
+        self._calls_of[client] = held + 1
+
+    def _release_slot(self, client: str) -> None:
+        held = self._calls_of.get(client, 0) - 1
+        if held > 0:
+            self._calls_of[client] = held
+        else:
+            self._calls_of.pop(client, None)
+
+    def _take_new_call(self, client: str) -> None:
+        wait = self._new_calls.take(client)
+        if wait > 0:
+            raise _CallRefused(
+                f"too many new calls from this address; try again in {max(1, math.ceil(wait))}s",
+                TRY_AGAIN_LATER,
+            )
+
+    # -- the call --------------------------------------------------------------------------
+    async def _serve(self, websocket: WebSocket, admission: _Admission) -> None:
         if self.hub.draining:
             raise _CallRefused("the server is shutting down", SERVER_ERROR)
         query = websocket.query_params
-        name = query.get("agent") or self.default_agent
+        claims = admission.claims
+        name = query.get("agent") or (claims.agent if claims else self.default_agent)
+        if claims is not None and name != claims.agent:
+            raise _CallRefused(f"this session token is for agent {claims.agent!r}, not {name!r}")
         agent = await self.hub.resolve_agent(name)
-        if agent is None:
-            raise _CallRefused(f"no agent named {name!r}")
+        if agent is None or not open_to_web(agent, self.hub.agents):
+            raise _CallRefused(f"no agent named {name!r} is open to the browser")
         output_rate = _output_rate(query.get("output_rate"))
-        conversation_id, subject = await self._conversation(agent, query.get("conversation"))
+        requested = _bound_conversation(claims, query.get("conversation"))
+        conversation_id, subject = await self._conversation(agent, requested)
         try:
             speech = await self.speech.get(agent.spec)
         except Exception as exc:  # a missing extra or model; the pool retries on the next call
@@ -173,12 +308,23 @@ class WebRoutes:
         ) as session:
             call = WebCall(session, speech, output_rate=output_rate or speech.tts.sample_rate)
             self.hub.calls.add(session.connection_id, conversation_id, call)
+            log.info("browser call admitted", how=admission.how, client=admission.client)
             try:
-                await self._run(websocket, call, agent)
+                await self._run(websocket, call, agent, self._bound_token(claims, session.id))
             finally:
                 self.hub.calls.remove(session.connection_id)
 
-    async def _run(self, websocket: WebSocket, call: WebCall, agent: HostedAgent) -> None:
+    def _bound_token(self, claims: WebClaims | None, conversation_id: str) -> str | None:
+        """For a token that names no conversation: one bound to the conversation it started,
+        expiring with it, so the page can reconnect to this conversation and no other."""
+        if claims is None or claims.conversation is not None or self.tokens is None:
+            return None
+        token, _ = self.tokens.sign(WebClaims(claims.agent, conversation_id, claims.expires))
+        return token
+
+    async def _run(
+        self, websocket: WebSocket, call: WebCall, agent: HostedAgent, bound_token: str | None
+    ) -> None:
         session = call.session
         writer = asyncio.create_task(_pump(call.outbox, websocket))
         feed = self.hub.feeds.get(session.id)
@@ -187,6 +333,8 @@ class WebRoutes:
         log.info("browser call started", agent=agent.name, conversation_id=session.id)
         try:
             await call.start(agent=agent.name, greeting=agent.spec.greeting)
+            if bound_token is not None:  # after `hello`, which stays the first event
+                call.outbox.put(wire.event("token", token=bound_token, conversation_id=session.id))
             await read_until_over(_read(websocket, call), call.over)
             if call.over.is_set():  # the `end` event goes out before the socket closes
                 await asyncio.wait({writer}, timeout=DRAIN_LIMIT)
@@ -227,6 +375,37 @@ class WebRoutes:
         if settings.public_url:
             hosts.add(urlsplit(settings.public_url).netloc)
         return urlsplit(origin).netloc.lower() in {h.lower() for h in hosts if h}
+
+
+def _credential(websocket: WebSocket) -> str | None:
+    """The session token or API key a client sent: as a subprotocol (what a browser can send),
+    or as `Authorization: Bearer` (any other client)."""
+    for offered in websocket.scope.get("subprotocols") or []:
+        if isinstance(offered, str) and offered.startswith(TOKEN_SUBPROTOCOL):
+            return offered[len(TOKEN_SUBPROTOCOL) :] or None
+    return bearer_token(websocket.headers.get("authorization", ""))
+
+
+def _bound_conversation(claims: WebClaims | None, requested: str | None) -> str | None:
+    """The conversation to open: what the query asks for, held to what a token allows."""
+    if claims is None:
+        return requested
+    if claims.conversation is None:
+        if requested:
+            raise _CallRefused("this session token can only start a new conversation")
+        return None
+    if requested and requested != claims.conversation:
+        raise _CallRefused("this session token is for another conversation")
+    return claims.conversation
+
+
+def _reason(message: str) -> str:
+    """A close reason within the protocol's 123 bytes."""
+    return message.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _origin(websocket: WebSocket) -> str | None:

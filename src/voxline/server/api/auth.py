@@ -4,6 +4,11 @@ A token has 256 bits of entropy, so a plain (unsalted) SHA-256 is enough to make
 useless and still allows lookup by hash. `Settings.api_key` keeps working as a bootstrap key, so
 a fresh deployment can create its first stored key over the API. Comparisons of the bootstrap
 key are constant-time; stored keys are found by hash, which leaks nothing about the token.
+
+A person may choose a guessable bootstrap key, so `ApiKeys` given an `AuthThrottle` and the
+client's address counts each wrong key against that address and, while the address cools down,
+refuses without looking (voxline.server.auth_throttle). Callers that answer over HTTP ask
+`retry_after` first, to send 429 instead of 401.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 
 from voxline.conversation.turns import new_id
+from voxline.server.auth_throttle import AuthThrottle
 from voxline.store.base import ApiKeyRecord, PlatformStore
 
 TOKEN_PREFIX = "vxk_"
@@ -82,13 +88,35 @@ def bearer_token(authorization: str) -> str | None:
 
 
 class ApiKeys:
-    def __init__(self, store: PlatformStore, bootstrap: SecretStr | None) -> None:
+    def __init__(
+        self,
+        store: PlatformStore,
+        bootstrap: SecretStr | None,
+        throttle: AuthThrottle | None = None,
+    ) -> None:
         self.store = store
         self._bootstrap = bootstrap.get_secret_value().encode() if bootstrap else None
+        self.throttle = throttle
 
-    async def authenticate(self, token: str | None) -> Principal | None:
+    def retry_after(self, client: str | None) -> float:
+        """Seconds `client` must wait before its key is checked (0 with no throttle or client)."""
+        if self.throttle is None or client is None:
+            return 0.0
+        return self.throttle.retry_after(client)
+
+    async def authenticate(self, token: str | None, client: str | None = None) -> Principal | None:
+        """The key's principal, or None. With a `client` address (and a throttle), a wrong key
+        counts against it, and nothing is checked while it cools down."""
         if not token:
+            return None  # no credential is not a guess: not counted
+        if self.retry_after(client) > 0:
             return None
+        principal = await self._lookup(token)
+        if principal is None and self.throttle is not None and client is not None:
+            self.throttle.failed(client)
+        return principal
+
+    async def _lookup(self, token: str) -> Principal | None:
         if self._bootstrap is not None and hmac.compare_digest(token.encode(), self._bootstrap):
             return Principal(BOOTSTRAP_ID, "bootstrap (VOXLINE_API_KEY)", frozenset(SCOPES))
         record = await self.store.find_api_key(hash_token(token))

@@ -1,5 +1,8 @@
 """What every API route needs, built once the hub is open, and the dependencies handing it out:
-`Api` (the context) and `authorized` (the caller's key, checked and rate limited)."""
+`Api` (the context) and `authorized` (the caller's key, checked and rate limited).
+
+A client address that keeps sending wrong keys is refused with 429 before its key is looked at
+(voxline.server.auth_throttle: the throttle is shared with `/approvals` and `/web/call`)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from starlette.requests import HTTPConnection
 from voxline.server.api.auth import ApiKeys, Principal
 from voxline.server.api.errors import ApiError
 from voxline.server.api.limits import RateLimiter
+from voxline.server.auth_throttle import client_address, throttle_for
 from voxline.server.hub import ConversationHub
 from voxline.server.listeners import ListenerDirectory
 from voxline.server.twilio_guard import TwilioGuard
@@ -36,7 +40,7 @@ class ApiContext:
         settings = hub.settings
         return cls(
             hub=hub,
-            keys=ApiKeys(hub.platform, settings.api_key),
+            keys=ApiKeys(hub.platform, settings.api_key, throttle_for(hub, settings)),
             limiter=RateLimiter(settings.api_rate_limit, settings.api_rate_burst),
             listeners=ListenerDirectory(hub.platform, hub.broker),
             urls=urls,
@@ -65,10 +69,26 @@ bearer = HTTPBearer(
 )
 
 
+def too_many_failures(retry_after: float) -> ApiError:
+    retry = max(1, math.ceil(retry_after))
+    return ApiError(
+        429,
+        f"too many failed authentication attempts from this address; retry in {retry}s",
+        {"Retry-After": str(retry)},
+    )
+
+
 async def authorized(
-    api: Api, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    conn: HTTPConnection,
+    api: Api,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    principal = await api.keys.authenticate(credentials.credentials if credentials else None)
+    client = client_address(conn, api.hub.settings)
+    if (cooling := api.keys.retry_after(client)) > 0:
+        log.warning("API request refused", reason="too many failed keys", client=client)
+        raise too_many_failures(cooling)
+    token = credentials.credentials if credentials else None
+    principal = await api.keys.authenticate(token, client=client)
     if principal is None:
         log.warning("API request refused", reason="bad or missing API key")
         raise ApiError(

@@ -1,5 +1,11 @@
 // The voxline talk page: one WebSocket call (/web/call) carrying microphone audio up and the
 // agent's audio and events down. The wire protocol is in docs/browser.md.
+//
+// A link from POST /api/web/tokens carries a session token in its fragment (#token=...), which
+// browsers never send to a server. The page takes it out of the address bar, keeps it in this
+// tab's sessionStorage, and offers it to the socket as a subprotocol (never in the socket's
+// URL, which ends up in access logs). The server answers a call that started a conversation
+// with a token bound to that conversation, which a reload uses to resume it.
 "use strict";
 
 (() => {
@@ -18,9 +24,40 @@
   };
   const params = new URLSearchParams(location.search);
   const agent = params.get("agent");
-  const agentName = $("agent-name").textContent;
+  let agentName = $("agent-name").textContent;
   let conversationId = params.get("conversation");
   let call = null;
+
+  // -- session tokens ----------------------------------------------------------------------
+  const PROTOCOL = "voxline";
+  const TOKEN_PROTOCOL = "voxline.token.";
+  const linkKey = "voxline.link." + (agent || "");
+  const kept = new Map(); // when sessionStorage is unavailable (some private modes)
+
+  function recall(key) {
+    try { return sessionStorage.getItem(key) ?? kept.get(key) ?? null; } catch (_) { return kept.get(key) ?? null; }
+  }
+
+  function remember(key, value) {
+    kept.set(key, value);
+    try { sessionStorage.setItem(key, value); } catch (_) { /* kept in memory only */ }
+  }
+
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const given = fragment.get("token") || params.get("token");
+  // A subprotocol may hold only these characters; anything else is a damaged link.
+  const TOKEN_CHARS = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+  if (given && !TOKEN_CHARS.test(given)) notify("This link's token is damaged: ask for a new link.");
+  if (given) {
+    if (TOKEN_CHARS.test(given)) remember(linkKey, given);
+    params.delete("token"); // out of the address bar, bookmarks and shared screenshots
+    const rest = params.toString();
+    history.replaceState(null, "", "/" + (rest ? "?" + rest : ""));
+  }
+
+  function tokenFor(conversation) {
+    return (conversation && recall("voxline.conversation." + conversation)) || recall(linkKey);
+  }
 
   if (agent) ui.fresh.href = "/?" + new URLSearchParams({ agent });
 
@@ -191,6 +228,7 @@
     switch (msg.type) {
       case "hello":
         conversationId = msg.conversation_id;
+        if (msg.agent && msg.agent !== agentName) agentName = $("agent-name").textContent = msg.agent;
         history.replaceState(null, "", "/?" + new URLSearchParams(
           agent ? { agent, conversation: conversationId } : { conversation: conversationId }));
         call.player = new Player(call.ctx, msg.output_rate, (position) =>
@@ -206,10 +244,22 @@
       case "state": call.state = msg.state; break;
       case "clear": call.player?.clear(); break;
       case "metrics": showMetrics(msg); break;
-      case "error": notify(msg.message); break;
+      case "error": notify(call.ready ? msg.message : "The call was refused: " + msg.message); break;
+      case "token": remember("voxline.conversation." + msg.conversation_id, msg.token); break;
       default: break; // newer servers may send more
     }
     indicate();
+  }
+
+  // Why the socket closed, in words (the server's close reason says what to do about it).
+  function closeMessage(event, started) {
+    const reason = event.reason ? ": " + event.reason : "";
+    if (!started && event.code === 1006) {
+      return "Could not reach the call: the server is down, or it refused this page.";
+    }
+    if (event.code === 1008) return (started ? "The call was ended" : "The call was refused") + reason + ".";
+    if (event.code === 1013) return "The server cannot take this call right now" + reason + ".";
+    return `The call ended (${event.code}${reason}).`;
   }
 
   function send(call, data) {
@@ -222,7 +272,9 @@
     if (agent) query.agent = agent;
     if (conversationId) query.conversation = conversationId;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const ws = new WebSocket(`${scheme}://${location.host}/web/call?${new URLSearchParams(query)}`);
+    const token = tokenFor(conversationId);
+    const protocols = token ? [PROTOCOL, TOKEN_PROTOCOL + token] : [PROTOCOL];
+    const ws = new WebSocket(`${scheme}://${location.host}/web/call?${new URLSearchParams(query)}`, protocols);
     ws.binaryType = "arraybuffer";
     const current = { ws, ctx, ready: false, state: "idle", player: null, mic: null, muted: false };
     current.whenReady = new Promise((resolve) => { current.resolveReady = resolve; });
@@ -232,7 +284,7 @@
     };
     ws.onclose = (event) => {
       if (call === current) {
-        if (!ui.notice.textContent) notify(`The call ended (${event.code}${event.reason ? ": " + event.reason : ""}).`);
+        if (!ui.notice.textContent) notify(closeMessage(event, current.ready));
         hangUp();
       }
     };
