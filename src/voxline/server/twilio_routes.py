@@ -34,6 +34,7 @@ from voxline.channels.twiml import (
 )
 from voxline.identity.base import SubjectResolver
 from voxline.server.api.auth import ApiKeys, bearer_token
+from voxline.server.auth_throttle import client_address, throttle_for
 from voxline.server.call_admission import CallAdmission, CallFacts
 from voxline.server.call_tokens import PARAM_TOKEN
 from voxline.server.config import HostedAgent
@@ -226,8 +227,10 @@ class TwilioRoutes:
         """ "api" for a holder of an API key, "twilio" for a signed upgrade, else None."""
         token = bearer_token(websocket.headers.get("authorization", ""))
         if token is not None and isinstance(self.hub.store, PlatformStore):
-            keys = ApiKeys(self.hub.store, self.hub.settings.api_key)
-            if await keys.authenticate(token) is not None:
+            settings = self.hub.settings
+            keys = ApiKeys(self.hub.store, settings.api_key, throttle_for(self.hub, settings))
+            client = client_address(websocket, settings)
+            if await keys.authenticate(token, client=client) is not None:
                 return "api"
         if not self.guard.enabled or websocket.headers.get(SIGNATURE_HEADER):
             return "twilio" if self.guard.check_websocket(websocket) else None

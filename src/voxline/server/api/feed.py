@@ -27,6 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voxline.server.api.auth import Principal, bearer_token
 from voxline.server.api.context import ApiContext
+from voxline.server.auth_throttle import client_address
 from voxline.server.cluster import ClusterUnavailableError, LiveSubscription, close_subscription
 from voxline.server.feed import CLIENT_TOOL_CALL, call_channel, listener_channel
 from voxline.server.listeners import LISTENER_DELETED
@@ -83,7 +84,7 @@ async def _open(websocket: WebSocket) -> ApiContext | None:
         return None
     header = websocket.headers.get("authorization")
     if header is not None:
-        if await _principal(api, bearer_token(header)) is None:
+        if await _principal(api, bearer_token(header), websocket) is None:
             await websocket.close(code=UNAUTHORIZED)  # before accept: the upgrade gets 403
             return None
         await websocket.accept()
@@ -95,14 +96,16 @@ async def _open(websocket: WebSocket) -> ApiContext | None:
     except (TimeoutError, WebSocketDisconnect):
         first = None
     token = first.get("token") if first and first.get("type") == "auth" else None
-    if await _principal(api, token if isinstance(token, str) else None) is None:
+    if await _principal(api, token if isinstance(token, str) else None, websocket) is None:
         await _refuse(websocket, UNAUTHORIZED, 'send {"type": "auth", "token": API_KEY} first')
         return None
     return api
 
 
-async def _principal(api: ApiContext, token: str | None) -> Principal | None:
-    principal = await api.keys.authenticate(token)
+async def _principal(api: ApiContext, token: str | None, websocket: WebSocket) -> Principal | None:
+    """A wrong key counts against the client's address (see `auth_throttle`)."""
+    client = client_address(websocket, api.hub.settings)
+    principal = await api.keys.authenticate(token, client=client)
     if principal is None:
         log.warning("feed socket refused", reason="bad or missing API key")
     elif api.limiter.take(principal.key_id) > 0:
