@@ -58,6 +58,16 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("VOXLINE_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
     )
+    # Speech-to-speech agents (`openai-realtime:MODEL`, `openai-realtime:ws://HOST/v1#MODEL`).
+    # The WebSocket base of `openai-realtime:MODEL` (default: OpenAI's, or `openai_base_url`
+    # as ws/wss); its key defaults to `openai_api_key`.
+    openai_realtime_base_url: str | None = None
+    # Sent to `openai_realtime_base_url` and to `openai-realtime:URL#MODEL` URLs under it only.
+    openai_realtime_api_key: SecretStr | None = None
+    realtime_queue_size: int = 250  # outbound events held while the socket is slow (~5 s audio)
+    realtime_keepalive: float = 20.0  # seconds between WebSocket pings to the Realtime server
+    realtime_reconnect_attempts: int = 6  # tries after a dropped socket before the call ends
+    realtime_max_backoff: float = 8.0  # seconds: the cap of the doubling reconnect delay
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON when stderr is not a terminal
     redact_pii_in_logs: bool = True

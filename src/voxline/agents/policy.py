@@ -14,7 +14,10 @@ Defaults, when a setting is unset: the local models that are installed (`local`,
 `piper` and the bundled voice `joe`), the server's own default specs, `fake` only when the
 default LLM is fake (tests), `openai:*` / `anthropic:*` when their key is set, prefixes that the
 operator's code registered (`register_llm`) without an argument, and `openai-compatible:*` under
-the base URLs of `VOXLINE_OPENAI_COMPATIBLE_BASE_URL` and of the default LLM. An explicit list
+the base URLs of `VOXLINE_OPENAI_COMPATIBLE_BASE_URL` and of the default LLM. Realtime models:
+`openai-realtime:MODEL` with the OpenAI key (or `VOXLINE_OPENAI_REALTIME_BASE_URL`) set,
+`openai-realtime:URL#MODEL` under the allowed base URLs (ws/wss compared as http/https); a
+Realtime agent's `voice` is one of the model's voices. An explicit list
 replaces the defaults. `*` matches any text. A path-shaped value is refused even when a list
 names it: use a hosted agent for model files.
 
@@ -41,6 +44,13 @@ from voxline.providers.llm.registry import (
     parse_base_url,
     shown_url,
 )
+from voxline.providers.realtime.config import VOICES as REALTIME_VOICES
+from voxline.providers.realtime.registry import (
+    REALTIME_PREFIX,
+    http_form,
+    is_realtime_spec,
+    split_realtime,
+)
 from voxline.settings import Settings
 from voxline.tools.registry import UnknownToolError, get_tool
 
@@ -62,7 +72,7 @@ _MODEL_FILE_SUFFIXES = (
     ".model",
 )
 _COMPATIBLE = "openai-compatible"
-_BUILT_IN_LLMS = {"fake", "local", "openai", "anthropic", _COMPATIBLE}
+_BUILT_IN_LLMS = {"fake", "local", "openai", "anthropic", _COMPATIBLE, REALTIME_PREFIX}
 
 
 @dataclass(frozen=True)
@@ -169,6 +179,7 @@ class AllowList:
         urls = settings.api_allowed_base_urls
         if urls is None:
             named = [settings.openai_compatible_base_url or ""]
+            named.append(http_form(settings.openai_realtime_base_url or ""))
             for part in [*default_parts, *found]:
                 prefix, argument = _split(part)
                 if prefix == _COMPATIBLE and "*" not in argument:
@@ -176,6 +187,8 @@ class AllowList:
             urls = [url for url in named if parse_base_url(url) is not None]
         if llms is None and urls:
             found.append(f"{_COMPATIBLE}:*")
+        if llms is None:
+            found += _realtime_defaults(settings, bool(urls))
         stt = settings.api_allowed_stt
         if stt is None:
             whisper = ["local", "whisper", f"local:{stt_name}", f"whisper:{stt_name}"]
@@ -207,6 +220,42 @@ class AllowList:
 
     def shown_llms(self) -> list[str]:
         return [shown_spec(spec) for spec in self.llms]
+
+
+def _realtime_defaults(settings: Settings, have_urls: bool) -> list[str]:
+    """`openai-realtime:MODEL` with an OpenAI key (or a Realtime base URL the operator set);
+    `openai-realtime:URL#MODEL` under the allowed base URLs (checked per URL)."""
+    found = []
+    if settings.openai_api_key is not None or settings.openai_realtime_base_url:
+        found.append(f"{REALTIME_PREFIX}:*")
+    elif have_urls:
+        found += [f"{REALTIME_PREFIX}:{scheme}://*" for scheme in ("ws", "wss", "http", "https")]
+    return found
+
+
+def _check_realtime(part: str, allow: AllowList) -> str | None:
+    url, model = split_realtime(part)
+    if not model or looks_like_path(model):
+        return f"{REALTIME_PREFIX} needs a model: {REALTIME_PREFIX}:MODEL or :URL#MODEL"
+    if url is not None:
+        parsed = parse_base_url(http_form(url))
+        if parsed is None:
+            return (
+                f"{REALTIME_PREFIX} needs a plain ws(s) or http(s) base URL (no query, no dot "
+                f"segments): {REALTIME_PREFIX}:ws://HOST:PORT/v1#MODEL"
+            )
+        if parsed.credentials:
+            return f"{shown_url(url)}: credentials in a URL are never accepted"
+        if not allow.allows_url(http_form(url)):
+            urls = tuple(allow.shown_base_urls())
+            return f"{shown_url(url)} is not an allowed base URL; " + _allowed_text(
+                urls, "VOXLINE_API_ALLOWED_BASE_URLS"
+            )
+    if not any(_matches(pattern, _canonical(part)) for pattern in allow.llms):
+        return f"{shown_spec(part)!r} is not allowed here; " + _allowed_text(
+            tuple(allow.shown_llms()), "GET /api/models; VOXLINE_API_ALLOWED_LLMS"
+        )
+    return None
 
 
 def shown_spec(spec: str) -> str:
@@ -243,6 +292,8 @@ def _check_llm_part(part: str, allow: AllowList) -> str | None:
     prefix, argument = _split(part)
     if not part:
         return "an empty spec in the fallback list"
+    if prefix == REALTIME_PREFIX:
+        return _check_realtime(part, allow)
     if prefix not in llm_prefixes():
         return f"unknown LLM provider {prefix!r}; known: {', '.join(llm_prefixes())}"
     if prefix in _FILE_PROVIDERS and looks_like_path(argument):
@@ -302,6 +353,11 @@ def _check_voice(voice: str, allowed: tuple[str, ...]) -> str | None:
     return None
 
 
+def _voices_for(spec: AgentSpec, allow: AllowList) -> tuple[str, ...]:
+    """A Realtime agent's voice is the model's, not a TTS voice of this server."""
+    return tuple(sorted(REALTIME_VOICES)) if is_realtime_spec(spec.llm) else allow.voices
+
+
 def _check_tools(spec: AgentSpec) -> list[Violation]:
     found: list[Violation] = []
     names: list[str] = []
@@ -329,7 +385,7 @@ def check_agent(spec: AgentSpec, settings: Settings) -> list[Violation]:
         "llm": _check_llm(spec.llm, allow) if spec.llm else None,
         "stt": _check_speech(spec.stt, allow.stt, "VOXLINE_API_ALLOWED_STT") if spec.stt else None,
         "tts": _check_speech(spec.tts, allow.tts, "VOXLINE_API_ALLOWED_TTS") if spec.tts else None,
-        "voice": _check_voice(spec.voice, allow.voices) if spec.voice else None,
+        "voice": _check_voice(spec.voice, _voices_for(spec, allow)) if spec.voice else None,
     }
     found = [Violation((field,), problem) for field, problem in problems.items() if problem]
     return found + _check_tools(spec)

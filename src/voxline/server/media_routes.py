@@ -31,8 +31,14 @@ from voxline.channels import media_protocol as wire
 from voxline.channels.media_tools import media_tools, read_until_over
 from voxline.channels.twilio_calls import TwilioCalls
 from voxline.channels.twilio_media import MediaCall, MediaStreamTransport
+from voxline.channels.twilio_relay import RETURNING_CALLER_NOTE
 from voxline.channels.twiml import stream_twiml
+from voxline.conversation.session import Session
 from voxline.identity.base import SubjectResolver
+from voxline.providers.llm.base import ConfigurationError
+from voxline.providers.realtime.client import RealtimeConnectError
+from voxline.providers.realtime.registry import realtime_part
+from voxline.providers.realtime.twilio import RealtimeMediaCall
 from voxline.server.call_admission import CallAdmission, CallFacts
 from voxline.server.config import HostedAgent
 from voxline.server.hub import Contact, ConversationHub, SessionOptions
@@ -95,7 +101,11 @@ class MediaRoutes:
 
     def warm_up(self, agents: Iterable[HostedAgent]) -> None:
         """Load the speech models of the hosted agents that take calls over Media Streams."""
-        self.speech.warm_up(a.spec for a in agents if a.twilio.transport == "media_streams")
+        self.speech.warm_up(
+            a.spec
+            for a in agents
+            if a.twilio.transport == "media_streams" and realtime_part(a.spec.llm) is None
+        )
 
     async def close(self) -> None:
         await self.speech.close()
@@ -151,8 +161,12 @@ class MediaRoutes:
         if agent is None:
             log.warning("media stream for an agent this server does not know")
             return
+        # A Realtime agent hears and speaks through its model: µ-law both ways, no speech models.
+        realtime = realtime_part(agent.spec.llm)
+        speech = None
         try:
-            speech = await self.speech.get(agent.spec)
+            if realtime is None:
+                speech = await self.speech.get(agent.spec)
         except Exception as exc:
             log.error("media stream refused: no speech models", agent=agent.name, error=str(exc))
             return
@@ -161,10 +175,19 @@ class MediaRoutes:
         conversation_id = await self.hub.conversation_for(agent, subject, "voice")
         returning = subject is not None and await self.hub.has_history(conversation_id)
         listener_id = facts.listener
+        if realtime is None:
+            tools = self._tools_for(agent)
+        else:
+
+            def realtime_calls(connection_id: str) -> RealtimeMediaCall | None:
+                found = self.hub.calls.get(connection_id)
+                return found if isinstance(found, RealtimeMediaCall) else None
+
+            tools = media_tools(agent.twilio, realtime_calls, rest=self.rest is not None)
         options = SessionOptions(
             channel="voice",
             connection_id=start.call_sid or start.stream_sid,
-            tools=self._tools_for(agent),
+            tools=tools,
             listener_id=listener_id,
         )
         async with self.hub.connect(
@@ -174,6 +197,12 @@ class MediaRoutes:
             options=options,
             contact=Contact(caller, facts.number) if caller else None,
         ) as session:
+            if speech is None:
+                assert realtime is not None
+                await self._run_realtime(
+                    websocket, events, start, session, (agent, realtime, facts), returning
+                )
+                return
             call = MediaCall(
                 session, start.stream_sid, speech, call_sid=start.call_sid, rest=self.rest
             )
@@ -200,6 +229,57 @@ class MediaRoutes:
                 if feed is not None:
                     feed.publish("call_ended", call_sid=start.call_sid, turns=len(session.turns))
         log.info("media call finished", agent=agent.name, turns=len(session.turns))
+
+    async def _run_realtime(
+        self,
+        websocket: WebSocket,
+        events: _Events,
+        start: wire.Start,
+        session: Session,
+        realtime: tuple[HostedAgent, str, CallFacts],
+        returning: bool,
+    ) -> None:
+        """`_run_call` for an agent on a Realtime model: the caller's µ-law goes to the model
+        and the model's µ-law to the phone, untouched (`providers/realtime/twilio.py`)."""
+        agent, spec, facts = realtime
+        try:
+            call = RealtimeMediaCall(
+                session, start.stream_sid, spec, call_sid=start.call_sid, rest=self.rest
+            )
+        except ConfigurationError as exc:
+            log.error("media stream refused: Realtime model misconfigured", error=str(exc))
+            return
+        self.hub.calls.add(session.connection_id, session.id, call)
+        writer = asyncio.create_task(call.port.write(websocket.send_text))
+        feed = self.hub.feeds.get(session.id)
+        if feed is not None:
+            feed.publish(
+                "call_started",
+                channel="voice",
+                call_sid=start.call_sid,
+                caller=facts.caller,
+                listener_id=facts.listener,
+            )
+        try:
+            try:
+                await call.start(
+                    agent.twilio.greeting_for(agent.spec),
+                    returning=returning,
+                    note=RETURNING_CALLER_NOTE,
+                )
+            except RealtimeConnectError as exc:
+                log.error("media stream ended: Realtime model unreachable", error=str(exc))
+                return
+            await read_until_over(call.feed(events), call.over)
+        finally:
+            self.hub.calls.remove(session.connection_id)
+            await call.finish()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            if feed is not None:
+                feed.publish("call_ended", call_sid=start.call_sid, turns=len(session.turns))
+        log.info("realtime media call finished", agent=agent.name, turns=len(session.turns))
 
 
 class _Events:
