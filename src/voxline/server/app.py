@@ -27,6 +27,7 @@ from voxline.server.api.limits import BodyLimit
 from voxline.server.config import ServerConfig
 from voxline.server.hub import ConversationHub
 from voxline.server.media_routes import MediaRoutes
+from voxline.server.realtime import RealtimeRoutes
 from voxline.server.twilio_guard import TwilioGuard
 from voxline.server.twilio_routes import TwilioRoutes
 from voxline.server.web_routes import WebRoutes
@@ -85,6 +86,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         *TwilioRoutes(hub, guard, resolver, default_agent).routes(),
         *media.routes(),
         *WebRoutes(hub, default_agent, media.speech).routes(),
+        *RealtimeRoutes(hub, default_agent, media.speech).routes(),
     ]
     app = FastAPI(
         title="voxline",

@@ -1,0 +1,551 @@
+"""The Realtime-compatible endpoint (`/v1/realtime?model=AGENT`) driven by the official SDK.
+
+A real voxline server on loopback, its agent on a scripted model. The end-to-end test speaks to
+it with the `openai` package's own Realtime client, in real time, on the real local speech
+models (Silero VAD, Whisper tiny.en, Piper) and checks with Whisper what came back. The
+protocol tests (beta dialect, bad input, refusals) use speech stand-ins keyed on loudness, as
+the browser tests do, since the models are not what they are about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from openai import AsyncOpenAI
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.server.browser import TONE, LoudnessVAD, ToneTTS
+from tests.server.conftest import API_KEY, EnvFactory
+from tests.server.twilio_emulator import WAIT
+from tests.voice.speech import espeak
+from voxline import Agent
+from voxline.agents.spec import AgentSpec
+from voxline.audio import mulaw_decode, mulaw_encode, resample
+from voxline.conversation.turns import BotTurn, ToolCallTurn, ToolResultTurn, turn_from_record
+from voxline.providers.llm.fake import FakeReply, FakeToolCall
+from voxline.providers.stt.base import STT, Transcript
+from voxline.server.realtime.outbox import Outbox
+from voxline.voice.interruption import words
+from voxline.voice.providers import SpeechProviders
+
+AGENT = "concierge"
+RATE = 24000  # the Realtime default: PCM16 at 24 kHz
+MiB = 1 << 20
+ANSWER = "It will be sunny and twenty two degrees in Paris tomorrow."
+LONG = (
+    "Our hotel has three restaurants and a bar on the roof. "
+    "Breakfast is served from seven until eleven every morning. "
+    "The spa opens at nine and closes at eight in the evening. "
+    "The swimming pool is heated all year round."
+)
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather forecast for a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+def concierge() -> Agent:
+    return Agent(
+        name=AGENT,
+        instructions="You are a hotel concierge. Answer briefly.",
+        turn={"min_interruption_duration": 0.3},
+    )
+
+
+# -- a client over any WebSocket that yields raw frames --------------------------------------
+@dataclass
+class Events:
+    """Every server event of one socket, as JSON, with its size on the wire."""
+
+    recv: Callable[[], Awaitable[bytes | str]]
+    parse: Callable[[bytes | str], Any] | None = None  # the SDK's own parser, when given
+    events: list[dict[str, Any]] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                raw = await self.recv()
+                self.sizes.append(len(raw.encode() if isinstance(raw, str) else raw))
+                if self.parse is not None:
+                    self.parse(raw)  # the SDK understands every event
+                self.events.append(json.loads(raw))
+                self._changed.set()
+        self._changed.set()
+
+    def of(self, kind: str, **match: Any) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.events
+            if e["type"] == kind and all(e.get(k) == v for k, v in match.items())
+        ]
+
+    async def wait_for(self, check: Callable[[], Any]) -> Any:
+        async with asyncio.timeout(WAIT):
+            while not (result := check()):
+                if self._task is not None and self._task.done():
+                    raise AssertionError(
+                        f"socket closed; events: {[e['type'] for e in self.events]}"
+                    )
+                self._changed.clear()
+                await self._changed.wait()
+        return result
+
+    async def next(self, kind: str, after: int = 0, **match: Any) -> dict[str, Any]:
+        """The first `kind` event from position `after` on that has the fields `match`."""
+
+        def found() -> dict[str, Any] | None:
+            for event in self.events[after:]:
+                if event["type"] == kind and all(event.get(k) == v for k, v in match.items()):
+                    return event
+            return None
+
+        event: dict[str, Any] = await self.wait_for(found)
+        return event
+
+    async def since(self, seen: int) -> list[dict[str, Any]]:
+        """The events after the first `seen`, once there is one."""
+        events: list[dict[str, Any]] = await self.wait_for(lambda: self.events[seen:])
+        return events
+
+    def audio(self, response_id: str, kind: str = "response.output_audio.delta") -> bytes:
+        return b"".join(
+            base64.b64decode(e["delta"]) for e in self.of(kind, response_id=response_id)
+        )
+
+    def types(self, start: int = 0, end: int | None = None) -> list[str]:
+        return [e["type"] for e in self.events[start:end]]
+
+
+@contextlib.asynccontextmanager
+async def sdk_socket(
+    base: str, *, beta: bool = False, key: str = API_KEY
+) -> AsyncIterator[tuple[Any, Events]]:
+    """The official SDK's Realtime connection to `base`, with an event reader running. (The
+    beta client always dials wss:// from the base URL, so it is given the ws:// one.)"""
+    websocket = base.replace("http://", "ws://") + "/v1" if beta else None
+    client = AsyncOpenAI(base_url=f"{base}/v1", api_key=key, websocket_base_url=websocket)
+    realtime = client.beta.realtime if beta else client.realtime
+    async with realtime.connect(model=AGENT) as conn:
+        events = Events(conn.recv_bytes, conn.parse_event)
+        events.start()
+        yield conn, events
+
+
+@contextlib.asynccontextmanager
+async def raw_socket(base: str) -> AsyncIterator[tuple[Any, Events]]:
+    url = base.replace("http://", "ws://") + f"/v1/realtime?model={AGENT}"
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with connect(url, additional_headers=headers, max_size=MiB) as ws:
+        events = Events(ws.recv)
+        events.start()
+        yield ws, events
+
+
+def pcm_b64(pcm: npt.NDArray[np.int16]) -> str:
+    return base64.b64encode(pcm.astype("<i2").tobytes()).decode()
+
+
+def level(amplitude: int, seconds: float) -> npt.NDArray[np.int16]:
+    return np.full(round(seconds * RATE), amplitude, dtype=np.int16)
+
+
+# -- speech stand-ins (protocol tests) ---------------------------------------------------------
+PHRASES = {5000: "what's the weather", 7000: "stop please"}
+
+
+class LevelSTT:
+    """Hears the phrase of the audio's typical loudness (robust to resampling ripple)."""
+
+    label = "levels"
+    sample_rate = 16000
+
+    async def transcribe(
+        self, pcm: npt.NDArray[np.int16], *, language: str | None = None
+    ) -> Transcript:
+        loud = np.abs(pcm.astype(np.int32))
+        loud = loud[loud > 1000]
+        typical = int(np.median(loud)) if len(loud) else 0
+        phrase = next((p for a, p in PHRASES.items() if abs(typical - a) < 500), "")
+        return Transcript(phrase, audio_duration=len(pcm) / self.sample_rate)
+
+
+@pytest.fixture
+def fake_speech(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def load(spec: AgentSpec, *, vad: str = "local") -> SpeechProviders:
+        return SpeechProviders(LevelSTT(), ToneTTS(), LoudnessVAD())
+
+    monkeypatch.setattr("voxline.server.speech_pool.load_speech_providers", load)
+
+
+# -- protocol tests ----------------------------------------------------------------------------
+async def test_beta_dialect_push_to_talk(make_env: EnvFactory, fake_speech: None) -> None:
+    async with make_env(["It is sunny."], agents=[concierge()]) as env:
+        async with sdk_socket(env.twilio.base, beta=True) as (conn, log):
+            created = await log.next("session.created")
+            assert created["session"]["input_audio_format"] == "pcm16"  # the flat beta shape
+            await conn.session.update(
+                session={
+                    "turn_detection": None,
+                    "input_audio_transcription": {"model": "whisper-1"},
+                    "modalities": ["text", "audio"],
+                }
+            )
+            updated = await log.next("session.updated")
+            assert updated["session"]["turn_detection"] is None
+            speech = np.concatenate([level(0, 0.2), level(5000, 0.6), level(0, 0.2)])
+            await conn.input_audio_buffer.append(audio=pcm_b64(speech))
+            await conn.input_audio_buffer.commit()
+            committed = await log.next("input_audio_buffer.committed")
+            transcript = await log.next(
+                "conversation.item.input_audio_transcription.completed",
+                item_id=committed["item_id"],
+            )
+            assert transcript["transcript"] == "what's the weather"
+            start = len(log.events)
+            await conn.response.create()
+            done = await log.next("response.done", after=start)
+            assert done["response"]["status"] == "completed"
+            [message] = done["response"]["output"]
+            assert message["content"] == [{"type": "audio", "transcript": "It is sunny."}]
+            assert log.audio(done["response"]["id"], "response.audio.delta")
+            sequence = _collapse(log.types(start))
+            assert sequence == [
+                "response.created",
+                "response.output_item.added",
+                "conversation.item.created",
+                "response.content_part.added",
+                "response.audio_transcript.delta",
+                "response.audio.delta",
+                "response.audio.done",
+                "response.audio_transcript.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.done",
+            ], sequence
+            assert not [t for t in log.types() if t.startswith("response.output_audio")]
+        request = env.llm.requests[-1]
+        assert request.messages[-1].content == "what's the weather"
+
+
+PCMA = {"audio": {"input": {"format": {"type": "audio/pcma"}}}}
+PUSH_TO_TALK = {"type": "realtime", "audio": {"input": {"turn_detection": None}}}
+IMAGE = {"type": "message", "role": "user", "content": [{"type": "input_image"}]}
+BAD_INPUT: list[tuple[str | bytes, str]] = [
+    ("not json", "invalid_json"),
+    (b"\x00\x01", "invalid_json"),  # binary frames are not part of the protocol
+    (json.dumps({"type": "session.nope", "event_id": "e1"}), "invalid_value"),
+    (json.dumps({"type": "input_audio_buffer.append"}), "invalid_value"),
+    (json.dumps({"type": "input_audio_buffer.append", "audio": "%%%"}), "invalid_base64"),
+    (json.dumps({"type": "input_audio_buffer.append", "audio": "AAAA"}), "invalid_audio"),
+    (json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 600_000}), "event_too_large"),
+    (json.dumps({"type": "session.update", "session": PCMA}), "unsupported_audio_format"),
+    (json.dumps({"type": "session.update", "session": PUSH_TO_TALK}), ""),  # accepted
+    (json.dumps({"type": "input_audio_buffer.commit"}), "input_audio_buffer_commit_empty"),
+    (json.dumps({"type": "response.cancel"}), "response_cancel_not_active"),
+    (json.dumps({"type": "conversation.item.delete", "item_id": "item_x"}), "invalid_value"),
+    (json.dumps({"type": "conversation.item.create", "item": IMAGE}), "invalid_value"),
+]
+
+
+async def test_bad_input_gets_error_events_and_the_session_goes_on(
+    make_env: EnvFactory, fake_speech: None
+) -> None:
+    reply = FakeReply("All good here.", token_delay=0.05)
+    async with (
+        make_env([reply], agents=[concierge()]) as env,
+        raw_socket(env.twilio.base) as (ws, log),
+    ):
+        await log.next("session.created")
+        for frame, code in BAD_INPUT:
+            seen = len(log.events)
+            await ws.send(frame)
+            event = await log.since(seen)
+            if code:
+                assert event[0]["type"] == "error", (frame[:60], event)
+                assert event[0]["error"]["code"] == code, (frame[:60], event)
+            else:
+                assert event[0]["type"] == "session.updated"
+        unknown = log.of("error")[2]["error"]
+        assert (unknown["event_id"], unknown["param"]) == ("e1", "type")
+        # ... the session still answers, and refuses a second response while one runs
+        hello = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Hi"}],
+        }
+        seen = len(log.events)
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": hello}))
+        await ws.send(json.dumps({"type": "response.create"}))
+        await ws.send(json.dumps({"type": "response.create", "event_id": "again"}))
+        busy = await log.next("error", after=seen)
+        assert busy["error"]["event_id"] == "again"
+        assert busy["error"]["code"] == "conversation_already_has_active_response"
+        done = await log.next("response.done")
+        assert done["response"]["status"] == "completed"
+        spoken = await log.next("response.output_audio_transcript.done")
+        assert spoken["transcript"] == "All good here."
+    assert max(log.sizes) < MiB
+
+
+async def test_mulaw_with_server_vad_and_tools_added_mid_session(
+    make_env: EnvFactory, fake_speech: None
+) -> None:
+    script = [
+        "It is sunny.",
+        FakeReply(tool_calls=[FakeToolCall("get_weather", {"city": "Oslo"})]),
+        "Snow in Oslo.",
+    ]
+    ulaw = {"type": "audio/pcmu"}
+    async with make_env(script, agents=[concierge()]) as env:
+        async with sdk_socket(env.twilio.base) as (conn, log):
+            await conn.session.update(
+                session={
+                    "type": "realtime",
+                    "audio": {"input": {"format": ulaw}, "output": {"format": ulaw}},
+                }
+            )
+            await log.next("session.updated")
+            # 8 kHz mu-law in: server VAD hears the turn, the agent answers
+            pcm = np.concatenate([np.zeros(1600), np.full(4800, 5000), np.zeros(8000)]).astype(
+                np.int16
+            )
+            await conn.input_audio_buffer.append(audio=base64.b64encode(mulaw_encode(pcm)).decode())
+            started = await log.next("input_audio_buffer.speech_started")
+            stopped = await log.next("input_audio_buffer.speech_stopped")
+            assert started["item_id"] == stopped["item_id"]
+            assert 100 <= started["audio_start_ms"] <= 200 < 800 <= stopped["audio_end_ms"] <= 900
+            done = await log.next("response.done")
+            assert done["response"]["audio"]["output"]["format"] == ulaw
+            # ... and 8 kHz mu-law out: the stand-in TTS's tone, 0.02 s a character
+            audio = mulaw_decode(log.audio(done["response"]["id"]))
+            assert abs(len(audio) / 8000 - 0.24) < 0.06
+            assert abs(int(np.median(np.abs(audio.astype(np.int32)))) - TONE) < 200
+            assert not log.of("conversation.item.input_audio_transcription.completed")  # not asked
+            assert env.llm.requests[0].messages[-1].content == "what's the weather"
+            assert not env.llm.requests[0].tools
+            # a tool declared now is offered from the next response on
+            seen = len(log.events)
+            await conn.session.update(session={"type": "realtime", "tools": [WEATHER_TOOL]})
+            await log.next("session.updated", after=seen)
+            hello = {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Oslo?"}],
+            }
+            await conn.conversation.item.create(item=hello)
+            await conn.response.create()
+            call = await log.next("response.function_call_arguments.done")
+            assert (call["name"], call["arguments"]) == ("get_weather", '{"city": "Oslo"}')
+            seen = len(log.events)
+            output = {"type": "function_call_output", "call_id": call["call_id"], "output": "snow"}
+            await conn.conversation.item.create(item=output)
+            await conn.response.create()
+            answer = await log.next("response.output_audio_transcript.done", after=seen)
+            assert answer["transcript"] == "Snow in Oslo."
+            assert not log.of("error"), log.of("error")
+        assert [t.name for t in env.llm.requests[1].tools] == ["get_weather"]
+
+
+async def test_the_outbox_is_bounded_and_counts_what_it_drops() -> None:
+    box = Outbox(max_audio=2, max_events=4)
+    for delta in ("a1", "a2", "a3"):
+        box.put(delta, audio=True)
+    assert box.dropped == 1  # a client that does not read loses audio, not events
+    box.put("done")
+    assert box.drop_audio() == 2  # a barge-in drops the audio not sent yet
+    assert await box.get() == "done"
+    for n in range(5):
+        box.put(f"event {n}")
+    assert box.overflowed and await box.get() is None  # hopelessly behind: the socket closes
+
+
+async def test_refused_upgrades_say_why_with_a_status(
+    make_env: EnvFactory, fake_speech: None
+) -> None:
+    async with make_env([], agents=[concierge()]) as env:
+        url = env.twilio.base.replace("http://", "ws://") + "/v1/realtime"
+        for headers, query, status in [
+            ({}, f"?model={AGENT}", 401),
+            ({"Authorization": "Bearer wrong-key"}, f"?model={AGENT}", 401),
+            ({"Authorization": f"Bearer {API_KEY}"}, "?model=nobody", 404),
+        ]:
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url + query, additional_headers=headers):
+                    pass
+            assert refused.value.response.status_code == status
+        with pytest.raises(InvalidStatus) as refused:  # the SDK's own client sees the same
+            async with sdk_socket(env.twilio.base, key="wrong-key"):
+                pass
+        assert refused.value.response.status_code == 401
+
+
+def _event(kind: str, **fields: Any) -> str:
+    return json.dumps({"type": kind, **fields})
+
+
+def _collapse(types: list[str]) -> list[str]:
+    """Runs of the same event type as one (deltas come in runs)."""
+    out: list[str] = []
+    for kind in types:
+        if not out or out[-1] != kind:
+            out.append(kind)
+    return out
+
+
+# -- end to end, on the real models ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def whisper() -> Iterator[STT]:
+    """Whisper, to hear what the agent said; Piper and Whisper load here once (the server shares
+    the process's models, so no call waits for one)."""
+    pytest.importorskip("faster_whisper", reason="needs the local extra")
+    pytest.importorskip("piper", reason="needs the piper extra")
+    from voxline.providers.stt.whisper import create_whisper_stt
+    from voxline.providers.tts.piper import create_piper_tts
+
+    stt = create_whisper_stt(None)
+    stt.load()
+    create_piper_tts().load()
+    yield stt
+
+
+def spoken(text: str, folder: Path) -> npt.NDArray[np.int16]:
+    voice = espeak(text, folder)
+    return resample(voice.pcm, voice.sample_rate, RATE)
+
+
+async def say(conn: Any, pcm: npt.NDArray[np.int16], chunk: float = 0.1) -> None:
+    """Stream caller audio in real time, as a microphone would."""
+    step = round(chunk * RATE)
+    for start in range(0, len(pcm), step):
+        await conn.input_audio_buffer.append(audio=pcm_b64(pcm[start : start + step]))
+        await asyncio.sleep(chunk)
+
+
+async def transcribe(stt: STT, audio: bytes) -> list[str]:
+    pcm = np.frombuffer(audio, dtype="<i2").astype(np.int16)
+    return words((await stt.transcribe(resample(pcm, RATE, stt.sample_rate))).text)
+
+
+@pytest.mark.slow
+async def test_the_official_sdk_talks_to_an_agent_in_real_time(
+    make_env: EnvFactory, whisper: STT, tmp_path: Path
+) -> None:
+    script = [
+        FakeReply(tool_calls=[FakeToolCall("get_weather", {"city": "Paris"})]),
+        FakeReply(ANSWER),
+        FakeReply(LONG, token_delay=0.02),
+        "Of course.",
+        "Okay.",
+    ]
+    question = spoken("What's the weather in Paris tomorrow?", tmp_path)
+    interruption = spoken("Stop. Wait a moment, please.", tmp_path)
+    async with make_env(script, agents=[concierge()]) as env:
+        async with sdk_socket(env.twilio.base) as (conn, log):
+            await log.next("session.created")
+            await conn.session.update(session=SESSION)
+            await log.next("session.updated")
+
+            # 1. a spoken question, heard by server VAD and transcribed
+            await say(conn, question)
+            stopped = await log.next("input_audio_buffer.speech_stopped")
+            heard = await log.next(
+                "conversation.item.input_audio_transcription.completed", item_id=stopped["item_id"]
+            )
+            assert {"weather", "paris"} <= set(words(heard["transcript"])), heard
+
+            # 2. the model calls the client's function; the client answers it
+            call = await log.next("response.function_call_arguments.done")
+            assert (call["name"], json.loads(call["arguments"])) == (
+                "get_weather",
+                {"city": "Paris"},
+            )
+            first = await log.next("response.done")
+            assert first["response"]["status"] == "completed"
+            assert [i["type"] for i in first["response"]["output"]] == ["function_call"]
+            mark = len(log.events)
+            output = {
+                "type": "function_call_output",
+                "call_id": call["call_id"],
+                "output": "sunny, 22 C",
+            }
+            await conn.conversation.item.create(item=output)
+            await conn.response.create()
+            answer = await log.next("response.done", after=mark)
+            assert answer["response"]["status"] == "completed", answer
+            assert not log.of("error"), log.of("error")
+
+            # 3. the answer is spoken: Whisper hears it in the audio deltas
+            audio = log.audio(answer["response"]["id"])
+            assert {"sunny", "paris"} <= set(await transcribe(whisper, audio))
+            assert "sunny, 22 C" in [m.content for m in env.llm.requests[1].messages]
+
+            # 4. the caller talks over a long reply: the response is cancelled, then truncated
+            mark = len(log.events)
+            ask = {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "The hotel?"}],
+            }
+            await conn.conversation.item.create(item=ask)
+            await conn.response.create()
+            long = (await log.next("response.created", after=mark))["response"]["id"]
+            await log.wait_for(lambda: len(log.audio(long)) > 1.5 * RATE * 2)
+            await say(conn, interruption)
+            cancelled = await log.next("response.done", after=mark)
+            assert cancelled["response"]["status"] == "cancelled", cancelled
+            assert cancelled["response"]["status_details"]["reason"] == "turn_detected"
+            sent = len(log.audio(long)) / 2 / RATE
+            assert sent < 8, "the reply stopped when the caller spoke"
+            [message] = cancelled["response"]["output"]
+            await conn.conversation.item.truncate(
+                item_id=message["id"], content_index=0, audio_end_ms=1000
+            )
+            await log.next("conversation.item.truncated", item_id=message["id"])
+            conversation = cancelled["response"]["conversation_id"]
+        assert max(log.sizes) < MiB
+        assert not log.of("error"), log.of("error")
+        await env.idle()
+        turns = [turn_from_record(r) for r in await env.store.load_turns(conversation)]
+        [result] = [t for t in turns if isinstance(t, ToolResultTurn)]
+        assert result.content == "sunny, 22 C"
+        assert [t.name for t in turns if isinstance(t, ToolCallTurn)] == ["get_weather"]
+        [cut] = [t for t in turns if isinstance(t, BotTurn) and t.interrupted]
+        assert LONG.startswith(cut.content) and 1 <= len(words(cut.content)) <= 6, cut.content
+
+
+SESSION: dict[str, Any] = {
+    "type": "realtime",
+    "instructions": "Keep it short.",
+    "audio": {
+        "input": {
+            "format": {"type": "audio/pcm", "rate": RATE},
+            "transcription": {"model": "whisper-1"},
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 600},
+        },
+        "output": {"format": {"type": "audio/pcm", "rate": RATE}, "voice": "marin"},
+    },
+    "tools": [WEATHER_TOOL],
+}
