@@ -14,6 +14,7 @@ from our side, which alone ends the call when no REST client is configured (noth
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -24,6 +25,7 @@ from voxline.audio.codecs import mulaw_decode, mulaw_encode
 from voxline.audio.frames import AudioFrame
 from voxline.channels import media_protocol as wire
 from voxline.channels.media_tools import until_said
+from voxline.channels.outbox import BoundedOutbox, DropCount
 from voxline.channels.twilio_calls import CallControlError, TwilioCalls
 from voxline.channels.twilio_relay import RETURNING_CALLER_NOTE
 from voxline.conversation.session import Session
@@ -33,6 +35,14 @@ from voxline.voice.providers import SpeechProviders
 TWILIO_LEAD = 0.1
 """Seconds of audio sent ahead of real time, so network jitter does not starve Twilio's player;
 everything ahead is what a barge-in `clear` throws away."""
+OUTBOX_SECONDS = 2.0
+"""Audio the outbox may hold beyond what the socket took: far more than the paced speaker ever
+leaves there (`TWILIO_LEAD`), so only a socket that stopped draining fills it."""
+STALL_SECONDS = 5.0
+"""How long a full outbox waits for the socket to take a frame before the call is ended."""
+PENDING_MARKS_SECONDS = 60.0
+"""Audio whose marks are remembered until echoed; Twilio echoes within a lead's time, so more
+means echoes stopped coming and the oldest marks are forgotten."""
 MARK_PREFIX = "vx-"
 TRANSFER_FAILED = (
     "The transfer to a human did not go through: {error}. Tell the caller, and keep helping "
@@ -49,19 +59,42 @@ class MediaStreamTransport:
     Every frame gets its own mark. Twilio buffers what it is sent, so only echoes say what the
     caller heard, and the pipeline must see the last frame of each stretch confirmed to know the
     bot has stopped talking; a mark per frame gives both, to the frame, for one small message
-    each way. Messages leave through one queue and one writer (`write`) in the order they were
-    made, so `clear` can take back everything not yet written before it goes out itself.
+    each way. Messages leave through one bounded outbox and one writer (`write`) in the order
+    they were made, so `clear` can take back everything not yet written before it goes out
+    itself. A frame and its mark are one outbox item, so they never part.
+
+    Bounded: the outbox holds `OUTBOX_SECONDS` of audio; beyond that `send` waits (the speaker
+    is paced, so a healthy socket never fills it), and a socket that takes nothing for
+    `STALL_SECONDS` more means Twilio is gone: the outbox gives up and `on_abandon` ends the
+    call. Pending marks are remembered for `PENDING_MARKS_SECONDS` of audio; older ones are
+    forgotten (counted): a later echo confirms them anyway.
     """
 
     input_rate = wire.MULAW_RATE
     output_rate = wire.MULAW_RATE
     reports_playback = True
 
-    def __init__(self, stream_sid: str) -> None:
+    def __init__(
+        self,
+        stream_sid: str,
+        *,
+        frame_duration: float = 0.02,
+        on_abandon: Callable[[str], None] | None = None,
+        log: Any = None,
+    ) -> None:
         self.stream_sid = stream_sid
-        self._outbox: deque[str] = deque()
-        self._queued = asyncio.Event()
+        log = log or structlog.get_logger("voxline.twilio.media").bind(stream_sid=stream_sid)
+        self.outbox: BoundedOutbox[tuple[str, ...]] = BoundedOutbox(
+            "media stream",
+            limit=math.ceil(OUTBOX_SECONDS / frame_duration),
+            reserve=1,  # `clear` empties the outbox first, so one slot always suffices
+            stall=STALL_SECONDS,
+            on_abandon=on_abandon,
+            log=log,
+        )
         self._marks: deque[tuple[str, float]] = deque()  # sent, not yet echoed, in order
+        self._max_marks = math.ceil(PENDING_MARKS_SECONDS / frame_duration)
+        self.marks_forgotten = DropCount(log, "marks never echoed: the oldest forgotten")
         self._count = 0
         self._closed = False
 
@@ -70,16 +103,22 @@ class MediaStreamTransport:
             return
         self._count += 1
         name = f"{MARK_PREFIX}{self._count}"
-        self._marks.append((name, frame.end))
-        self._put(wire.media(self.stream_sid, mulaw_encode(frame.pcm)))
-        self._put(wire.mark(self.stream_sid, name))
+        message = (
+            wire.media(self.stream_sid, mulaw_encode(frame.pcm)),
+            wire.mark(self.stream_sid, name),
+        )
+        if await self.outbox.push(message):  # waits while Twilio is behind; False: cleared/over
+            if len(self._marks) >= self._max_marks:
+                self._marks.popleft()
+                self.marks_forgotten.add()
+            self._marks.append((name, frame.end))
 
     def clear(self) -> None:
         if self._closed:
             return
-        self._outbox.clear()
+        self.outbox.clear()
         self._marks.clear()
-        self._put(wire.clear(self.stream_sid))
+        self.outbox.offer((wire.clear(self.stream_sid),), essential=True)
 
     def confirmed(self, name: str) -> float | None:
         """The playback position an echoed mark confirms. None for a name that is not a mark
@@ -95,21 +134,16 @@ class MediaStreamTransport:
     def close(self) -> None:
         """The stream is over: nothing more may be sent (Twilio rejects messages after `stop`)."""
         self._closed = True
-        self._outbox.clear()
+        self.outbox.clear()
+        self.outbox.close()
         self._marks.clear()
 
     async def write(self, send_text: Callable[[str], Awaitable[None]]) -> None:
-        """Send queued messages in order until cancelled; a failed send ends it (the caller
-        decides what a dead socket means)."""
-        while True:
-            while not self._outbox:
-                self._queued.clear()
-                await self._queued.wait()
-            await send_text(self._outbox.popleft())
-
-    def _put(self, message: str) -> None:
-        self._outbox.append(message)
-        self._queued.set()
+        """Send queued messages in order until the transport closes (or is cancelled); a failed
+        send ends it (the caller decides what a dead socket means)."""
+        while (messages := await self.outbox.get()) is not None:
+            for message in messages:
+                await send_text(message)
 
 
 class MediaCall:
@@ -136,22 +170,23 @@ class MediaCall:
         self.over = asyncio.Event()  # we ended the call: the server closes the stream
         self._rest = rest
         self._ending: asyncio.Task[None] | None = None  # an end or transfer waiting to happen
-        self.transport = MediaStreamTransport(stream_sid)
-        self._delivery_was_auto = session.delivery.auto
-        session.delivery.auto = False
-        self.pipeline = VoicePipeline(
-            session,
-            self.transport,
-            stt=speech.stt,
-            tts=speech.tts,
-            vad=speech.vad,
-            options=VoiceOptions(lead=TWILIO_LEAD),
-        )
-        self._replies: set[asyncio.Task[Any]] = set()
-        self._bad_audio = 0
         self.log = structlog.get_logger("voxline.twilio.media").bind(
             session_id=session.id, stream_sid=stream_sid, call_sid=call_sid
         )
+        options = VoiceOptions(lead=TWILIO_LEAD)
+        self.transport = MediaStreamTransport(
+            stream_sid,
+            frame_duration=options.frame_duration,
+            on_abandon=lambda reason: self.over.set(),  # Twilio stopped reading: hang up
+            log=self.log,
+        )
+        self._delivery_was_auto = session.delivery.auto
+        session.delivery.auto = False
+        self.pipeline = VoicePipeline(
+            session, self.transport, stt=speech.stt, tts=speech.tts, vad=speech.vad, options=options
+        )
+        self._replies: set[asyncio.Task[Any]] = set()
+        self._bad_audio = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, greeting: str | None, *, returning: bool) -> None:

@@ -12,13 +12,13 @@ each frame's end position once played (`reports_playback = True`), and an interr
 the bot's turn to what actually came out of the speaker.
 
 The agent can end the call (`end_call`): once its goodbye has played, the client gets an `end`
-event, the outbox closes behind it, and `over` tells the server to close the socket.
+event, the outbox closes behind it, and `over` tells the server to close the socket. `over` is
+also set when the outbox gives up on a client that stopped reading (see `Outbox`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +27,7 @@ import structlog
 from voxline.audio.frames import AudioFrame
 from voxline.channels import web_protocol as wire
 from voxline.channels.media_tools import until_said
+from voxline.channels.outbox import BoundedOutbox
 from voxline.conversation.session import Session
 from voxline.conversation.state import SessionState
 from voxline.conversation.turns import BotTurn, Turn, UserTurn
@@ -41,57 +42,55 @@ log = structlog.get_logger("voxline.web")
 Message = str | bytes
 REPORTED_ERRORS = 10  # protocol errors echoed to the client per call; the rest are only counted
 TOOL_RESULT_CHARS = 500  # a tool result is shown to the user, not dumped on them
+FINALS_KEPT = 32  # bot turns whose final text is remembered, so it is sent once
 BROWSER_OPTIONS = VoiceOptions(lead=0.1)
 """100 ms of audio in flight: enough to ride over event-loop and network jitter, little enough
 that a barge-in has almost nothing to clear."""
+OUTBOX_LIMIT = 128
+"""Messages queued for the client: 2.5 s of 20 ms audio frames, where the paced speaker keeps
+about five, so only a client that stopped reading (or a burst of events) reaches it."""
+ESSENTIAL_RESERVE = 32  # slots beyond the limit for events that are never dropped
+STALL_SECONDS = 5.0  # a full outbox this long without the client taking a frame ends the call
+ESSENTIAL_EVENTS = frozenset({"hello", "token", "transcript", "clear", "end"})
+"""Events the client cannot do without: the call's set-up (and its reconnect token), the final
+text of each turn, the cut of bot audio and the end. The rest are interim or for show, and a
+newer one follows (a turn's final `transcript` supersedes its `bot_text` deltas)."""
 
 
-class Outbox:
-    """Messages for the client, in order. Bot audio still queued can be dropped at once; if the
-    client stops reading, audio beyond `max_audio` frames is dropped rather than piling up."""
+class Outbox(BoundedOutbox[Message]):
+    """Messages for the client, in order, bounded (see `BoundedOutbox`): bot audio waits for
+    room and is never dropped mid-speech, `ESSENTIAL_EVENTS` are never dropped, the other
+    events (interim text, state, tools, metrics) give way oldest first to a slow client, and a
+    client that reads nothing at all is given up on (`on_abandon` ends the call)."""
 
-    def __init__(self, max_audio: int = 500) -> None:
-        self._items: deque[Message] = deque()
-        self._ready = asyncio.Event()
-        self._max_audio = max_audio
-        self._audio = 0
-        self._closed = False
-        self.dropped = 0
+    def __init__(
+        self,
+        limit: int | None = None,
+        *,
+        on_abandon: Callable[[str], None] | None = None,
+        log: Any = None,
+    ) -> None:
+        super().__init__(
+            "browser",
+            limit=OUTBOX_LIMIT if limit is None else limit,
+            reserve=ESSENTIAL_RESERVE,
+            stall=STALL_SECONDS,
+            on_abandon=on_abandon,
+            log=log,
+        )
+
+    def event(self, kind: str, /, **fields: Any) -> bool:
+        """Queue an event, droppable unless it is one of `ESSENTIAL_EVENTS`."""
+        return self.offer(wire.event(kind, **fields), essential=kind in ESSENTIAL_EVENTS)
 
     def put(self, item: Message) -> None:
-        if self._closed:
-            return
-        if isinstance(item, bytes):
-            if self._audio >= self._max_audio:
-                self.dropped += 1
-                return
-            self._audio += 1
-        self._items.append(item)
-        self._ready.set()
+        """Queue a message the client must get (never dropped; `event` for those that may
+        be). Does not wait: bot audio goes through `push`, which does."""
+        self.offer(item, essential=True)
 
     def drop_audio(self) -> int:
         """Remove every queued audio frame (events stay); returns how many went."""
-        kept = [item for item in self._items if isinstance(item, str)]
-        dropped = len(self._items) - len(kept)
-        self._items = deque(kept)
-        self._audio = 0
-        return dropped
-
-    def close(self) -> None:
-        """Nothing more goes in; what is queued still comes out, then `get` returns None."""
-        self._closed = True
-        self._ready.set()
-
-    async def get(self) -> Message | None:
-        while not self._items:
-            if self._closed:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
-        item = self._items.popleft()
-        if isinstance(item, bytes):
-            self._audio -= 1
-        return item
+        return self.remove_if(lambda item: isinstance(item, bytes))
 
 
 class WebTransport:
@@ -105,11 +104,11 @@ class WebTransport:
         self.output_rate = output_rate
 
     async def send(self, frame: AudioFrame) -> None:
-        self.outbox.put(wire.encode_bot_audio(frame))
+        await self.outbox.push(wire.encode_bot_audio(frame))  # waits while the client is behind
 
     def clear(self) -> None:
         self.outbox.drop_audio()
-        self.outbox.put(wire.event("clear"))
+        self.outbox.event("clear")
 
 
 class WebCall:
@@ -125,14 +124,16 @@ class WebCall:
         options: VoiceOptions = BROWSER_OPTIONS,
     ) -> None:
         self.session = session
-        self.outbox = Outbox()
+        self.over = asyncio.Event()  # the call is over: the server closes the socket
+        self.outbox = Outbox(
+            on_abandon=lambda reason: self.over.set(), log=log.bind(session_id=session.id)
+        )
         self.transport = WebTransport(self.outbox, output_rate)
         self.pipeline = VoicePipeline(
             session, self.transport, stt=speech.stt, tts=speech.tts, vad=speech.vad, options=options
         )
         self.log = log.bind(session_id=session.id)
         self.protocol_errors = 0
-        self.over = asyncio.Event()  # the agent ended the call: the server closes the socket
         self._ending = False
         self._final: dict[str, tuple[str, bool]] = {}  # bot turn id -> the final text sent
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -238,7 +239,7 @@ class WebCall:
 
     # -- session events to the client --------------------------------------------------------
     def _send(self, kind: str, /, **fields: Any) -> None:
-        self.outbox.put(wire.event(kind, **fields))
+        self.outbox.event(kind, **fields)
 
     def _send_transcript(self, turn: UserTurn | BotTurn) -> None:
         role = "user" if isinstance(turn, UserTurn) else "bot"
@@ -258,13 +259,21 @@ class WebCall:
             return
         final = (turn.content, turn.interrupted)
         if self._final.get(turn.id) != final:
-            self._final[turn.id] = final
+            self._remember_final(turn.id, final)
             self._send_transcript(turn)
 
     def _on_turn_deleted(self, turn: Turn) -> None:
         if isinstance(turn, BotTurn):  # interrupted before a word was heard
-            self._final[turn.id] = ("", True)
+            self._remember_final(turn.id, ("", True))
             self._send("transcript", role="bot", turn_id=turn.id, text="", interrupted=True)
+
+    def _remember_final(self, turn_id: str, final: tuple[str, bool]) -> None:
+        """Only the latest turns can still change (a trim touches the reply just cut), so the
+        oldest are forgotten past `FINALS_KEPT` rather than holding every word of the call."""
+        self._final.pop(turn_id, None)
+        self._final[turn_id] = final
+        while len(self._final) > FINALS_KEPT:
+            del self._final[next(iter(self._final))]
 
     def _on_delta(self, turn: BotTurn, delta: str) -> None:
         if turn.id not in self._final:  # `say` completes its turn before emitting the delta

@@ -9,6 +9,12 @@ end-of-turn silence has elapsed. Instead, the moment the caller has been silent 
 `prefetch_after` seconds, the speech so far is transcribed in the background: if the caller does
 not speak again, that transcript is the final one and is ready (or nearly) when the turn ends,
 and it also reaches the end-of-turn strategy, so a semantic strategy can end the turn sooner.
+
+The turn's audio kept here (for those early transcriptions and barge-in checks) is capped at
+`max_turn_audio` seconds: by default 60 s, twice the gate's own cut (`TurnOptions.max_utterance`
+ends a turn at 30 s), so it is a safety net that a working gate never reaches. Past it, later
+speech is not kept (counted in `dropped_samples`, logged once per turn) and the early
+transcriptions hear the turn's beginning; the final transcript comes from the gate's recording.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 from collections.abc import Awaitable, Sequence
 
 import numpy as np
+import structlog
 
 from voxline.audio.end_of_turn import EndOfTurnStrategy, SilenceEndOfTurn
 from voxline.audio.resample import StreamResampler
@@ -30,6 +37,9 @@ from voxline.audio.turn_taking import (
 )
 from voxline.providers.stt.base import PCM16, STT, Transcript
 from voxline.providers.vad.base import VAD
+
+log = structlog.get_logger("voxline.voice")
+MAX_TURN_AUDIO = 60.0  # seconds of one turn's audio kept; see the module doc
 
 
 class PauseWatch:
@@ -81,6 +91,7 @@ class Listener:
         end_of_turn: EndOfTurnStrategy | None = None,
         prefetch_after: float = 0.2,
         language: str | None = None,
+        max_turn_audio: float | None = None,
     ) -> None:
         if stt.sample_rate != vad.sample_rate:
             raise ValueError(
@@ -97,6 +108,12 @@ class Listener:
         )
         self.started: float | None = None  # audio time the current turn's speech began
         self._chunks: list[PCM16] = []
+        self._kept = 0  # samples in `_chunks`
+        self._capped = False  # this turn reached the cap (logged once per turn)
+        if max_turn_audio is None:
+            max_turn_audio = max(MAX_TURN_AUDIO, options.max_utterance + options.pre_roll)
+        self._max_kept = round(max_turn_audio * vad.sample_rate)
+        self.dropped_samples = 0  # speech past the cap, over all turns
         self._early: tuple[int, asyncio.Task[Transcript]] | None = None
         self._tasks: set[asyncio.Task[Transcript]] = set()
 
@@ -149,9 +166,9 @@ class Listener:
     def _absorb(self, events: Sequence[GateEvent]) -> None:
         for event in events:
             if isinstance(event, SpeechChunk):
-                self._chunks.append(event.audio.pcm)
+                self._keep(event.audio.pcm)
             elif isinstance(event, SpeechStarted):
-                self._chunks = []
+                self._chunks, self._kept, self._capped = [], 0, False
                 self._early = None
                 self.started = event.t
             else:
@@ -159,6 +176,18 @@ class Listener:
         if self.pauses.fired and self.gate.user_speaking:
             self.pauses.fired = False
             self._prefetch()
+
+    def _keep(self, pcm: PCM16) -> None:
+        room = self._max_kept - self._kept  # never negative
+        if len(pcm) > room:
+            self.dropped_samples += len(pcm) - room
+            if not self._capped:
+                self._capped = True
+                log.warning("turn audio over its cap: the rest is not kept", cap=self._max_kept)
+            pcm = pcm[:room]
+        if len(pcm):
+            self._chunks.append(pcm)
+            self._kept += len(pcm)
 
     def _prefetch(self) -> None:
         pause = self.pauses.pause_id

@@ -27,6 +27,7 @@ caller speaks waits paused, like a barge-in candidate.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
@@ -56,6 +57,11 @@ from voxline.voice.transport import AudioTransport
 
 S = SessionState
 _BOT_BUSY = frozenset({S.THINKING, S.CALLING_TOOLS, S.SPEAKING})
+MAX_DEFERRED = 8
+"""Caller utterances held for an answer while the bot cannot be interrupted; past it the oldest
+is dropped (logged): one answer to a caller's last few sentences is what they are waiting for."""
+MAX_LATENCIES = 1000
+"""Turns whose latencies are kept for the session summary: the summary covers the latest ones."""
 
 
 @dataclass(frozen=True)
@@ -140,11 +146,12 @@ class VoicePipeline:
             on_play=self._on_play,
             on_idle=self._on_idle,
         )
-        self.latencies: list[TurnLatency] = []
+        self.latencies: deque[TurnLatency] = deque(maxlen=MAX_LATENCIES)
         self.log = structlog.get_logger("voxline.voice").bind(session_id=session.id)
         self._barge: _BargeIn | None = None
         self._probe: TurnLatency | None = None
-        self._deferred: list[str] = []
+        self._deferred: deque[str] = deque()
+        self.deferred_dropped = 0
         self._reply: asyncio.Task[None] | None = None
         self._tasks = TaskGroup("voice pipeline")
         self._summary: LatencySummary | None = None
@@ -211,7 +218,7 @@ class VoicePipeline:
         self.speaker.stop()
         await self.speaker.close()
         self._retire_probe()
-        summary = self._summary = summarize(self.latencies)
+        summary = self._summary = summarize(list(self.latencies))
         self.session.bus.emit("metrics", kind="voice_session", metrics=summary)
         self.log.info(
             "voice session latency",
@@ -322,6 +329,12 @@ class VoicePipeline:
             self.session.set_state(S.LISTENING)
 
     def _defer(self, text: str) -> None:
+        if len(self._deferred) >= MAX_DEFERRED:
+            self._deferred.popleft()
+            self.deferred_dropped += 1
+            self.log.warning(
+                "too many answers deferred: the oldest dropped", total=self.deferred_dropped
+            )
         self._deferred.append(text)
         self.log.info("answer deferred until the bot is done", said=text)
         self._on_idle()

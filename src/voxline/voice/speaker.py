@@ -35,6 +35,14 @@ from voxline.voice.transport import AudioTransport
 
 log = structlog.get_logger("voxline.voice")
 _EPSILON = 1e-9
+MAX_UNSPOKEN_CHARS = 20_000
+"""Reply text waiting for TTS (the model writes faster than speech plays): about twenty minutes
+of speech. A turn that would pass it is not spoken from that sentence on (counted in
+`unspoken_dropped`); only played pieces are marked delivered, so an interruption still trims
+the turn to what was heard."""
+MAX_UNCONFIRMED = 512
+"""Pieces sent and not yet confirmed played: a sentence or so each, so this many means the
+channel stopped confirming; the oldest are then forgotten (`unconfirmed_dropped`), unmarked."""
 
 
 @dataclass(slots=True)
@@ -113,6 +121,8 @@ class Speaker:
         self._chunker = SentenceChunker()
         self._offset = 0  # where the next sentence is searched for in the turn's content
         self._sentences: deque[_Sentence] = deque()
+        self._unspoken = 0  # characters in `_sentences`
+        self._cut_turn: BotTurn | None = None  # a turn whose rest is not spoken (too long)
         self._has_text = asyncio.Event()
         self._run = _Run(queue_size)
         self._spans: deque[_Span] = deque()
@@ -121,6 +131,8 @@ class Speaker:
         self._resume = asyncio.Event()
         self._resume.set()
         self.underruns = 0
+        self.unspoken_dropped = 0  # sentences not spoken: `MAX_UNSPOKEN_CHARS` was reached
+        self.unconfirmed_dropped = 0  # pieces forgotten unconfirmed at `MAX_UNCONFIRMED`
 
     # -- text in -----------------------------------------------------------------------------
     def text(self, turn: BotTurn, delta: str) -> None:
@@ -149,6 +161,13 @@ class Speaker:
             start = self._offset
         end = start + len(text)
         self._offset = end
+        if turn is self._cut_turn or self._unspoken + len(text) > MAX_UNSPOKEN_CHARS:
+            self._cut_turn = turn  # the rest of the turn goes too, never a sentence with a gap
+            self.unspoken_dropped += 1
+            if self.unspoken_dropped == 1:  # the total is logged at close
+                log.warning("reply too far ahead of speech: sentences not spoken", turn_id=turn.id)
+            return
+        self._unspoken += len(text)
         self._sentences.append(_Sentence(turn, text, start, end))
         self._has_text.set()
         self._start()
@@ -211,6 +230,8 @@ class Speaker:
                     self.delivery.mark(span.piece.turn.id, span.piece.start + len(heard))
         self._spans.clear()
         self._sentences.clear()
+        self._unspoken = 0
+        self._cut_turn = None
         self._chunker = SentenceChunker()
         self._turn = None
         self._resume.set()
@@ -224,6 +245,12 @@ class Speaker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.unspoken_dropped or self.unconfirmed_dropped:
+            log.warning(
+                "speech given up in total",
+                unspoken_sentences=self.unspoken_dropped,
+                unconfirmed_pieces=self.unconfirmed_dropped,
+            )
 
     def _mark(self, piece: _Piece) -> None:
         end = piece.end
@@ -247,6 +274,7 @@ class Speaker:
                 self._has_text.clear()
                 await self._has_text.wait()
             sentence = self._sentences.popleft()
+            self._unspoken -= len(sentence.text)
             run.synthesizing = True
             try:
                 offset = 0
@@ -304,6 +332,11 @@ class Speaker:
         piece = first
         while True:
             end = self.tracker.add(piece.text, len(piece.pcm) / self.rate)
+            if len(self._spans) >= MAX_UNCONFIRMED:
+                self._spans.popleft()
+                self.unconfirmed_dropped += 1
+                if self.unconfirmed_dropped == 1:  # the total is logged at close
+                    log.warning("playback not confirmed: oldest pieces forgotten")
             self._spans.append(_Span(self._cursor, end, piece))
             self._cursor = end
             yield piece.pcm
