@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voxline.channels import relay_protocol as wire
+from voxline.channels.media_tools import read_until_over
 from voxline.channels.relay_tools import HANDOFF_REASON_CODE, relay_tools
 from voxline.channels.twilio_relay import GreetingMode, PromptObserver, RelayCall
 from voxline.channels.twilio_sms import split_message
@@ -322,8 +323,8 @@ class TwilioRoutes:
                 )
             try:
                 await call.start(_greeting_mode(mode), greeting)
-                async for message in frames:
-                    call.handle(message)
+                # Until Twilio hangs up, or the peer stopped reading our frames (`over`).
+                await read_until_over(_handle_all(frames, call), call.over)
             finally:
                 self.hub.calls.remove(session.connection_id)
                 await call.finish()
@@ -409,6 +410,11 @@ class _Frames:
                 return wire.parse_message(text)
             except wire.RelayProtocolError as exc:
                 self.log.warning("malformed frame ignored", error=str(exc))
+
+
+async def _handle_all(frames: _Frames, call: RelayCall) -> None:
+    async for message in frames:
+        call.handle(message)
 
 
 async def _pump(call: RelayCall, websocket: WebSocket) -> None:
