@@ -249,23 +249,14 @@ class MediaCall:
         the agent is saying, like the caller speaking would. Not once the call is ending."""
         if self._ending is not None:
             return
-        if self.pipeline.speaker.active:
-            self.transport.clear()
-            self.pipeline.speaker.stop()
-        if as_system:
-            self.session.interrupt()
-            self.session.turns.add_system(text)
-            self._run(self.session.respond())
-        else:
-            self._run(self.session.send_text(text))
+        self.pipeline.cut_off()
+        self._run(self.session.injected(text, as_system=as_system))
 
     def _on_dtmf(self, digit: str) -> None:
         """A key press interrupts like speech would, and is a turn the agent answers."""
         if not digit or self._ending is not None:
             return
-        if self.pipeline.speaker.active:
-            self.transport.clear()
-            self.pipeline.speaker.stop()  # records the words played up to here as heard
+        self.pipeline.cut_off()  # records the words played up to here as heard
         self.session.interrupt()
         self.session.turns.add_dtmf(digit)
         self._run(self.session.respond())

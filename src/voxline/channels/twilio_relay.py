@@ -151,12 +151,7 @@ class RelayCall:
         answers aloud, or, `as_system`, an instruction the agent acts on at once."""
         if self._end_requested is not False or self.ended.is_set():
             return
-        if as_system:
-            self.session.interrupt()
-            self.session.turns.add_system(text)
-            self._run(self.session.respond())
-        else:
-            self._run(self.session.send_text(text))
+        self._run(self.session.injected(text, as_system=as_system))
 
     def _on_prompt(self, prompt: wire.Prompt) -> None:
         if self._on_prompt_seen is not None:

@@ -186,15 +186,8 @@ class WebCall:
         call is ending."""
         if self._ending:
             return
-        if self.pipeline.speaker.active:
-            self.transport.clear()
-            self.pipeline.speaker.stop()
-        if as_system:
-            self.session.interrupt()
-            self.session.turns.add_system(text)
-            self._spawn(self.session.respond())
-        else:
-            self._spawn(self.session.send_text(text))
+        self.pipeline.cut_off()
+        self._spawn(self.session.injected(text, as_system=as_system))
 
     def handle_audio(self, frame: bytes) -> None:
         try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -264,6 +264,16 @@ class Session:
         self.turns.add_user_text(text, channel=self.channel)
         turn = await self.respond()
         return turn.content if turn else ""
+
+    def injected(self, text: str, *, as_system: bool = False) -> Coroutine[Any, Any, Any]:
+        """Text from outside the connection (an operator or a bot over the API): a user turn to
+        answer, or, `as_system`, an instruction acted on at once. Returns the work, for the
+        channel to run as its own task."""
+        if as_system:
+            self.interrupt()
+            self.turns.add_system(text)
+            return self.respond()
+        return self.send_text(text)
 
     async def respond(self) -> BotTurn | None:
         """Run a reply to the history as it stands (after a user turn, an approval, a tool).

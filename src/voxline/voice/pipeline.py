@@ -382,7 +382,12 @@ class VoicePipeline:
         self.speaker.end_turn()
 
     def _on_interrupted(self, turn: BotTurn | None) -> None:
-        if self.speaker.active:  # interrupted from elsewhere (text, API): silence the bot too
+        self.cut_off()  # interrupted from elsewhere (text, API): silence the bot too
+
+    def cut_off(self) -> None:
+        """Silence the bot now (a key press, injected text): the far end drops what it has
+        queued, and what was played is recorded as heard before the session settles."""
+        if self.speaker.active:
             self.transport.clear()
             self.speaker.stop()
 
