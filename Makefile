@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_EXTRAS ?= local,piper,voice
 TEST_EXTRAS ?= dev,local,piper
 
-.PHONY: setup setup-dev run chat test lint typecheck deploy-check check bench clean
+.PHONY: setup setup-dev run chat test lint typecheck security deploy-check check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ lint: setup-dev
 typecheck: setup-dev
 	$(BIN)/mypy
 
+# Static security checks: any medium or high severity finding fails. A finding that is accepted
+# carries `# nosec BXXX: why` on its line, so the reason is reviewed with the code.
+security: setup-dev
+	$(BIN)/bandit -r src -q -ll
+
 # The container image and the Kubernetes manifests (docs/deploy.md): lint only, no build.
 K8S_VERSION ?= 1.30.0
 K8S_MANIFESTS := $(filter-out deploy/k8s/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
@@ -46,7 +51,7 @@ deploy-check: setup-dev
 	$(BIN)/hadolint --failure-threshold style Dockerfile
 	$(BIN)/kubernetes-validate --strict --quiet --kubernetes-version $(K8S_VERSION) $(K8S_MANIFESTS)
 
-check: lint typecheck test deploy-check
+check: lint typecheck security test deploy-check
 
 bench: setup-dev
 	$(BIN)/python benchmarks/local_models.py

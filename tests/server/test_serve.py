@@ -28,7 +28,10 @@ from voxline.store.sql import SqlStore
 async def test_health_and_status_tell_no_secrets(make_env: EnvFactory) -> None:
     async with make_env() as env, httpx.AsyncClient(base_url=env.twilio.base) as client:
         assert (await client.get("/health")).json() == {"status": "ok"}
-        response = await client.get("/status")
+        anonymous = (await client.get("/status")).json()  # a liveness probe: counters only
+        assert anonymous["draining"] is False and "agents" not in anonymous
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        response = await client.get("/status", headers=headers)
         status = response.json()
         [agent] = status["agents"]
         assert agent["name"] == "shop" and agent["default"] is True

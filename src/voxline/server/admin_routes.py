@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from voxline.guardrails.redact import redact_value, safe_url
 from voxline.server.api.auth import (
     APPROVALS_SCOPE,
     BOOTSTRAP_ID,
@@ -107,37 +108,67 @@ class AdminRoutes:
             return problem
 
     async def status(self, request: Request) -> Response:
-        settings = self.hub.settings
+        """What this worker hosts and how it is doing.
+
+        With `VOXLINE_API_KEY` set, the agents, channels and providers are shown only to a
+        request with a valid API key (the bootstrap key or any stored key): an agent list tells
+        an attacker which tools and numbers to aim at. Without a key the answer is still 200
+        with the counters and `draining`, which is all a liveness probe needs (the Kubernetes
+        manifests probe `/status` without one). Every string is redacted of secrets on the way
+        out: LLM specs name URLs, and a URL may carry `user:password@`."""
         stats = self.hub.stats()
+        counters = {
+            "version": package_version(),
+            "live_conversations": stats.live_conversations,
+            "active_calls": stats.active_calls,
+            "draining": stats.draining,
+        }
+        if self._api_key is not None and not await self._may_see_status(request):
+            return JSONResponse(
+                {
+                    **counters,
+                    "detail": "send an API key (Authorization: Bearer) to see agents, "
+                    "channels and providers",
+                }
+            )
+        settings = self.hub.settings
         agents = [
             {
                 "name": agent.name,
                 "description": agent.spec.description,
-                "llm": agent.spec.llm or settings.llm,
+                "llm": safe_url(agent.spec.llm or settings.llm),
                 "tools": sorted(t.name for t in agent.runtime.tools()),
                 "voice_transport": agent.twilio.transport,
                 "default": agent.name == self.default_agent,
             }
             for agent in self.hub.agents.values()
         ]
-        return JSONResponse(
-            {
-                "version": package_version(),
-                "agents": agents,
-                "channels": {
-                    "twilio_voice": sorted({a.twilio.transport for a in self.hub.agents.values()}),
-                    "twilio_sms": True,
-                    "sms_sender": self.hub.sms_sender is not None,
-                    "signature_checks": settings.twilio_validate_signatures,
-                },
-                "providers": {"default_llm": settings.llm},
-                "approvals_api": self._api_key is not None,
-                "live_conversations": stats.live_conversations,
-                "active_calls": stats.active_calls,
-                "draining": stats.draining,
-                "problems": await self.problems(),
-            }
-        )
+        body = {
+            "version": counters["version"],
+            "agents": agents,
+            "channels": {
+                "twilio_voice": sorted({a.twilio.transport for a in self.hub.agents.values()}),
+                "twilio_sms": True,
+                "sms_sender": self.hub.sms_sender is not None,
+                "signature_checks": settings.twilio_validate_signatures,
+            },
+            "providers": {"default_llm": safe_url(settings.llm)},
+            "approvals_api": self._api_key is not None,
+            "live_conversations": stats.live_conversations,
+            "active_calls": stats.active_calls,
+            "draining": stats.draining,
+            "problems": await self.problems(),
+        }
+        return JSONResponse(redact_value(body, secrets_only=True))
+
+    async def _may_see_status(self, request: Request) -> bool:
+        if not request.headers.get("authorization"):
+            return False  # a probe: no store lookup, so a database outage cannot fail it
+        try:
+            return await self._principal(request) is not None
+        except Exception as exc:  # the store could not check a stored key: not this time
+            log.warning("status could not check an API key", reason=failure_reason(exc))
+            return False
 
     async def _authorized(self, request: Request) -> Response | None:
         """None when the Bearer key is the bootstrap key or a stored key with the approvals

@@ -113,8 +113,13 @@ def describe(event: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         )
         return {"type": "metrics", "kind": payload["kind"], **fields}
     if event == "error":
+        # Content stays unredacted on the feed, but an error message can carry a provider URL
+        # with its credentials or a key a server echoed back: those never leave.
+        from voxline.guardrails.redact import redact_secrets
+
         error = payload["error"]
-        return {"type": "error", "where": payload["where"], "message": str(error) or repr(error)}
+        message = redact_secrets(str(error) or repr(error))
+        return {"type": "error", "where": payload["where"], "message": message}
     if event == "summary_created":
         return {"type": "summary", "replaced": len(payload["replaced"])}
     if event == "session_started":

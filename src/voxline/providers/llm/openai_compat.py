@@ -32,6 +32,7 @@ from openai.types.chat import (
     ChatCompletionToolParam,
 )
 
+from voxline.guardrails.redact import redact_secrets, safe_url
 from voxline.providers.llm.base import (
     ChatMessage,
     ConfigurationError,
@@ -44,6 +45,7 @@ from voxline.providers.llm.base import (
     ToolDefinition,
     Usage,
 )
+from voxline.telemetry import counters
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _OPENAI_HOST = "api.openai.com"
@@ -52,8 +54,10 @@ _PLACEHOLDER_KEY = "not-needed"
 
 
 def one_line(text: str, limit: int = 300) -> str:
-    """Collapse a provider's message to one bounded line: error bodies can be whole HTML pages."""
-    flat = " ".join(str(text).split())
+    """Collapse a provider's message to one bounded line: error bodies can be whole HTML pages.
+    Secrets are masked first: servers echo keys back ("Incorrect API key provided: sk-…") and
+    connection errors name URLs, credentials included; these messages reach logs and feeds."""
+    flat = " ".join(redact_secrets(str(text)).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -389,6 +393,7 @@ class OpenAICompatibleLLM:
         )
 
     async def stream(self, request: LLMRequest) -> AsyncGenerator[LLMEvent, None]:
+        counters.provider_request("llm", self.label)
         decoder = ChatChunkDecoder(
             tool_names=[tool.name for tool in request.tools],
             parse_text_tool_calls=self._parse_text_tool_calls,
@@ -436,9 +441,11 @@ class OpenAICompatibleLLM:
         )
 
     def _error(self, exc: openai.OpenAIError) -> LLMError:
+        counters.provider_failure("llm", self.label)
         if isinstance(exc, openai.APIConnectionError):
             detail = "timed out" if isinstance(exc, openai.APITimeoutError) else "cannot connect"
-            return LLMError(f"{self.label}: {detail} to {self.base_url}", provider=self.label)
+            where = safe_url(self.base_url)  # a base URL may carry user:password@
+            return LLMError(f"{self.label}: {detail} to {where}", provider=self.label)
         if isinstance(exc, openai.APIStatusError):
             return LLMError(
                 f"{self.label}: HTTP {exc.status_code}: {one_line(_api_message(exc))}",
