@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from voxline.guardrails.redact import reset_redaction
+from voxline.logging import uninstall_stdlib_redaction
+
 
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
@@ -14,3 +17,5 @@ def _fresh_logging() -> Iterator[None]:
     defaults back so one test's log level never hides another test's captured log lines."""
     yield
     structlog.reset_defaults()
+    uninstall_stdlib_redaction()
+    reset_redaction()

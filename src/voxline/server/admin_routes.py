@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from voxline.guardrails.redact import redact_value, safe_url
+from voxline.guardrails.redact import redact_secrets, redact_value, safe_url
 from voxline.server.api.auth import (
     APPROVALS_SCOPE,
     BOOTSTRAP_ID,
@@ -86,7 +86,7 @@ class AdminRoutes:
             found.append(f"event broker: {link_problem}")
         if (store_problem := await self._store_problem()) is not None:
             found.append(f"store: {store_problem}")
-        return found
+        return [redact_secrets(problem) for problem in found]  # errors may quote a URL
 
     async def _store_problem(self) -> str | None:
         """Ping the store with a read of a row that never exists. One ping at a time, its

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 import structlog
 from pydantic import SecretStr
 
+from voxline.guardrails.redact import safe_url
 from voxline.providers.llm.base import LLM, ConfigurationError
 from voxline.settings import Settings
 
@@ -217,7 +218,7 @@ def _create_one(spec: str, settings: Settings, options: dict[str, Any]) -> LLM:
     if factory is None:
         known = ", ".join(sorted(_FACTORIES))
         raise ConfigurationError(
-            f"unknown LLM {spec!r}; valid prefixes: {known} (or a comma-separated list)"
+            f"unknown LLM {safe_url(spec)!r}; valid prefixes: {known} (or a comma-separated list)"
         )
     try:
         return factory(argument.strip(), settings, **options)
