@@ -29,7 +29,7 @@ from voxline.voice.pipeline import VoicePipeline
 
 
 class AudioSink(Protocol):
-    def on_audio(self, frame: AudioFrame, payload: bytes) -> None: ...
+    async def on_audio(self, frame: AudioFrame, payload: bytes) -> None: ...
 
     def on_clear(self) -> None: ...
 
@@ -45,7 +45,7 @@ class RealtimeTransport:
         self._sink = sink
 
     async def send(self, frame: AudioFrame) -> None:
-        self._sink.on_audio(frame, encode(frame.pcm, self.output_format))
+        await self._sink.on_audio(frame, encode(frame.pcm, self.output_format))
 
     def clear(self) -> None:
         self._sink.on_clear()

@@ -148,8 +148,8 @@ class ItemEdits:
         if self.bridge.calls.resolve(call_id, given.output):
             # The agent's reply was waiting for this: it carries on, and the result turn the
             # engine records is attached to this item when that tool finishes.
-            self.bridge.client_waiting.discard(call_id)
-            self.bridge.absorb_next_create = True
+            self.bridge.replies.client_waiting.discard(call_id)
+            self.bridge.replies.absorb_next_create = True
             return item
         name = _unanswered(call, call_id)
         if name is None:
@@ -174,7 +174,7 @@ class ItemEdits:
             raise ClientError(
                 "invalid_value", "items here have one content part", param="content_index"
             )
-        response = self.bridge.response
+        response = self.bridge.replies.response
         if response is not None and item in response.output:
             self.bridge.cancel("client_cancelled")
         if event.audio_end_ms > item.audio_ms + TRUNCATE_SLACK_MS:
@@ -184,6 +184,8 @@ class ItemEdits:
                 f"({item.audio_ms:.0f} ms)",
                 param="audio_end_ms",
             )
+        if item.audio_origin is not None:  # the marks are final now the response has ended
+            item.checkpoint(item.audio_ms, self.bridge.replies.delivered(item))
         heard = item.heard_at(event.audio_end_ms)
         if heard is not None:
             _trim(call, item, heard)
@@ -199,7 +201,7 @@ class ItemEdits:
         call = self.bridge.call
         if item is None or call is None:
             raise ClientError("invalid_value", f"no item {event.item_id!r}", param="item_id")
-        response = self.bridge.response
+        response = self.bridge.replies.response
         if response is not None and item in response.output:
             raise ClientError(
                 "invalid_value",

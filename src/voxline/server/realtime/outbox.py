@@ -1,73 +1,62 @@
-"""Server events waiting for the socket: one ordered, bounded queue.
+"""Server events waiting for the socket: one ordered queue, bounded like every channel's.
 
 One queue keeps audio and events in order (a `response.done` must follow the audio deltas it
-ends, and a barge-in must drop the audio not yet sent, at once, as `AudioTransport.clear`
-requires). A client that stops reading must not make the server hold audio without end: past
-`max_audio` queued deltas new ones are dropped and counted, and past `max_events` in all the
-client is too far behind to ever catch up, so `overflowed` tells the writer to close the socket.
+ends, and a barge-in must take back the audio not yet sent, at once, as `AudioTransport.clear`
+requires). It is the channels' `BoundedOutbox`, so a slow client is handled as on any call:
+audio deltas wait for room (backpressure into the paced speaker, never a hole mid-speech),
+transcript and text deltas give way oldest first (the `.done` events carry the whole text), the
+protocol's other events are never dropped, and a client that reads nothing for `STALL_SECONDS`
+is given up on (`on_abandon`: the socket is closed).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
+from collections.abc import Callable
 
 import structlog
 
+from voxline.channels.outbox import BoundedOutbox
+
 log = structlog.get_logger("voxline.realtime")
 
+OUTBOX_LIMIT = 200
+"""Events queued at most: ten seconds of 50 ms audio deltas, far more than a reading client
+ever has waiting (audio is paced at real time)."""
+ESSENTIAL_RESERVE = 64
+"""Room beyond the limit for events the protocol cannot do without (a response's closing
+events), so a queue full of audio never loses one."""
+STALL_SECONDS = 5.0
+DROPPABLE = frozenset({"response.output_audio_transcript.delta", "response.output_text.delta"})
 
-class Outbox:
-    def __init__(self, *, max_audio: int = 600, max_events: int = 20_000) -> None:
-        self._items: deque[tuple[str, bool]] = deque()  # (event, is audio)
-        self._ready = asyncio.Event()
-        self._max_audio = max_audio
-        self._max_events = max_events
-        self._audio = 0
-        self._closed = False
-        self.dropped = 0
-        self.overflowed = False
+Entry = tuple[str, bool]  # (event JSON, is an audio delta)
 
-    def __len__(self) -> int:
-        return len(self._items)
 
-    def put(self, event: str, *, audio: bool = False) -> None:
-        if self._closed:
-            return
-        if audio and self._audio >= self._max_audio:
-            self.dropped += 1
-            if self.dropped in (1, 100) or self.dropped % 1000 == 0:
-                log.warning("client reads too slowly: audio dropped", dropped=self.dropped)
-            return
-        if len(self._items) >= self._max_events:
-            self.overflowed = True
-            self._ready.set()
-            return
-        self._audio += audio
-        self._items.append((event, audio))
-        self._ready.set()
+class Outbox(BoundedOutbox[Entry]):
+    def __init__(
+        self,
+        limit: int = OUTBOX_LIMIT,
+        *,
+        reserve: int = ESSENTIAL_RESERVE,
+        on_abandon: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(
+            "realtime",
+            limit=limit,
+            reserve=reserve,
+            stall=STALL_SECONDS,
+            on_abandon=on_abandon,
+            log=log,
+        )
+
+    def put(self, event: str, *, droppable: bool = False) -> None:
+        """Queue an event now (never waits)."""
+        self.offer((event, False), essential=not droppable)
+
+    async def audio(self, event: str) -> bool:
+        """Queue an audio delta, waiting for room; False when it was not queued (cleared by a
+        barge-in while waiting, closed, or the client was given up on)."""
+        return await self.push((event, True))
 
     def drop_audio(self) -> int:
-        """Remove every queued audio delta (other events stay); returns how many went."""
-        kept = deque(entry for entry in self._items if not entry[1])
-        dropped = len(self._items) - len(kept)
-        self._items = kept
-        self._audio = 0
-        return dropped
-
-    def close(self) -> None:
-        """Nothing more goes in; what is queued still comes out, then `get` returns None."""
-        self._closed = True
-        self._ready.set()
-
-    async def get(self) -> str | None:
-        """The next event; None once closed and drained, or when the client fell too far
-        behind (`overflowed`)."""
-        while not self._items or self.overflowed:
-            if self._closed or self.overflowed:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
-        event, audio = self._items.popleft()
-        self._audio -= audio
-        return event
+        """Take back every queued audio delta (other events stay); returns how many went."""
+        return self.remove_if(lambda entry: entry[1])

@@ -73,12 +73,17 @@ class Response:
         self._emit(kind, **self._where(item), delta=delta)
         return item
 
-    def audio_delta(self, payload: bytes) -> Item:
+    def audio_deltas(self, payload: bytes) -> list[dict[str, Any]]:
+        """The fields of the `response.output_audio.delta` events carrying `payload` (sent by
+        the caller, which waits for room in the outbox)."""
         item = self.message_item()
-        for start in range(0, len(payload), AUDIO_CHUNK_BYTES):
-            chunk = base64.b64encode(payload[start : start + AUDIO_CHUNK_BYTES]).decode()
-            self._emit("response.output_audio.delta", **self._where(item), delta=chunk)
-        return item
+        return [
+            {
+                **self._where(item),
+                "delta": base64.b64encode(payload[start : start + AUDIO_CHUNK_BYTES]).decode(),
+            }
+            for start in range(0, len(payload), AUDIO_CHUNK_BYTES)
+        ]
 
     def function_call(self, call_id: str, name: str, arguments: str, turn_id: str) -> Item:
         item = Item("function_call", call_id=call_id, name=name, status="in_progress")

@@ -72,7 +72,7 @@ class RealtimeRoutes:
             BETA_SUBPROTOCOL in offered
         )
         await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-        outbox = Outbox()
+        outbox = Outbox()  # a client given up on gets its socket closed by the writer
         bridge = RealtimeBridge(
             self.hub, agent, self.speech, Dialect.BETA if beta else Dialect.GA, outbox
         )
@@ -173,15 +173,11 @@ async def _read(websocket: WebSocket, bridge: RealtimeBridge) -> None:
 
 
 async def _pump(outbox: Outbox, websocket: WebSocket) -> None:
-    while True:
-        event = await outbox.get()
-        if event is None:
-            if outbox.overflowed:
-                log.warning("realtime client too far behind; closing", queued=len(outbox))
-                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                    await websocket.close(code=POLICY_VIOLATION, reason="client too slow")
-            return
+    while (entry := await outbox.get()) is not None:
         try:
-            await websocket.send_text(event)
+            await websocket.send_text(entry[0])
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
+    if outbox.abandoned is not None:  # the client stopped reading: it gets no more time
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await websocket.close(code=POLICY_VIOLATION, reason="client too slow")

@@ -149,7 +149,7 @@ class InputAudio:
         newest = waiting[-1]
         newest.turn_ids.append(turn.id)
         self._completed(newest, turn.content)
-        self.bridge.absorb_next_create = False  # new input: the next response.create is new
+        self.bridge.replies.absorb_next_create = False  # new input: the next response.create is new
 
     def _completed(self, item: Item, text: str) -> None:
         item.text = text
