@@ -188,6 +188,9 @@ def serve(
         build_server(app_, host=settings.server_host, port=settings.server_port).run()
         return
     from voxline.server.workers import bind, serve_workers
+    from voxline.telemetry.multiproc import prepare as prepare_metrics
+
+    prepare_metrics()  # before forking: workers share one metrics directory (/metrics sums it)
 
     def run_worker(sock: Any) -> None:  # each worker builds its own app: nothing is shared
         server = build_server(

@@ -25,6 +25,7 @@ from voxline.conversation.turns import Turn
 from voxline.events import EventBus
 from voxline.store.base import ConversationRecord, Store
 from voxline.store.errors import SeqConflictError
+from voxline.telemetry import counters
 
 log = structlog.get_logger("voxline.sync")
 
@@ -145,7 +146,7 @@ class TurnSync:
             await self._wake.wait()
             await asyncio.sleep(self._coalesce)
             self._wake.clear()
-            await self._push_until_done()
+            await counters.write_behind(self._push_until_done(), waited=self._coalesce)
             if self.pending:
                 self._wake.set()
             else:

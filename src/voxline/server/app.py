@@ -27,6 +27,7 @@ from voxline.server.api.limits import BodyLimit
 from voxline.server.config import ServerConfig
 from voxline.server.hub import ConversationHub
 from voxline.server.media_routes import MediaRoutes
+from voxline.server.metrics_routes import TelemetryMiddleware
 from voxline.server.realtime import RealtimeRoutes
 from voxline.server.twilio_guard import TwilioGuard
 from voxline.server.twilio_routes import TwilioRoutes
@@ -102,6 +103,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(api_router(), prefix=PREFIX, responses=api_errors.error_responses(503))
     api_errors.install(app)  # JSON errors app-wide: 503 for outages, 500 for the unexpected
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes, prefix=PREFIX)
+    app.add_middleware(TelemetryMiddleware, hub=hub)  # /metrics, session metrics and traces
     app.state.hub = hub
     app.state.api = None
     return app

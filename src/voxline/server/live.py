@@ -40,6 +40,8 @@ MEMORY_CLOSE_TIMEOUT = 10.0  # seconds a memory may take to write its last turns
 # Whether a connection of a conversation is live on any worker: True, False, or None when that
 # cannot be known now (the broker is down).
 Liveness = Callable[[str, str], Awaitable[bool | None]]
+# Watches a session from its opening to its close (metrics, traces): returns how to stop.
+SessionObserver = Callable[[Session], Callable[[], None]]
 
 
 class ChannelAgent:
@@ -101,6 +103,7 @@ class LiveSessions:
         # Set by whoever can ask the other workers (the approval router): lets a memory just
         # loaded tell an exchange in progress elsewhere from one a killed worker left behind.
         self.liveness: Liveness | None = None
+        self.observers: list[SessionObserver] = []  # told of every session opened here
 
     # -- reading ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -156,6 +159,7 @@ class LiveSessions:
             publisher = self._feeds.start(session, agent.name)
             if options.listener_id is not None:
                 publisher.add_listener(options.listener_id)
+            detachers = [observe(session) for observe in self.observers]
             try:
                 if options.on_open is not None:
                     options.on_open(session)
@@ -174,6 +178,8 @@ class LiveSessions:
                 try:
                     await session.close()
                 finally:
+                    for detach in detachers:
+                        detach()
                     if options.listener_id is not None:
                         publisher.remove_listener(options.listener_id)
                     await self._feeds.finish(session)

@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from voxline.store.errors import BrokerConnectionError
+from voxline.telemetry import counters
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
@@ -353,6 +354,7 @@ class RedisBroker:
                     listening.set_result(None)
                 if self._listen_down is not None:
                     self.reconnects += 1
+                    counters.broker_reconnect("redis")
                     log.info(
                         "redis broker listening again",
                         down_for=round(time.time() - self._listen_down[0], 1),

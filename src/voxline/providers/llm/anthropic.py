@@ -32,6 +32,7 @@ from voxline.providers.llm.base import (
     Usage,
 )
 from voxline.providers.llm.openai_compat import one_line, retryable_status
+from voxline.telemetry import counters
 
 DEFAULT_MAX_TOKENS = 1024
 # Error types Anthropic sends inside a stream (HTTP 200), where no status tells the story.
@@ -189,6 +190,7 @@ class AnthropicLLM:
         )
 
     async def stream(self, request: LLMRequest) -> AsyncGenerator[LLMEvent, None]:
+        counters.provider_request("llm", self.label)
         state = _StreamState()
         try:
             events = await self._create(request)
@@ -234,6 +236,7 @@ class AnthropicLLM:
         )
 
     def _error(self, exc: anthropic.AnthropicError) -> LLMError:
+        counters.provider_failure("llm", self.label)
         if isinstance(exc, anthropic.APIConnectionError):
             detail = "timed out" if isinstance(exc, anthropic.APITimeoutError) else "cannot connect"
             return LLMError(f"{self.label}: {detail}", provider=self.label)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import structlog
 
 from voxline.providers.llm.base import LLM, LLMError, LLMEvent, LLMRequest
+from voxline.telemetry import counters
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +64,7 @@ class FallbackLLM:
         raise _all_failed(self.label, failures)
 
     def _log_fallover(self, failure: _Failure, rest: Sequence[LLM]) -> None:
+        counters.fallback(failure.provider)
         log.warning(
             "llm_fallover",
             llm=self.label,
