@@ -15,6 +15,7 @@ is given over `POST /approvals/{id}`, and the model tells the caller it is done.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ from tests.server.twilio_emulator import (
     ACCOUNT,
     PUBLIC,
     TOKEN,
+    WAIT,
     RestStandIn,
     Twilio,
     eventually,
@@ -43,6 +45,7 @@ from voxline import Agent
 from voxline.agents.spec import AgentSpec
 from voxline.audio import mulaw_encode
 from voxline.conversation.turns import TurnKind
+from voxline.providers.realtime.history import heard_text
 from voxline.server import ServerConfig, create_app
 from voxline.settings import Settings
 from voxline.store.sql import SqlStore
@@ -174,9 +177,12 @@ async def test_a_realtime_agent_on_media_streams(
             await phone.say(ASK_REFUND)
             await eventually(lambda: bool(phone.events("clear")) and bool(conn.truncations))
             [truncation] = conn.truncations
+            # What the phone had played when `clear` came, less the echo and barge-in latency
+            # (a few frames here; more on a loaded machine), and never more.
             played_ms = (phone.heard_at_clear - before) / 8
-            assert abs(truncation["audio_end_ms"] - played_ms) <= 60, (truncation, played_ms)
-            assert 1000 <= truncation["audio_end_ms"] < 3000
+            cut_ms = truncation["audio_end_ms"]
+            assert played_ms - 250 <= cut_ms <= played_ms + 20, (truncation, played_ms)
+            assert 1000 <= cut_ms < 3000
 
             # The refund waits for a human; the model says so.
             await heard(phone, phone.heard_at_clear + len(SAY_CHECKING))
@@ -209,7 +215,8 @@ async def test_a_realtime_agent_on_media_streams(
     ]
     assert bots[:2] == [(GREETING, False), (HOURS, False)]
     cut_text, interrupted = bots[2]
-    assert interrupted and RETURNS.startswith(cut_text) and 10 < len(cut_text) < len(RETURNS) / 2
+    assert interrupted and cut_text == heard_text(RETURNS, cut_ms, 3000)  # the share played
+    assert 10 < len(cut_text) < len(RETURNS)
     assert bots[3:] == [(CHECKING, False), (DONE, False)]
     kinds = [r["kind"] for r in records]
     assert kinds.count("tool_call") == kinds.count("tool_result") == 2  # pending, then approved
@@ -228,3 +235,27 @@ async def _turns(store: SqlStore) -> list[dict[str, Any]]:
     await eventually(written)
     [conversation] = await store.list_conversations(subject=f"phone:{CALLER}")
     return await store.load_turns(conversation.id)
+
+
+async def test_the_agent_hangs_up_after_its_goodbye_has_played(
+    tmp_path: Path, rest: tuple[RestStandIn, str]
+) -> None:
+    goodbye = noise(6, 0.6)
+    script = [
+        Reply(GREETING, SAY_GREETING, delay=0.01),
+        Reply(call=Call("end_call", {"reason": "the caller is done"}), user="That's all, bye."),
+        Reply("Goodbye, thanks for calling.", goodbye, chunk=800, delay=0.02),
+    ]
+    async with (
+        FakeRealtimeServer(script) as model,
+        server(tmp_path, rest[1], realtime_agent(model.ws_url)) as (twilio, _),
+    ):
+        response = await twilio.post("/twilio/voice", voice_params(CALLER))
+        async with media_call(twilio, ET.fromstring(response.text)) as phone:
+            await heard(phone, len(SAY_GREETING))
+            await phone.say(ASK_HOURS)
+            async with asyncio.timeout(WAIT):
+                await phone.ws.wait_closed()
+            # Closed by us, and only once the whole goodbye had played.
+            assert bytes(phone.heard) == SAY_GREETING + goodbye
+            assert phone.ws.close_code == 1000

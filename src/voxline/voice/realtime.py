@@ -134,6 +134,7 @@ class RealtimeVoiceEngine:
         self._waiting_calls: set[str] = set()  # calls of a finished response still running
         self._want_response = False  # ask for a response once the one in flight is done
         self._lost_answer = False  # a dropped socket took an answer with it
+        self._asked = False  # a response.create is on its way and not yet started
         self.latency = LatencyTracker(audio, self._report, clock)
         self._pump: asyncio.Task[None] | None = None
         self._unsubscribe = session.bus.on("approval_resolved", self._on_approval_resolved)
@@ -169,8 +170,9 @@ class RealtimeVoiceEngine:
 
     @property
     def bot_active(self) -> bool:
-        """The model is answering, its audio is playing, or its tools are running."""
-        return self._response is not None or self.out.playing or bool(self._tools)
+        """The model is answering (or about to), its audio is playing, or its tools run."""
+        busy = self._response is not None or self._asked or self._waiting_calls
+        return bool(busy or self.out.playing or self._tools)
 
     # -- what the channel hands in ---------------------------------------------------------
     def push_audio(self, audio: bytes) -> None:
@@ -214,6 +216,7 @@ class RealtimeVoiceEngine:
         if self._response is not None or self._waiting_calls:
             self._want_response = True
             return
+        self._asked = True  # until the server starts it (or refuses)
         self.client.send(wire.response_create(instructions))
 
     def playback_finished(self) -> None:
@@ -245,6 +248,8 @@ class RealtimeVoiceEngine:
 
     def _on_committed(self, event: RealtimeEvent) -> None:
         item_id = event.text("item_id")
+        if not self.config.transcription_model:
+            return  # no transcript will come: the caller's words are not known here
         if item_id and item_id not in self._users:
             turn = UserTurn(
                 channel=self.session.channel, final=False, metadata={"realtime_item": item_id}
@@ -278,6 +283,7 @@ class RealtimeVoiceEngine:
             self.session.turns.delete(turn.id)
 
     def _on_response_created(self, event: RealtimeEvent) -> None:
+        self._asked = False
         response_id = event.object("response").get("id") or event.text("response_id")
         self._end_response(interrupted=True)  # a response never seen done is over now
         self._response = _Response(str(response_id or ""))
@@ -354,11 +360,11 @@ class RealtimeVoiceEngine:
             self._waiting_calls |= pending
             if not pending:  # every result is in: the model goes on
                 self._want_response = False
-                self.client.send(wire.response_create())
+                self.request_response()
                 return
         if self._want_response and not self._waiting_calls:
             self._want_response = False
-            self.client.send(wire.response_create())
+            self.request_response()
         elif self._tools:
             self._to(S.CALLING_TOOLS)
         elif not self.out.playing:
@@ -366,6 +372,7 @@ class RealtimeVoiceEngine:
 
     def _on_error(self, event: RealtimeEvent) -> None:
         code, message = wire.error_message(event)
+        self._asked = False  # whatever was refused, no response is coming for it
         if code in BENIGN_ERRORS:
             self.log.info("realtime server declined", code=code, error=message)
             return
@@ -380,7 +387,7 @@ class RealtimeVoiceEngine:
                 self.session.turns.delete(turn.id)
         self._users.clear()
         self._waiting_calls.clear()
-        self._want_response = False
+        self._want_response = self._asked = False
 
     def _on_reconnected(self, event: RealtimeEvent) -> None:
         self.latency.reset()
@@ -538,7 +545,7 @@ class RealtimeVoiceEngine:
             return  # the last of the response's calls asks for the answer
         if self._response is None:
             self._want_response = False
-            self.client.send(wire.response_create())
+            self.request_response()
         elif call.id not in self._response.calls:
             self._want_response = True  # a later response is speaking: answer after it
 

@@ -97,7 +97,10 @@ class RealtimeClient:
     async def connect(self) -> None:
         """Open the first connection (configured and seeded); raises `RealtimeConnectError`."""
         ws = await self._dial()
-        await self._prepare(ws)
+        try:
+            await self._prepare(ws)
+        except ConnectionClosed as exc:
+            raise RealtimeConnectError(f"{self.target.shown()} closed the socket: {exc}") from None
         self._runner = asyncio.create_task(self._run(ws), name="realtime connection")
 
     async def close(self) -> None:

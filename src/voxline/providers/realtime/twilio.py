@@ -221,7 +221,6 @@ class RealtimeMediaCall:
         a failed transfer is told to the model, and the call goes on."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(GOODBYE_LIMIT):
-                await asyncio.sleep(0.2)  # the model's answer to the tool result starts
                 while self.engine.bot_active:  # noqa: ASYNC110 (several conditions, no one event)
                     await asyncio.sleep(0.05)
         failure = await action()
