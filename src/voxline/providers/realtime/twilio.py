@@ -25,18 +25,15 @@ import structlog
 from starlette.websockets import WebSocketDisconnect
 
 from voxline.channels import media_protocol as wire
+from voxline.channels.media_tools import GOODBYE_LIMIT
 from voxline.channels.twilio_calls import CallControlError, TwilioCalls
+from voxline.channels.twilio_media import TRANSFER_FAILED
 from voxline.conversation.session import Session
 from voxline.providers.realtime.config import PCMU
 from voxline.voice.realtime import RealtimeVoiceEngine
 
 FRAME = 160  # bytes of µ-law per 20 ms frame, one mark each
 MARK_PREFIX = "rt-"
-GOODBYE_LIMIT = 20.0  # seconds the goodbye may take to play before the call ends anyway
-TRANSFER_FAILED = (
-    "The transfer to a human did not go through: {error}. Tell the caller, and keep helping "
-    "them yourself."
-)
 
 
 class MediaStreamPort:
