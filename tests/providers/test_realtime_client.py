@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.providers.realtime_server import FakeRealtimeServer
+from voxline import Agent, Session
 from voxline.agents.policy import check_agent
 from voxline.agents.spec import AgentSpec
 from voxline.providers.llm.base import ConfigurationError, LLMRequest, complete
@@ -23,7 +25,7 @@ from voxline.providers.realtime.registry import (
     is_realtime_spec,
     realtime_target,
 )
-from voxline.providers.realtime.voice_llm import RealtimeVoiceLLM, bind_responder
+from voxline.providers.realtime.voice_llm import RealtimeVoiceLLM
 from voxline.settings import Settings
 
 LOCAL = "ws://127.0.0.1:9000/v1"
@@ -103,14 +105,24 @@ async def test_text_channels_get_a_clear_refusal_or_the_text_model_after_it() ->
     chain = FallbackLLM([voice_only, FakeLLM([FakeReply("From the text model.")])])
     assert (await complete(chain, LLMRequest(messages=[]))).text == "From the text model."
 
+
+async def test_inside_a_realtime_call_the_engine_answers_for_the_session(tmp_path: Path) -> None:
+    """After an approval (or injected text) the session's `respond()` asks the Realtime
+    engine for a response; no text model runs and no text is written."""
+    text_model = FakeLLM([FakeReply("From the text model.")])
+    session = Session(
+        Agent(name="rt"),
+        llm=text_model,
+        settings=Settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", llm="fake"),
+    )
+    await session.start(greet=False)
     asked: list[str] = []
-
-    async def inside_a_realtime_call() -> list[object]:
-        bind_responder(lambda: asked.append("response.create"))
-        return [event async for event in chain.stream(LLMRequest(messages=[]))]
-
-    assert await asyncio.create_task(inside_a_realtime_call()) == []  # nothing written as text
-    assert asked == ["response.create"]
+    session.set_responder(lambda: asked.append("response.create"))
+    assert await session.respond() is None
+    assert asked == ["response.create"] and text_model.requests == []
+    session.set_responder(None)
+    assert (await session.respond()) is not None  # the text model is back
+    await session.close()
 
 
 def test_the_outbox_drops_the_oldest_audio_and_never_a_control_event() -> None:

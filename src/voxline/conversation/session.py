@@ -105,6 +105,7 @@ class Session:
         self._tools: dict[str, Tool] = {}
         self._executor: ToolExecutor | None = None
         self._engine: ReplyEngine | None = None
+        self._responder: Callable[[], None] | None = None
         self._summarizer: Summarizer | None = None
         self._reply_task: asyncio.Task[BotTurn | None] | None = None
         self._reply_lock = asyncio.Lock()
@@ -300,7 +301,16 @@ class Session:
                 if self._reply_task is task:
                     self._reply_task = None
 
+    def set_responder(self, responder: Callable[[], None] | None) -> None:
+        """Let a speech-to-speech engine answer for this session: `respond()` (after a decided
+        approval, injected text) then asks it for a response instead of running the text model;
+        its answer arrives as turns the engine writes itself. None gives the text model back."""
+        self._responder = responder
+
     async def _reply(self) -> BotTurn | None:
+        if self._responder is not None:
+            self._responder()
+            return None
         engine = self._require_engine()
         config = self.agent.llm_config()
         assert self._llm is not None

@@ -16,7 +16,7 @@ events, debug feed, tools and approvals.
   calls are done, one `response.create` lets the model go on. A tool that needs approval
   returns the pending message (the model says it is checking); when a human decides, the
   session runs the tool and records a fresh call/result pair, which the engine sends as items
-  before asking for a response (see `voice_llm.py` for how `Session.respond()` reaches it).
+  before asking for a response (the engine answers for the session: `Session.set_responder`).
 - **Barge-in.** Caller speech while the model's audio is playing (or being made) stops local
   playback at once (`clear()`: Twilio's `clear`), tells the server how much of the item was
   heard (`conversation.item.truncate` with the milliseconds actually played), drops the item's
@@ -53,7 +53,6 @@ from voxline.providers.realtime.events import RealtimeEvent, RealtimeProtocolErr
 from voxline.providers.realtime.history import DTMF_NOTE, approved_pair, heard_text, seed_items
 from voxline.providers.realtime.latency import LatencyTracker
 from voxline.providers.realtime.registry import create_realtime
-from voxline.providers.realtime.voice_llm import bind_responder
 from voxline.store.base import ApprovalRecord
 from voxline.tools.base import RunContext, ToolOutcome
 from voxline.tools.executor import ToolExecutor
@@ -138,6 +137,7 @@ class RealtimeVoiceEngine:
         self.latency = LatencyTracker(audio, self._report, clock)
         self._pump: asyncio.Task[None] | None = None
         self._unsubscribe = session.bus.on("approval_resolved", self._on_approval_resolved)
+        session.set_responder(self.request_response)  # `respond()` asks this model
         self.log = structlog.get_logger("voxline.voice.realtime").bind(
             session_id=session.id, connection=session.connection_id, realtime=spec
         )
@@ -575,7 +575,7 @@ class RealtimeVoiceEngine:
         call, result = pair
         self.client.send(wire.function_call_item(call.call_id, call.name, call.arguments))
         self.client.send(wire.function_call_output(call.call_id, result.content))
-        bind_responder(self.request_response)
+        # the session's `respond()` that follows asks this model (see `set_responder`)
 
     # -- latency and state -----------------------------------------------------------------
     def _report(self, probe: TurnLatency) -> None:

@@ -178,8 +178,17 @@ def shown_url(url: str) -> str:
     return parts._replace(netloc=f"***@{host}").geturl()
 
 
+def _openai_realtime(argument: str, settings: Settings, /, **options: Any) -> LLM:
+    """A speech-to-speech spec names no text model: its module makes the session's stand-in
+    (imported on demand, so every entry point knows the prefix without loading it first)."""
+    from voxline.providers.realtime.registry import voice_only
+
+    return voice_only(argument, settings, **options)
+
+
 _FACTORIES: dict[str, LLMFactory] = {
     "fake": _fake,
+    "openai-realtime": _openai_realtime,
     "openai": _openai,
     "openai-compatible": _openai_compatible,
     "anthropic": _anthropic,

@@ -2,9 +2,8 @@
 
 A Realtime spec sits in the agent's `llm` field, alone or first in a fallback list of text
 models (`openai-realtime:gpt-realtime,openai:gpt-4.1-mini`): voice channels that run a Realtime
-model use it, text channels the rest (see `voice_llm.py`). Importing this module registers the
-prefix with the LLM registry, so the server can still build a session's (text) model from such
-a spec.
+model use it, text channels the rest (see `voice_llm.py`). The LLM registry knows the prefix
+and calls `voice_only` here, so a session's (text) model can be built from such a spec.
 
 Where the socket goes and which key it carries follow the LLM registry's rule that a key goes
 only where it was configured for: `openai-realtime:MODEL` connects to
@@ -23,7 +22,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import structlog
 
 from voxline.providers.llm.base import LLM, ConfigurationError
-from voxline.providers.llm.registry import base_url_within, register_llm, shown_url
+from voxline.providers.llm.registry import base_url_within, shown_url
 from voxline.providers.realtime.voice_llm import RealtimeVoiceLLM
 from voxline.settings import Settings
 
@@ -162,9 +161,7 @@ def _secret(value: Any) -> str | None:
     return None if value is None else str(value.get_secret_value())
 
 
-def _voice_only(argument: str, settings: Settings, /, **options: Any) -> LLM:
+def voice_only(argument: str, settings: Settings, /, **options: Any) -> LLM:
     """What `create_llm` makes of a Realtime spec: the session's stand-in text model."""
     return RealtimeVoiceLLM(f"{REALTIME_PREFIX}:{argument.rpartition('#')[2] or argument}")
 
-
-register_llm(REALTIME_PREFIX, _voice_only)
