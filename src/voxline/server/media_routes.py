@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voxline.channels import media_protocol as wire
 from voxline.channels.media_tools import media_tools, read_until_over
+from voxline.channels.realtime_media import RealtimeMediaCall
 from voxline.channels.twilio_calls import TwilioCalls
 from voxline.channels.twilio_media import MediaCall, MediaStreamTransport
 from voxline.channels.twilio_relay import RETURNING_CALLER_NOTE
@@ -38,7 +39,6 @@ from voxline.identity.base import SubjectResolver
 from voxline.providers.llm.base import ConfigurationError
 from voxline.providers.realtime.client import RealtimeConnectError
 from voxline.providers.realtime.registry import realtime_part
-from voxline.providers.realtime.twilio import RealtimeMediaCall
 from voxline.server.call_admission import CallAdmission, CallFacts
 from voxline.server.config import HostedAgent
 from voxline.server.hub import Contact, ConversationHub, SessionOptions
@@ -240,7 +240,7 @@ class MediaRoutes:
         returning: bool,
     ) -> None:
         """`_run_call` for an agent on a Realtime model: the caller's µ-law goes to the model
-        and the model's µ-law to the phone, untouched (`providers/realtime/twilio.py`)."""
+        and the model's µ-law to the phone, untouched (`channels/realtime_media.py`)."""
         agent, spec, facts = realtime
         try:
             call = RealtimeMediaCall(
