@@ -35,6 +35,7 @@ EVENT_NAMES = frozenset(
         "tool_finished",
         "approval_requested",
         "approval_resolved",
+        "guardrail_tripped",
         "summary_created",
         "metrics",
         "error",

@@ -8,6 +8,7 @@ choices, tools, turn-taking and approval policy) and nothing that differs betwee
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,12 @@ from pydantic import (
 
 from voxline.agents.twilio import TwilioOptions
 from voxline.conversation.summary_policy import SummaryPolicy
+from voxline.guardrails.config import (
+    DEFAULT_HANDOFF_RESPONSE,
+    DEFAULT_RESPONSE,
+    InputGuardrails,
+    OutputGuardrails,
+)
 from voxline.providers.llm.base import ConfigurationError
 
 
@@ -63,7 +70,8 @@ class ApprovalSettings(_Section):
 
 
 class GuardrailSettings(_Section):
-    """Limits on what the agent says (personal data in logs is redacted process-wide)."""
+    """Limits on what the agent hears and says (personal data in logs is redacted
+    process-wide); see docs/guardrails.md."""
 
     max_reply_chars: int | None = Field(
         None,
@@ -71,6 +79,61 @@ class GuardrailSettings(_Section):
         description="Cut a reply off after this many characters: stops runaway monologues on "
         "voice channels, where the caller cannot skim.",
     )
+    input: InputGuardrails = Field(default_factory=InputGuardrails)
+    output: OutputGuardrails = Field(default_factory=OutputGuardrails)
+    response: str = Field(
+        DEFAULT_RESPONSE,
+        description="What the agent says when a check with action 'respond' trips.",
+    )
+    handoff_response: str = Field(
+        DEFAULT_HANDOFF_RESPONSE,
+        description="What the agent says before a transfer when a check with action 'handoff' "
+        "trips.",
+    )
+    redact_stored_pii: bool = Field(
+        False,
+        description="Mask card numbers, e-mails, phone numbers and national ids in stored "
+        "transcripts and the debug feed; the live model still sees what was said.",
+    )
+
+
+class RecordingSettings(_Section):
+    """Call recordings (see docs/guardrails.md, "Recordings and audit")."""
+
+    enabled: bool = Field(
+        False,
+        description="Record calls: voxline-pipeline calls (Media Streams, the browser) to a "
+        "stereo WAV file (caller left, agent right, 16 kHz); ConversationRelay calls are "
+        "recorded by Twilio when `twilio_relay` is on.",
+    )
+    path: str = Field(
+        "{agent}/{date}/{conversation}-{connection}.wav",
+        pattern=r"^[A-Za-z0-9_{}./-]+\.wav$",
+        description="Where a recording goes, under the server's recordings directory: "
+        "{agent}, {date} (YYYY-MM-DD, UTC), {conversation} and {connection} are filled in. "
+        "Relative, no '..'.",
+    )
+    twilio_relay: bool = Field(
+        True,
+        description="On ConversationRelay calls, ask Twilio to record both sides "
+        "(<Start><Recording>); the recording stays in the Twilio account.",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _stays_inside(cls, value: str) -> str:
+        parts = value.split("/")
+        if value.startswith("/") or ".." in parts or "" in parts:
+            raise ValueError("must be a relative path without '..' or empty parts")
+        unknown = set(re.findall(r"{([^}]*)}", value)) - {
+            "agent",
+            "date",
+            "conversation",
+            "connection",
+        }
+        if unknown:
+            raise ValueError(f"unknown placeholders {sorted(unknown)}")
+        return value
 
 
 # What providers accept as a function name; checked on plain names and ToolSpecs alike.
@@ -153,6 +216,7 @@ class AgentSpec(_Section):
     summarization: SummaryPolicy = Field(default_factory=SummaryPolicy)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
     twilio: TwilioOptions = Field(
         default_factory=TwilioOptions, description="Phone settings for calls through Twilio."
     )

@@ -11,6 +11,12 @@ again. So each tool runs as a task of a group that outlives the reply (the sessi
 only waits for it (shielded), and a cancelled reply leaves it running, bounded by the
 executor's timeout, to record its real result. The next reply waits for such tools before it
 asks the model anything, so the model always learns what happened.
+
+Guardrails (`voxline.guardrails`, when the session passes them) sit at the two ends of a reply:
+the newest caller turn is checked before the model sees it (a trip answers with the configured
+response instead), an LLM classifier races the reply and stops it if it trips, and the model's
+text passes through a stream filter before it enters the bot turn, so what the filter removes
+is never stored, spoken or sent.
 """
 
 from __future__ import annotations
@@ -24,8 +30,20 @@ import structlog
 
 from voxline.conversation.context import build_messages
 from voxline.conversation.state import SessionState, StateMachine
-from voxline.conversation.turns import BotTurn, ToolCallTurn, TurnStore
+from voxline.conversation.turns import BotTurn, ToolCallTurn, Turn, TurnStore, UserTurn
 from voxline.events import EventBus
+from voxline.guardrails.checks import Stage, Trip
+from voxline.guardrails.input import InputVerdict
+from voxline.guardrails.output import OutputFilter, Released
+from voxline.guardrails.runner import Guardrails
+from voxline.guardrails.turns import (
+    HANDOFF_TOOL,
+    annotate,
+    caller_turn,
+    handoff_call,
+    latest_own_turn,
+    record_trip,
+)
 from voxline.providers.llm.base import (
     LLM,
     LLMRequest,
@@ -106,6 +124,7 @@ class Delivery:
 STOPPED_RESULT = "the tool was stopped because the conversation ended; it may not have finished"
 NOT_STARTED_RESULT = "the tool was not run because the user interrupted"
 CLOSING_RESULT = "the tool was not run because the conversation is ending"
+_VERDICTS_KEPT = 16  # input verdicts remembered, so a turn is checked once however it is asked
 
 
 class ReplyEngine:
@@ -123,6 +142,7 @@ class ReplyEngine:
         run_context: Callable[[str], RunContext],
         *,
         tasks: TaskGroup | None = None,
+        guardrails: Guardrails | None = None,
     ) -> None:
         self.turns = turns
         self.bus = bus
@@ -139,6 +159,15 @@ class ReplyEngine:
         self._tail = ""  # the last text this reply spoke, to join the next turn onto
         self._lead = ""  # whitespace the model wrote before a turn's first word
         self.log = structlog.get_logger("voxline.engine").bind(session_id=turns.conversation_id)
+        self.guardrails = guardrails
+        self._connection: str = getattr(turns, "connection", "")  # a SessionTurns view's
+        if guardrails is not None:
+            guardrails.bind(turns.conversation_id, self._connection)
+        self._verdicts: dict[str, InputVerdict] = {}  # user turn id -> its input verdict
+        self._filter: OutputFilter | None = None  # the reply stream's filter, this model step
+        self._cut: Trip | None = None  # an output check stopped this model step
+        self._watched: asyncio.Task[BotTurn | None] | None = None  # a reply a classifier races
+        self._classifier_trip: Trip | None = None  # why the classifier cancelled that reply
 
     async def reply(self, plan: ReplyPlan) -> BotTurn | None:
         """Run the model/tool loop to a final answer; returns the last bot text turn, if any.
@@ -151,22 +180,40 @@ class ReplyEngine:
         self.bus.emit("reply_started")
         self.state.to(S.THINKING)
         try:
-            if self.tools_running:
-                self.state.to(S.CALLING_TOOLS)
-                await self.wait_tools()
-                self.state.to(S.THINKING)
-            for _step in range(plan.max_steps):
-                bot, calls = await self._model_step(plan)
-                last_text = bot or last_text
-                if not calls:
-                    break
-                await self._run_tools(calls)
-                self.state.to(S.THINKING)
+            user = None
+            if self.guardrails is not None:
+                user = caller_turn(self.turns, self._connection)
+            verdict = await self.check_input(user) if user is not None else None
+            if verdict is not None and verdict.trip is not None:
+                last_text = await self._answer_trip(verdict.trip)
             else:
-                self.log.warning("reply stopped at the tool-step limit", max_steps=plan.max_steps)
+                last_text = await self._watched_steps(plan, user)
         finally:
             self._tail = ""  # a later turn is a new talk cycle, joined to nothing
         self.bus.emit("reply_finished", turn=last_text)
+        return last_text
+
+    async def _steps(self, plan: ReplyPlan) -> BotTurn | None:
+        last_text: BotTurn | None = None
+        if self.tools_running:
+            self.state.to(S.CALLING_TOOLS)
+            await self.wait_tools()
+            self.state.to(S.THINKING)
+        for _step in range(plan.max_steps):
+            bot, calls = await self._model_step(plan)
+            last_text = bot or last_text
+            cut, self._cut = self._cut, None
+            if cut is not None and self.guardrails is not None:
+                trip = self.guardrails.complete_output_trip(cut)
+                answer = await self._answer_trip(trip)
+                self._record_trip(bot or answer, trip, "output")
+                return answer
+            if not calls:
+                break
+            await self._run_tools(calls)
+            self.state.to(S.THINKING)
+        else:
+            self.log.warning("reply stopped at the tool-step limit", max_steps=plan.max_steps)
         return last_text
 
     @property
@@ -196,7 +243,110 @@ class ReplyEngine:
             await asyncio.gather(*still, return_exceptions=True)
         if self._owns_tasks:
             await self.tasks.close()
+        if self.guardrails is not None:
+            await self.guardrails.aclose()  # the classifier's model, if it has one
 
+    # -- input guardrails -------------------------------------------------------------------
+    async def check_input(self, turn: UserTurn) -> InputVerdict:
+        """The input guardrails' verdict on a caller's turn, decided once per turn (asking again
+        gives the same verdict). What was found is recorded on the turn (`metadata
+        ["guardrails"]`: kinds and check names, never values) and a trip is emitted as
+        `guardrail_tripped`. Acting on it is `reply`'s job: it checks the turn it answers
+        itself, so a channel calls this only to know the verdict early."""
+        known = self._verdicts.get(turn.id)
+        if known is not None:
+            return known
+        verdict = InputVerdict()
+        if self.guardrails is not None:
+            verdict = await self.guardrails.check_input(turn.content)
+        if len(self._verdicts) >= _VERDICTS_KEPT:
+            self._verdicts.pop(next(iter(self._verdicts)))
+        self._verdicts[turn.id] = verdict
+        if verdict.pii and verdict.trip is None:
+            annotate(
+                turn, {"check": "pii", "stage": "input", "action": "note", "found": verdict.pii}
+            )
+        if verdict.trip is not None:
+            self._record_trip(turn, verdict.trip, "input")
+        return verdict
+
+    async def _watched_steps(self, plan: ReplyPlan, user: UserTurn | None) -> BotTurn | None:
+        """The model/tool loop, raced by the guardrail classifier when there is one: the loop
+        never waits for it; a trip cancels this task and is answered here instead."""
+        classifier = self.guardrails is not None and self.guardrails.classifier is not None
+        task = asyncio.current_task()
+        if not classifier or user is None or task is None:
+            return await self._steps(plan)
+        try:
+            self.tasks.spawn(self._classify(user, task), name="guardrail classifier")
+        except TaskGroupClosedError:
+            return await self._steps(plan)
+        self._watched = task
+        try:
+            return await self._steps(plan)
+        except asyncio.CancelledError:
+            trip, self._classifier_trip = self._classifier_trip, None
+            if trip is None or task.uncancel() > 0:
+                raise  # an interruption (or one beside ours): not ours to swallow
+            return await self._stop_for(trip)
+        finally:
+            self._watched = None
+            self._classifier_trip = None
+
+    async def _classify(self, user: UserTurn, reply: asyncio.Task[BotTurn | None]) -> None:
+        assert self.guardrails is not None
+        trip = await self.guardrails.classify(user.content)
+        if trip is None:
+            return
+        if self._watched is reply and not reply.done():
+            self._record_trip(user, trip, "input")
+            self._classifier_trip = trip
+            reply.cancel()
+            return
+        latest = latest_own_turn(self.turns, self._connection)
+        if latest is not None and not isinstance(latest, UserTurn) and self._watched is None:
+            # The reply is written but may still be playing, and nothing newer was said.
+            self._record_trip(user, trip, "input", late=True)
+            await self._stop_for(trip)
+        else:
+            self._record_trip(user, trip, "input", late=True)
+
+    async def _stop_for(self, trip: Trip) -> BotTurn:
+        """Stop what this reply is saying as an interruption would (the turns are trimmed to
+        what was delivered; a voice channel stops its audio on `interrupted`), then answer."""
+        self._filter = None
+        self._cut = None
+        cut, changed = self.settle_interrupted(None)
+        if changed:
+            self.bus.emit("interrupted", turn=cut)
+        return await self._answer_trip(trip)
+
+    async def _answer_trip(self, trip: Trip) -> BotTurn:
+        """Say the trip's response, then hand the call over when its action says so."""
+        turn = self.say(trip.response or "")
+        if trip.action == "handoff":
+            await self._handoff(trip)
+        return turn
+
+    async def _handoff(self, trip: Trip) -> None:
+        """Transfer through the channel's own tool (the model's history shows the call and
+        its result, as if the model had asked); without one, record a handoff turn for
+        whoever watches the conversation."""
+        call = handoff_call(trip)
+        if HANDOFF_TOOL not in self.executor.tools:
+            reason = call.parsed_arguments()["reason"]
+            self.turns.add_handoff("human", reason, {"guardrail": trip.check})
+            return
+        call_turn = self.turns.add_tool_call(call.id, call.name, call.arguments)
+        self._unanswered[call.id] = call
+        run = self._start_tool(call, call_turn)
+        if run is not None:
+            await asyncio.shield(run)
+
+    def _record_trip(self, turn: Turn, trip: Trip, stage: Stage, *, late: bool = False) -> None:
+        record_trip(self.bus, self.log, turn, trip, stage, late=late)
+
+    # -- the model ---------------------------------------------------------------------------
     async def _model_step(self, plan: ReplyPlan) -> tuple[BotTurn | None, list[ToolCallRequest]]:
         request = LLMRequest(
             messages=build_messages(plan.instructions, self.turns),
@@ -211,18 +361,24 @@ class ReplyEngine:
         first: float | None = None
         self._bot = None
         self._lead = ""
+        self._filter = self.guardrails.output_filter() if self.guardrails is not None else None
         async for event in plan.llm.stream(request):
             if first is None and not isinstance(event, Usage):
                 first = time.monotonic() - started
             if isinstance(event, TextDelta):
-                if self._append(event.text, plan.max_reply_chars):
+                if self._filtered(event.text, plan.max_reply_chars):
                     self.log.info("reply cut at max_reply_chars", limit=plan.max_reply_chars)
+                    calls = ToolCallAccumulator()
+                    self._filter = None  # what it holds is past the limit
+                    break
+                if self._cut is not None:
                     calls = ToolCallAccumulator()
                     break
             elif isinstance(event, ToolCallDelta):
                 calls.add(event)
             else:
                 usage = event
+        self._flush_filter()
         bot, self._bot = self._bot, None
         if bot is not None:
             bot.complete = True
@@ -244,6 +400,27 @@ class ReplyEngine:
             tokens_per_second=round(tps, 1) if (tps := metrics.tokens_per_second) else None,
         )
         return bot, calls.calls()
+
+    def _filtered(self, text: str, limit: int | None) -> bool:
+        """A model delta through the output guardrails into the bot turn (`_append`)."""
+        if self._filter is None:
+            return self._append(text, limit)
+        return self._take(self._filter.feed(text), limit)
+
+    def _flush_filter(self) -> None:
+        """The step is over: what the filter still holds is decided and appended."""
+        held, self._filter = self._filter, None
+        if held is not None and self._cut is None:
+            self._take(held.flush(), None)
+
+    def _take(self, released: Released, limit: int | None) -> bool:
+        reached = self._append(released.text, limit)
+        for note in released.notes:
+            if self._bot is not None:
+                self._record_trip(self._bot, note, "output")
+        if released.trip is not None:
+            self._cut = released.trip
+        return reached
 
     def _append(self, text: str, limit: int | None = None) -> bool:
         """Add a delta to the bot turn; returns True when the reply reached `limit`.
@@ -333,11 +510,18 @@ class ReplyEngine:
 
     def say(self, text: str) -> BotTurn:
         """Fixed text (a greeting, a tool's progress note) as a complete bot turn, joined to
-        what the reply in flight already said and trimmed with it on an interruption."""
+        what the reply in flight already said and trimmed with it on an interruption. The
+        output guardrails mask and rewrite it (a tool's note may quote a card number), but
+        never cut it."""
+        notes: list[Trip] = []
+        if self.guardrails is not None:
+            text, notes = self.guardrails.output.rewrite(text)
         joint = separator(self._tail, text)
         turn = self.turns.add_bot_text()
         turn.content = text.lstrip()
         turn.complete = True
+        for note in notes:
+            self._record_trip(turn, note, "output")
         self.spoken(turn)
         self.delivery.emitted(turn)
         self._emit_text(turn, joint + turn.content)

@@ -22,6 +22,9 @@ position is used twice, and the common case (one writer) costs nothing extra.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import structlog
 
 from voxline.conversation.sync import TurnSync
@@ -57,15 +60,22 @@ class ConversationMemory:
     def sync(self) -> TurnSync | None:
         return self._sync
 
-    async def open(self, store: Store, record: ConversationRecord) -> None:
-        """Load the stored history, make sure the conversation row exists, start syncing."""
+    async def open(
+        self,
+        store: Store,
+        record: ConversationRecord,
+        *,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        """Load the stored history, make sure the conversation row exists, start syncing.
+        `transform`: what is stored instead of each turn record (see `TurnSync`)."""
         self._store = store
         records = await store.load_turns(self.id)
         self.turns.restore([turn_from_record(r) for r in records])
         self.resumed = bool(records)
         existing = await store.get_conversation(self.id)
         await store.upsert_conversation(existing or record)
-        self._sync = TurnSync(store, self.bus, on_conflict=self.rebase)
+        self._sync = TurnSync(store, self.bus, on_conflict=self.rebase, transform=transform)
         self._sync.start()
 
     async def flush(self) -> None:

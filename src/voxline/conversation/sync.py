@@ -9,6 +9,10 @@ write is written again, and a failed write leaves everything dirty for the retry
 
 The conversation row: the store creates a bare one the first time turns arrive; pass
 `conversation=` to have its agent, subject and channel upserted before the first turn batch.
+
+`transform=`: what is written instead of each record (an agent that keeps personal data out of
+its stored transcripts masks them here, while the turns in memory stay as said). It must keep
+the id, seq and version, which the store's guards compare.
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ class TurnSync:
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
         on_conflict: Callable[[], Awaitable[None]] | None = None,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self._store = store
+        self._transform = transform
         self._coalesce = coalesce
         self._retry_initial = retry_initial
         self._retry_max = retry_max
@@ -202,7 +208,9 @@ class TurnSync:
             if self._written.get(turn.id) != turn.version
         ]
         if batch:
-            await self._store.write_turns([record for _, record in batch])
+            transform = self._transform
+            records = [transform(r) if transform else r for _, r in batch]
+            await self._store.write_turns(records)
         for turn, record in batch:
             self._written[turn.id] = record["version"]
         for turn_id, turn in list(self._dirty.items()):

@@ -26,6 +26,7 @@ import structlog
 
 from voxline.conversation.session import Session
 from voxline.conversation.turns import BotTurn, DtmfTurn, SystemTurn, UserTurn
+from voxline.guardrails.storage import TextMask, mask_feed_event, text_mask
 from voxline.providers.llm.base import ToolCallRequest
 from voxline.server.cluster import WorkerLink, wait_answer
 from voxline.store.base import ApprovalRecord, EventBroker
@@ -47,8 +48,17 @@ def call_channel(conversation_id: str) -> str:
     return f"feed:call:{conversation_id}"
 
 
-def describe(event: str, payload: dict[str, Any]) -> dict[str, Any] | None:
-    """A session bus event as a feed event (type and fields), or None for bus noise."""
+def describe(
+    event: str, payload: dict[str, Any], mask: TextMask | None = None
+) -> dict[str, Any] | None:
+    """A session bus event as a feed event (type and fields), or None for bus noise. `mask`:
+    what each text field (what someone said, tool arguments and results) goes through, for
+    agents that keep personal data out of their feeds (`guardrails.redact_stored_pii`)."""
+    described = _describe(event, payload)
+    return mask_feed_event(described, mask) if described and mask else described
+
+
+def _describe(event: str, payload: dict[str, Any]) -> dict[str, Any] | None:
     if event == "turn_added":
         turn = payload["turn"]
         if isinstance(turn, UserTurn):
@@ -122,6 +132,9 @@ def describe(event: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         return {"type": "error", "where": payload["where"], "message": message}
     if event == "summary_created":
         return {"type": "summary", "replaced": len(payload["replaced"])}
+    if event == "guardrail_tripped":
+        entry = payload["trip"].annotation(payload["stage"], late=payload["late"])
+        return {"type": "guardrail", "turn_id": payload["turn"].id, **entry}
     if event == "session_started":
         return {"type": "session_started", "resumed": payload["resumed"]}
     if event == "session_closed":
@@ -157,9 +170,10 @@ class FeedPublisher:
 
     def attach(self, session: Session) -> None:
         connection = session.connection_id
+        mask = text_mask(session.spec.guardrails)
 
         def on_bus(event: str, **payload: Any) -> None:
-            described = describe(event, payload)
+            described = describe(event, payload, mask)
             if described is not None:
                 self.publish(described.pop("type"), connection=connection, **described)
 
