@@ -26,6 +26,8 @@ from voxline.store.sql import SqlStore, parse_database_url
 
 T = TypeVar("T")
 
+HEAD = "0003"  # the newest revision in voxline/store/migrations/versions
+
 # What `metadata.create_all` made before migrations existed, frozen: only the first three tables.
 CREATE_ALL_ERA_SQLITE = """
 CREATE TABLE conversations (
@@ -100,7 +102,7 @@ async def _open_and_close(url: str) -> None:
 async def test_a_fresh_database_is_migrated_to_head_matching_the_schema(database_url: str) -> None:
     await _open_and_close(database_url)
 
-    assert await _on_connection(database_url, _revision) == _head() == "0002"
+    assert await _on_connection(database_url, _revision) == _head() == HEAD
     assert await _on_connection(database_url, _drift) == []
     assert await _on_connection(database_url, _tables) == {*metadata.tables, VERSION_TABLE}
 
@@ -115,7 +117,7 @@ async def test_opening_again_keeps_data_and_revision(database_url: str) -> None:
     await _open_and_close(database_url)
     await _open_and_close(database_url)
 
-    assert await _on_connection(database_url, _revision) == "0002"
+    assert await _on_connection(database_url, _revision) == HEAD
     reopened = SqlStore(database_url)
     await reopened.open()
     try:
@@ -169,7 +171,7 @@ async def test_a_create_all_era_sqlite_file_upgrades_in_place(tmp_path: Path) ->
     finally:
         await store.close()
 
-    assert await _on_connection(url, _revision) == "0002"
+    assert await _on_connection(url, _revision) == HEAD
     assert await _on_connection(url, _drift) == []
     assert await _on_connection(url, _tables) == {*metadata.tables, VERSION_TABLE}
 
@@ -207,5 +209,5 @@ async def test_workers_opening_one_database_at_once_all_succeed(database_url: st
     results = [await worker.communicate() for worker in workers]
 
     assert [worker.returncode for worker in workers] == [0, 0, 0], [err for _, err in results]
-    assert await _on_connection(database_url, _revision) == "0002"
+    assert await _on_connection(database_url, _revision) == HEAD
     assert await _on_connection(database_url, _drift) == []

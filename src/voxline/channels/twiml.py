@@ -22,10 +22,24 @@ class RelayConnect:
     action_url: str
     welcome_greeting: str | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)
+    recording_status_url: str | None = None  # where Twilio reports a finished recording
 
 
 def relay_twiml(spec: AgentSpec, options: TwilioOptions, connect: RelayConnect) -> str:
+    """ConversationRelay for `spec`. An agent that records its calls has Twilio record this
+    one (`<Start><Recording>`, both sides on two channels) before it connects: voxline never
+    hears ConversationRelay audio, so only Twilio can; the file stays in the Twilio account."""
     response = ET.Element("Response")
+    recording = spec.recording
+    if recording.enabled and recording.twilio_relay:
+        start = ET.SubElement(response, "Start")
+        attributes = _present(
+            channels="dual",
+            track="both",
+            recordingStatusCallback=connect.recording_status_url,
+            recordingStatusCallbackMethod="POST" if connect.recording_status_url else None,
+        )
+        ET.SubElement(start, "Recording", attributes)
     connect_el = ET.SubElement(response, "Connect", action=connect.action_url, method="POST")
     attributes = _present(
         url=connect.websocket_url,

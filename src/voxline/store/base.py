@@ -62,6 +62,42 @@ class ApprovalRecord(BaseModel):
 APPROVAL_STATE_FIELDS = ("status", "applied", "claimed_by")
 
 
+class AuditAction(StrEnum):
+    TOOL_RUN = "tool_run"  # an agent ran a tool (or was refused, or it waits for a human)
+    APPROVAL_DECIDED = "approval_decided"  # a human approved or rejected a tool call
+
+
+class AuditRecord(BaseModel):
+    """One entry of the audit log: who did what, when, in which conversation. Written once and
+    never changed; kept when its conversation is deleted by retention, because the log is
+    what answers "who refunded this order" after the transcript is gone."""
+
+    id: str
+    at: float = Field(default_factory=_now)
+    action: AuditAction
+    actor: str  # "agent:NAME" for a tool the agent ran; "key:ID" (or a name) for a decision
+    conversation_id: str | None = None
+    connection_id: str | None = None
+    subject: str | None = None
+    agent: str | None = None
+    tool: str | None = None
+    outcome: str | None = None  # ok, error, not_run, pending_approval; approved, rejected
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditQuery(BaseModel):
+    """Filters of `Store.list_audit`; every one is optional. Newest first; `until` is
+    exclusive, so the oldest `at` of a page is the `until` of the next."""
+
+    conversation_id: str | None = None
+    action: AuditAction | None = None
+    tool: str | None = None
+    actor: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = Field(100, ge=1, le=1000)
+
+
 @runtime_checkable
 class Store(Protocol):
     """Async storage for conversations, their turns and approvals."""
@@ -104,6 +140,15 @@ class Store(Protocol):
         """Compare-and-set: store `record` only if the stored approval's state
         (`APPROVAL_STATE_FIELDS`) still equals `expected`'s. Returns whether it was stored; the
         one transition that wins is the one that acts (decides, runs the tool)."""
+        ...
+
+    # the audit log
+    async def append_audit(self, record: AuditRecord) -> None:
+        """Add an entry; an id already there is left as it was (entries never change)."""
+        ...
+
+    async def list_audit(self, query: AuditQuery | None = None) -> list[AuditRecord]:
+        """Entries matching `query`, newest first, at most `query.limit`."""
         ...
 
 

@@ -16,6 +16,7 @@ Redis. The layout, with `P` for the prefix:
     P agent_listeners:{agent id} (set)
     P api_key:{id}, P api_keys (set), P api_key_hashes (hash: key hash -> id)
     P once:{key}                    a key used once (a call's CallSid), expiring by itself
+    P audit*                        the audit log (see `redis_audit.py`)
 
 Record hashes hold each field JSON-encoded on its own: the Lua scripts compare and copy those
 strings (`updated_at`) without decoding them, so every float round-trips exactly.
@@ -49,6 +50,7 @@ from voxline.store.base import (
     ListenerRecord,
 )
 from voxline.store.errors import ConflictError, NotFoundError, SeqConflictError
+from voxline.store.redis_audit import RedisAuditLog
 
 M = TypeVar("M", bound=BaseModel)
 UniqueRecord = AgentRecord | ListenerRecord | ApiKeyRecord
@@ -180,7 +182,7 @@ def _listener_address(kind: str, address: str) -> str:
     return f"{kind} {address}"  # a kind has no spaces, so this is unambiguous
 
 
-class RedisStore:
+class RedisStore(RedisAuditLog):
     """A `PlatformStore` on the Redis at `url` (redis:// or rediss://), keys under `prefix`."""
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:

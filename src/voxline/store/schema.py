@@ -124,3 +124,20 @@ once_keys = Table(
     Column("key", ID, primary_key=True),
     Column("expires_at", Double, nullable=False, index=True),
 )
+
+# The audit log (who did what, when): written once, read newest first, by conversation or tool.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("at", Double, nullable=False, index=True),
+    Column("action", String(32), nullable=False, index=True),
+    Column("actor", Text, nullable=False),
+    Column("conversation_id", ID, nullable=True, index=True),
+    Column("connection_id", Text, nullable=True),
+    Column("subject", Text, nullable=True),
+    Column("agent", Text, nullable=True),
+    Column("tool", ID, nullable=True, index=True),
+    Column("outcome", String(32), nullable=True),
+    Column("details", JSON, nullable=False),
+)

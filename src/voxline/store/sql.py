@@ -36,6 +36,8 @@ from voxline.store.base import (
     ApiKeyRecord,
     ApprovalRecord,
     ApprovalStatus,
+    AuditQuery,
+    AuditRecord,
     ConversationRecord,
     ListenerRecord,
 )
@@ -45,6 +47,7 @@ from voxline.store.schema import (
     agents,
     api_keys,
     approvals,
+    audit_log,
     conversations,
     listeners,
     once_keys,
@@ -386,6 +389,33 @@ class SqlStore:
         async with self._require_engine().connect() as conn:
             rows = (await conn.execute(query)).all()
         return [ApprovalRecord.model_validate(dict(row._mapping)) for row in rows]
+
+    # -- the audit log -----------------------------------------------------------------------
+    async def append_audit(self, record: AuditRecord) -> None:
+        """Insert; an id already there stays as it was (entries are written once)."""
+        insert = self._insert(audit_log).values(**record.model_dump(mode="json"))
+        async with self._require_engine().begin() as conn:
+            await conn.execute(insert.on_conflict_do_nothing(index_elements=[audit_log.c.id]))
+
+    async def list_audit(self, query: AuditQuery | None = None) -> list[AuditRecord]:
+        """Newest first (then by id, so equal times keep one order)."""
+        query = query or AuditQuery()
+        select_ = select(audit_log)
+        for column, value in (
+            (audit_log.c.conversation_id, query.conversation_id),
+            (audit_log.c.action, query.action.value if query.action else None),
+            (audit_log.c.tool, query.tool),
+            (audit_log.c.actor, query.actor),
+        ):
+            if value is not None:
+                select_ = select_.where(column == value)
+        if query.since is not None:
+            select_ = select_.where(audit_log.c.at >= query.since)
+        if query.until is not None:
+            select_ = select_.where(audit_log.c.at < query.until)
+        select_ = select_.order_by(audit_log.c.at.desc(), audit_log.c.id.desc())
+        rows = await self._fetch(select_.limit(query.limit))
+        return [AuditRecord.model_validate(row) for row in rows]
 
     # -- agents ------------------------------------------------------------------------------
     async def save_agent(self, record: AgentRecord) -> None:

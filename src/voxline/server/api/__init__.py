@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from voxline.server.api import agents, calls, catalog, feed, keys, listeners, sessions, web
+from voxline.server.api import agents, audit, calls, catalog, feed, keys, listeners, sessions, web
 
 PREFIX = "/api"
 
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for part in (agents, catalog, listeners, calls, sessions, keys, feed, web):
+    for part in (agents, catalog, listeners, calls, sessions, keys, feed, web, audit):
         router.include_router(part.router)
     return router
