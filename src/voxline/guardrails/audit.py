@@ -39,8 +39,11 @@ _REASON_CHARS = 300
 class KeyHolder(Protocol):
     """Who decided: an API key's principal (`voxline.server.api.auth.Principal`)."""
 
-    key_id: str
-    name: str
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
 
 
 def tool_outcome(outcome: ToolOutcome) -> str:
