@@ -181,7 +181,7 @@ class ReplyEngine:
         self.state.to(S.THINKING)
         try:
             user = None
-            if self.guardrails is not None:
+            if self.guardrails is not None and self.guardrails.screens_input:
                 user = caller_turn(self.turns, self._connection)
             verdict = await self.check_input(user) if user is not None else None
             if verdict is not None and verdict.trip is not None:

@@ -67,7 +67,13 @@ class Guardrails:
 
     @property
     def active(self) -> bool:
-        return self.input.active or self.output.active or self.classifier is not None
+        return self.screens_input or self.output.active
+
+    @property
+    def screens_input(self) -> bool:
+        """Whether caller turns are checked at all (an agent with output checks only pays
+        nothing before its replies)."""
+        return self.input.active or self.classifier is not None
 
     def bind(self, conversation_id: str, connection: str) -> None:
         """Say whose conversation the checks run in (passed to custom checks)."""
