@@ -384,6 +384,83 @@ async def test_mulaw_with_server_vad_and_tools_added_mid_session(
         assert [t.name for t in env.llm.requests[1].tools] == ["get_weather"]
 
 
+async def test_text_responses_cancel_and_item_edits(
+    make_env: EnvFactory, fake_speech: None
+) -> None:
+    counting = "One two three four five six seven eight nine ten eleven twelve."
+    script = ["Short answer.", FakeReply(counting, token_delay=0.01), "Heard you."]
+    hello = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
+    manual = {"type": "realtime", "audio": {"input": {"turn_detection": None}}}
+    async with make_env(script, agents=[concierge()]) as env:
+        async with sdk_socket(env.twilio.base) as (conn, log):
+            await conn.session.update(session=manual)
+            # a text-only response
+            await conn.conversation.item.create(item=hello)
+            seen = len(log.events)
+            await conn.response.create(response={"output_modalities": ["text"]})
+            done = await log.next("response.done", after=seen)
+            assert done["response"]["output"][0]["content"] == [
+                {"type": "output_text", "text": "Short answer."}
+            ]
+            assert "response.output_text.delta" in log.types(seen)
+            assert not log.of("response.output_audio.delta")
+            # the client cancels a response, then truncates, retrieves and deletes its item
+            await conn.conversation.item.create(item=hello)
+            seen = len(log.events)
+            await conn.response.create()
+            long = (await log.next("response.created", after=seen))["response"]["id"]
+            await log.wait_for(lambda: len(log.audio(long)) > 0.5 * RATE * 2)
+            await conn.response.cancel()
+            done = await log.next("response.done", after=seen)
+            assert done["response"]["status_details"] == {
+                "type": "cancelled",
+                "reason": "client_cancelled",
+            }
+            item_id = done["response"]["output"][0]["id"]
+            await conn.conversation.item.truncate(
+                item_id=item_id, content_index=0, audio_end_ms=300
+            )
+            await log.next("conversation.item.truncated", item_id=item_id)
+            await conn.conversation.item.retrieve(item_id=item_id)
+            item = (await log.next("conversation.item.retrieved"))["item"]
+            # the stand-in TTS speaks 20 ms a character: 300 ms is "One two three"
+            assert item["content"] == [{"type": "output_audio", "transcript": "One two three"}]
+            assert item["status"] == "incomplete"
+            await conn.conversation.item.delete(item_id=item_id)
+            await log.next("conversation.item.deleted", item_id=item_id)
+            # a user audio item is transcribed before the response that follows it
+            speech = np.concatenate([level(0, 0.2), level(5000, 0.6), level(0, 0.2)])
+            audio = {"type": "input_audio", "audio": pcm_b64(speech)}
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [audio]}
+            )
+            seen = len(log.events)
+            await conn.response.create()
+            await log.next("response.done", after=seen)
+            assert not log.of("error"), log.of("error")
+        last = [m.content for m in env.llm.requests[-1].messages]
+        assert last[1:] == ["Hi", "Short answer.", "Hi", "what's the weather"]  # the cut is gone
+
+
+async def test_a_client_that_leaves_mid_function_call_ends_the_session(
+    make_env: EnvFactory, fake_speech: None
+) -> None:
+    script = [FakeReply(tool_calls=[FakeToolCall("get_weather", {"city": "Paris"})])]
+    hello = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
+    async with make_env(script, agents=[concierge()]) as env:
+        async with sdk_socket(env.twilio.base) as (conn, log):
+            await conn.session.update(session={"type": "realtime", "tools": [WEATHER_TOOL]})
+            await conn.conversation.item.create(item=hello)
+            await conn.response.create()
+            await log.next("response.function_call_arguments.done")
+        async with asyncio.timeout(2):  # not the 120 s a client has to answer
+            await env.idle()
+        [record] = await env.store.list_conversations()
+        results = [t for t in await env.store.load_turns(record.id) if t["kind"] == "tool_result"]
+        assert "disconnected" in results[0]["data"]["content"]
+        assert len(env.llm.requests) == 1  # the model is not asked again for nobody
+
+
 async def test_the_outbox_is_bounded_and_counts_what_it_drops() -> None:
     given_up: list[str] = []
     box = Outbox(limit=3, reserve=1, on_abandon=given_up.append)
@@ -515,7 +592,11 @@ async def test_the_official_sdk_talks_to_an_agent_in_real_time(
 
             # 3. the answer is spoken: Whisper hears it in the audio deltas
             audio = log.audio(answer["response"]["id"])
-            assert {"sunny", "paris"} <= set(await transcribe(whisper, audio))
+            heard_answer = await transcribe(whisper, audio)
+            assert {"sunny", "paris"} <= set(heard_answer), (
+                heard_answer,
+                _collapse(log.types(mark)),
+            )
             assert "sunny, 22 C" in [m.content for m in env.llm.requests[1].messages]
 
             # 4. the caller talks over a long reply: the response is cancelled, then truncated
@@ -535,12 +616,22 @@ async def test_the_official_sdk_talks_to_an_agent_in_real_time(
             assert cancelled["response"]["status_details"]["reason"] == "turn_detected"
             sent = len(log.audio(long)) / 2 / RATE
             assert sent < 8, "the reply stopped when the caller spoke"
+            assert len(cancelled["response"]["output"]) == 1, cancelled
             [message] = cancelled["response"]["output"]
             await conn.conversation.item.truncate(
                 item_id=message["id"], content_index=0, audio_end_ms=1000
             )
             await log.next("conversation.item.truncated", item_id=message["id"])
             conversation = cancelled["response"]["conversation_id"]
+            # ... and what the caller said over it is answered
+            answered = await log.wait_for(
+                lambda: [
+                    e["response"]
+                    for e in log.events[mark:]
+                    if e["type"] == "response.done" and e["response"]["status"] == "completed"
+                ]
+            )
+            assert answered[0]["output"][0]["content"][0]["transcript"] == "Of course."
         assert max(log.sizes) < MiB
         assert not log.of("error"), log.of("error")
         await env.idle()
@@ -548,7 +639,9 @@ async def test_the_official_sdk_talks_to_an_agent_in_real_time(
         [result] = [t for t in turns if isinstance(t, ToolResultTurn)]
         assert result.content == "sunny, 22 C"
         assert [t.name for t in turns if isinstance(t, ToolCallTurn)] == ["get_weather"]
-        [cut] = [t for t in turns if isinstance(t, BotTurn) and t.interrupted]
+        cuts = [t for t in turns if isinstance(t, BotTurn) and t.interrupted]
+        assert len(cuts) == 1, [(type(t).__name__, getattr(t, "content", "")) for t in turns]
+        [cut] = cuts
         assert LONG.startswith(cut.content) and 1 <= len(words(cut.content)) <= 6, cut.content
 
 

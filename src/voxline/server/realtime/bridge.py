@@ -86,6 +86,7 @@ class RealtimeBridge:
         self.config = SessionConfig.for_agent(hosted.spec)
         self.session_id = new_id("sess")
         self.conversation_id = new_id("conv")
+        self.connection_id = new_id("rt")  # kept when the session is reopened for new tools
         self.items = ItemLog()
         self.calls = ClientCalls()
         self.input = InputAudio(self)
@@ -116,11 +117,15 @@ class RealtimeBridge:
         self._watcher = asyncio.create_task(self._watch())
 
     async def close(self) -> None:
+        """The client is gone: stop the reply first (so a failed client call does not send
+        the model round again), fail the calls it owed, then close the session."""
         self.closing = True
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        if self.call is not None:
+            self.call.session.interrupt()
         self.calls.fail_all("the Realtime client disconnected")
         await self.tasks.close()
         await self._close_call()
@@ -137,6 +142,7 @@ class RealtimeBridge:
             self.hub,
             self.agent,
             self.conversation_id,
+            self.connection_id,
             speech,
             self.config,
             self.calls,

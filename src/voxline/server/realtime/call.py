@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from voxline.audio import SilenceEndOfTurn
 from voxline.audio.turn_taking import GateEvent
 from voxline.conversation.session import Session
-from voxline.conversation.turns import new_id
 from voxline.server.hub import ConversationHub, SessionOptions
 from voxline.server.realtime.agent import RealtimeAgent
 from voxline.server.realtime.audio import AudioSink, ObservedPipeline, RealtimeTransport
@@ -78,6 +77,7 @@ class RealtimeCall:
         hub: ConversationHub,
         agent: RealtimeAgent,
         conversation_id: str,
+        connection_id: str,
         speech: SpeechProviders,
         config: SessionConfig,
         calls: ClientCalls,
@@ -88,7 +88,7 @@ class RealtimeCall:
         tools = [RealtimeFunctionTool(definition, calls) for definition in config.tools]
         own = {tool.name for tool in agent.tools()}  # the agent's own tool wins a name clash
         options = SessionOptions(
-            CHANNEL, connection_id=new_id("rt"), tools=tools, on_open=_voice_delivery
+            CHANNEL, connection_id=connection_id, tools=tools, on_open=_voice_delivery
         )
         stack = contextlib.AsyncExitStack()
         try:
