@@ -1,9 +1,7 @@
 """What the guardrail tests share: a SQLite store, settings on the fake model, an engine harness.
 
-Until the session builds its engine with guardrails (`Session.start` passing
-`guardrails=Guardrails.for_agent(...)`), the tests that go through a `Session` give its engine
-the agent's guardrails themselves (`wire`); the end-to-end tests in `test_session_wiring.py`
-expect the session to do it and are marked xfail until it does.
+The session builds its engine with the agent's guardrails (`Session.start`); `wire` remains
+for tests that drive an engine harness directly.
 """
 
 from __future__ import annotations

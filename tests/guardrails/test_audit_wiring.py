@@ -1,16 +1,11 @@
 """The audit log of a running server: a tool an agent ran over SMS and the human decision on it,
-with nothing logged by the test itself.
-
-Marked xfail until the server writes them: `LiveSessions.open` watching each session
-(`AuditTrail(store).watch(session)`) and the `/approvals` decide handler calling
-`record_decision` (docs/guardrails.md, "Where it is wired"); strict, so the mark must come off
-the moment it does.
-"""
+with nothing logged by the test itself: `LiveSessions.open` watches each session
+(`AuditTrail(store).watch(session)`) and the `/approvals` decide handler calls
+`record_decision`."""
 
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from tests.server.conftest import API_KEY, EnvFactory, make_env, rest  # noqa: F401 - fixtures
 from voxline.providers.llm.fake import FakeReply, FakeToolCall
@@ -19,7 +14,6 @@ from voxline.store.base import AuditAction, AuditQuery
 REFUND = FakeReply(tool_calls=[FakeToolCall("refund", {"order_id": "A17", "amount": 20})])
 
 
-@pytest.mark.xfail(strict=True, reason="needs the audit hooks in live.py and admin_routes.py")
 async def test_a_tool_run_and_its_approval_are_audited(make_env: EnvFactory) -> None:  # noqa: F811
     async with make_env([REFUND, "Checking.", "Done."]) as env:
         assert await env.twilio.text("refund order A17 please") == ["Checking."]

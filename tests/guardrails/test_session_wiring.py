@@ -1,15 +1,9 @@
 """Guardrails through a plain `Session`, with nothing wired by the test: the session builds its
-engine with the agent's guardrails and opens its memory with the agent's record transform.
-
-Marked xfail until `Session.start` does both (docs/guardrails.md, "Where it is wired"); strict, so
-the marks must come off the moment it does.
-"""
+engine with the agent's guardrails and opens its memory with the agent's record transform."""
 
 from __future__ import annotations
 
 from typing import Any
-
-import pytest
 
 from voxline.conversation.turns import UserTurn
 from voxline.providers.llm.base import LLM
@@ -21,7 +15,6 @@ from voxline.store.base import Store
 from .conftest import session_for, spec
 
 CARD = "4111 1111 1111 1111"
-WIRING = pytest.mark.xfail(strict=True, reason="needs session wiring")
 
 
 def _blocker(argument: str, settings: Settings, /, **options: Any) -> LLM:
@@ -31,7 +24,6 @@ def _blocker(argument: str, settings: Settings, /, **options: Any) -> LLM:
 register_llm("test-blocker", _blocker)
 
 
-@WIRING
 async def test_a_session_answers_a_blocked_topic_with_the_configured_response(
     store: Store, settings: Settings
 ) -> None:
@@ -43,7 +35,6 @@ async def test_a_session_answers_a_blocked_topic_with_the_configured_response(
     assert llm.requests == []
 
 
-@WIRING
 async def test_a_session_never_sends_a_card_number_in_a_delta(
     store: Store, settings: Settings
 ) -> None:
@@ -55,7 +46,6 @@ async def test_a_session_never_sends_a_card_number_in_a_delta(
     assert "".join(deltas) == "Card ending in 1111 noted."
 
 
-@WIRING
 async def test_a_sessions_classifier_stops_the_reply(store: Store, settings: Settings) -> None:
     agent = spec(input={"classifier": {"llm": "test-blocker:unsafe", "response": "No."}})
     words = [f"w{i} " for i in range(50)]
@@ -68,7 +58,6 @@ async def test_a_sessions_classifier_stops_the_reply(store: Store, settings: Set
     assert user.metadata["guardrails"][0]["check"] == "classifier"
 
 
-@WIRING
 async def test_a_standalone_session_stores_masked_turns(store: Store, settings: Settings) -> None:
     llm = FakeLLM([FakeReply("Noted.")])
     async with session_for(spec(redact_stored_pii=True), llm, store, settings) as session:

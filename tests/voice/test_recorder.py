@@ -172,7 +172,6 @@ async def test_a_pipeline_call_is_recorded_through_the_transport_wrapper(
     assert np.any(left[round(0.5 * 16000) : round(1.2 * 16000)])  # the caller's question
 
 
-@pytest.mark.xfail(strict=True, reason="needs the pipeline hooks (recorder.py: record_call)")
 async def test_the_pipeline_records_an_agent_that_asks_for_it(
     store: Store, settings: Settings
 ) -> None:

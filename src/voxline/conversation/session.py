@@ -30,6 +30,8 @@ from voxline.conversation.state import SessionState, StateMachine
 from voxline.conversation.summarizer import Summarizer
 from voxline.conversation.turns import BotTurn, Turn, new_id
 from voxline.events import EventBus
+from voxline.guardrails.runner import Guardrails
+from voxline.guardrails.storage import record_transform
 from voxline.providers.llm.base import LLM, ChatMessage, LLMRequest, Warmable
 from voxline.providers.llm.registry import create_llm
 from voxline.settings import Settings, load_settings
@@ -184,12 +186,15 @@ class Session:
             self.delivery,
             self._run_context,
             tasks=self.tasks,
+            guardrails=Guardrails.for_agent(self.spec.guardrails, self.settings),
         )
         if self._owns_memory:
             record = ConversationRecord(
                 id=self.id, agent=self.spec.name, subject=self.subject, channel=self.channel
             )
-            await self.memory.open(self._store, record)
+            await self.memory.open(
+                self._store, record, transform=record_transform(self.spec.guardrails)
+            )
         resumed = len(self.memory.turns) > 0
         policy = self.spec.summarization
         if policy.enabled:

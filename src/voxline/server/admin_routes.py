@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from voxline.guardrails.audit import record_decision
 from voxline.guardrails.redact import redact_secrets, redact_value, safe_url
 from voxline.server.api.auth import (
     APPROVALS_SCOPE,
@@ -265,6 +266,7 @@ class AdminRoutes:
         except ApprovalStateError as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)
         self.hub.after_decision(record)
+        await record_decision(self.hub.store, record, await self._principal(request))  # audit
         return JSONResponse(_approval_json(record))
 
 

@@ -24,6 +24,8 @@ from voxline.agents.runtime import LLMConfig
 from voxline.agents.spec import AgentSpec
 from voxline.conversation.memory import ConversationMemory
 from voxline.conversation.session import Session
+from voxline.guardrails.audit import AuditTrail
+from voxline.guardrails.storage import record_transform
 from voxline.providers.llm.base import LLM
 from voxline.server.config import HostedAgent
 from voxline.server.feed import Feeds
@@ -156,6 +158,7 @@ class LiveSessions:
                 user_data={CLIENT_TOOLS_KEY: self._feeds},
                 own_approvals=False,
             )
+            AuditTrail(self._store).watch(session)
             publisher = self._feeds.start(session, agent.name)
             if options.listener_id is not None:
                 publisher.add_listener(options.listener_id)
@@ -217,7 +220,9 @@ class LiveSessions:
             record = ConversationRecord(
                 id=conversation_id, agent=agent.name, subject=subject, channel=channel
             )
-            await shared.memory.open(self._store, record)
+            await shared.memory.open(
+                self._store, record, transform=record_transform(agent.spec.guardrails)
+            )
             await self._settle_abandoned(shared.memory)
         except BaseException as exc:
             self._shared.pop(conversation_id, None)

@@ -52,6 +52,7 @@ from voxline.tasks import TaskGroup
 from voxline.voice.interruption import InterruptionPolicy, Verdict
 from voxline.voice.listener import Listener
 from voxline.voice.metrics import LatencySummary, TurnLatency, summarize
+from voxline.voice.recorder import close_recording, record_call, record_input
 from voxline.voice.speaker import Speaker
 from voxline.voice.transport import AudioTransport
 
@@ -114,8 +115,9 @@ class VoicePipeline:
                 "counts as heard"
             )
         self.session = session
-        self.transport = transport
         self.clock: Clock = clock or MonotonicClock()
+        transport = record_call(session, transport, self.clock)  # wrapped when the agent records
+        self.transport = transport
         self.options = options or VoiceOptions()
         turn = session.spec.turn
         self.policy = InterruptionPolicy(turn)
@@ -167,6 +169,7 @@ class VoicePipeline:
     def push_audio(self, pcm: PCM16) -> None:
         """One inbound frame of mono PCM16 at `transport.input_rate` (the hot path: inline,
         no task or queue per frame)."""
+        record_input(self.transport, pcm)
         events = self.listener.push(pcm)
         if events:
             self._handle(events)
@@ -210,6 +213,7 @@ class VoicePipeline:
         emitted as `metrics(kind="voice_session")`). Call before `session.close()`."""
         if self._summary is not None:
             return self._summary
+        await close_recording(self.transport)
         for off in self._unsubscribe:
             off()
         self.listener.close()
