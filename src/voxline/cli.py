@@ -49,7 +49,12 @@ def fail(message: str) -> None:
 
 def _settings(**flags: Any) -> Settings:
     settings = load_settings(**flags)
-    configure_logging(settings.log_level, settings.log_json, redact_pii=settings.redact_pii_in_logs)
+    configure_logging(
+        settings.log_level,
+        settings.log_json,
+        redact_pii=settings.redact_pii_in_logs,
+        settings=settings,  # so the secrets given as flags are masked by value too
+    )
     return settings
 
 
