@@ -339,7 +339,7 @@ class RealtimeBridge:
         if call is None or self.closing:
             return
         if self.replies.response is not None:
-            self.cancel("client_cancelled")
+            self.cancel("turn_detected")  # a new turn cuts the agent off, as speech would
         call.session.interrupt()
         if as_system:
             turn: Turn = call.session.turns.add_system(text)
@@ -349,7 +349,7 @@ class RealtimeBridge:
             item = Item("message", "user", content_type="input_text", text=text)
         item.turn_ids.append(turn.id)
         self.announce_added(item, self.items.add(item))
-        self.tasks.spawn(call.session.respond(), name="injected")
+        self.tasks.spawn(_answer(call), name="injected")
 
     # -- what other modules need ----------------------------------------------------------------
     def emit(self, kind: str, /, **fields: Any) -> None:
@@ -422,3 +422,8 @@ class RealtimeBridge:
         return self.config.render(
             self.wire.dialect, session_id=self.session_id, model=self.agent.name
         )
+
+
+async def _answer(call: RealtimeCall) -> None:
+    with contextlib.suppress(SessionClosedError):  # the socket closed first: nobody to answer
+        await call.session.respond()
