@@ -53,6 +53,18 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
         "approvals.tools.1",
         "not one of this agent's tools",
     ),
+    # models named besides `llm` run on the server's keys too
+    ({"summarization": {"llm": "local:/tmp/x.gguf"}}, "summarization.llm", "names a file"),
+    (
+        {"guardrails": {"input": {"classifier": {"llm": "openai-compatible:http://evil.test#m"}}}},
+        "guardrails.input.classifier.llm",
+        "not an allowed base URL",
+    ),
+    (
+        {"guardrails": {"output": {"custom": ["no_such_check"]}}},
+        "guardrails.output.custom.0",
+        "no guardrail check named 'no_such_check'",
+    ),
 ]
 
 

@@ -388,7 +388,45 @@ def check_agent(spec: AgentSpec, settings: Settings) -> list[Violation]:
         "voice": _check_voice(spec.voice, _voices_for(spec, allow)) if spec.voice else None,
     }
     found = [Violation((field,), problem) for field, problem in problems.items() if problem]
-    return found + _check_tools(spec)
+    return found + _check_tools(spec) + _check_side_models(spec, allow) + _check_guardrails(spec)
+
+
+def _check_side_models(spec: AgentSpec, allow: AllowList) -> list[Violation]:
+    """Models an agent names besides its `llm` (a cheaper summarizer, a guardrail classifier)
+    run on the server's keys too, so they come from the same allow-list."""
+    named: dict[tuple[str | int, ...], str | None] = {
+        ("summarization", "llm"): spec.summarization.llm,
+    }
+    classifier = spec.guardrails.input.classifier
+    if classifier is not None:
+        named[("guardrails", "input", "classifier", "llm")] = classifier.llm
+    found = []
+    for loc, model in named.items():
+        problem = _check_llm(model, allow) if model else None
+        if problem:
+            found.append(Violation(loc, problem))
+    return found
+
+
+def _check_guardrails(spec: AgentSpec) -> list[Violation]:
+    """Custom checks are Python the server registered; an unknown name could never run."""
+    from voxline.guardrails.checks import registered_guardrails
+
+    known = registered_guardrails()
+    found = []
+    for section, names in (
+        ("input", spec.guardrails.input.custom),
+        ("output", spec.guardrails.output.custom),
+    ):
+        for index, name in enumerate(names):
+            if name not in known:
+                found.append(
+                    Violation(
+                        ("guardrails", section, "custom", index),
+                        f"no guardrail check named {name!r} is registered on this server",
+                    )
+                )
+    return found
 
 
 def enforce_agent(spec: AgentSpec, settings: Settings) -> None:

@@ -123,6 +123,11 @@ def get_guardrail(name: str) -> CustomCheck:
         raise UnknownGuardrailError(name, _checks) from None
 
 
+def registered_guardrails() -> frozenset[str]:
+    """The names custom checks are registered under now."""
+    return frozenset(_checks)
+
+
 def unregister_guardrail(name: str) -> None:
     """Forget a check (tests)."""
     _checks.pop(name, None)
