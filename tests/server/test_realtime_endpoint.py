@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +20,12 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
-from openai import AsyncOpenAI
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.server.browser import TONE, LoudnessVAD, ToneTTS
 from tests.server.conftest import API_KEY, EnvFactory
-from tests.server.twilio_emulator import WAIT
+from tests.server.realtime_client import RATE, MiB, level, pcm_b64, raw_socket, sdk_socket
 from tests.voice.speech import espeak
 from voxline import Agent
 from voxline.agents.spec import AgentSpec
@@ -41,8 +38,6 @@ from voxline.voice.interruption import words
 from voxline.voice.providers import SpeechProviders
 
 AGENT = "concierge"
-RATE = 24000  # the Realtime default: PCM16 at 24 kHz
-MiB = 1 << 20
 ANSWER = "It will be sunny and twenty two degrees in Paris tomorrow."
 LONG = (
     "Our hotel has three restaurants and a bar on the roof. "
@@ -68,109 +63,6 @@ def concierge() -> Agent:
         instructions="You are a hotel concierge. Answer briefly.",
         turn={"min_interruption_duration": 0.3},
     )
-
-
-# -- a client over any WebSocket that yields raw frames --------------------------------------
-@dataclass
-class Events:
-    """Every server event of one socket, as JSON, with its size on the wire."""
-
-    recv: Callable[[], Awaitable[bytes | str]]
-    parse: Callable[[bytes | str], Any] | None = None  # the SDK's own parser, when given
-    events: list[dict[str, Any]] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        with contextlib.suppress(Exception):
-            while True:
-                raw = await self.recv()
-                self.sizes.append(len(raw.encode() if isinstance(raw, str) else raw))
-                if self.parse is not None:
-                    self.parse(raw)  # the SDK understands every event
-                self.events.append(json.loads(raw))
-                self._changed.set()
-        self._changed.set()
-
-    def of(self, kind: str, **match: Any) -> list[dict[str, Any]]:
-        return [
-            e
-            for e in self.events
-            if e["type"] == kind and all(e.get(k) == v for k, v in match.items())
-        ]
-
-    async def wait_for(self, check: Callable[[], Any]) -> Any:
-        async with asyncio.timeout(WAIT):
-            while not (result := check()):
-                if self._task is not None and self._task.done():
-                    raise AssertionError(
-                        f"socket closed; events: {[e['type'] for e in self.events]}"
-                    )
-                self._changed.clear()
-                await self._changed.wait()
-        return result
-
-    async def next(self, kind: str, after: int = 0, **match: Any) -> dict[str, Any]:
-        """The first `kind` event from position `after` on that has the fields `match`."""
-
-        def found() -> dict[str, Any] | None:
-            for event in self.events[after:]:
-                if event["type"] == kind and all(event.get(k) == v for k, v in match.items()):
-                    return event
-            return None
-
-        event: dict[str, Any] = await self.wait_for(found)
-        return event
-
-    async def since(self, seen: int) -> list[dict[str, Any]]:
-        """The events after the first `seen`, once there is one."""
-        events: list[dict[str, Any]] = await self.wait_for(lambda: self.events[seen:])
-        return events
-
-    def audio(self, response_id: str, kind: str = "response.output_audio.delta") -> bytes:
-        return b"".join(
-            base64.b64decode(e["delta"]) for e in self.of(kind, response_id=response_id)
-        )
-
-    def types(self, start: int = 0, end: int | None = None) -> list[str]:
-        return [e["type"] for e in self.events[start:end]]
-
-
-@contextlib.asynccontextmanager
-async def sdk_socket(
-    base: str, *, beta: bool = False, key: str = API_KEY
-) -> AsyncIterator[tuple[Any, Events]]:
-    """The official SDK's Realtime connection to `base`, with an event reader running. (The
-    beta client always dials wss:// from the base URL, so it is given the ws:// one.)"""
-    websocket = base.replace("http://", "ws://") + "/v1" if beta else None
-    client = AsyncOpenAI(base_url=f"{base}/v1", api_key=key, websocket_base_url=websocket)
-    realtime = client.beta.realtime if beta else client.realtime
-    async with realtime.connect(model=AGENT) as conn:
-        events = Events(conn.recv_bytes, conn.parse_event)
-        events.start()
-        yield conn, events
-
-
-@contextlib.asynccontextmanager
-async def raw_socket(base: str) -> AsyncIterator[tuple[Any, Events]]:
-    url = base.replace("http://", "ws://") + f"/v1/realtime?model={AGENT}"
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    async with connect(url, additional_headers=headers, max_size=MiB) as ws:
-        events = Events(ws.recv)
-        events.start()
-        yield ws, events
-
-
-def pcm_b64(pcm: npt.NDArray[np.int16]) -> str:
-    return base64.b64encode(pcm.astype("<i2").tobytes()).decode()
-
-
-def level(amplitude: int, seconds: float) -> npt.NDArray[np.int16]:
-    return np.full(round(seconds * RATE), amplitude, dtype=np.int16)
 
 
 # -- speech stand-ins (protocol tests) ---------------------------------------------------------
@@ -204,7 +96,7 @@ def fake_speech(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- protocol tests ----------------------------------------------------------------------------
 async def test_beta_dialect_push_to_talk(make_env: EnvFactory, fake_speech: None) -> None:
     async with make_env(["It is sunny.", "You're welcome."], agents=[concierge()]) as env:
-        async with sdk_socket(env.twilio.base, beta=True) as (conn, log):
+        async with sdk_socket(env.twilio.base, AGENT, beta=True) as (conn, log):
             created = await log.next("session.created")
             assert created["session"]["input_audio_format"] == "pcm16"  # the flat beta shape
             await conn.session.update(
@@ -291,7 +183,7 @@ async def test_bad_input_gets_error_events_and_the_session_goes_on(
     reply = FakeReply("All good here.", token_delay=0.05)
     async with (
         make_env([reply], agents=[concierge()]) as env,
-        raw_socket(env.twilio.base) as (ws, log),
+        raw_socket(env.twilio.base, AGENT) as (ws, log),
     ):
         await log.next("session.created")
         for frame, code in BAD_INPUT:
@@ -335,7 +227,7 @@ async def test_mulaw_with_server_vad_and_tools_added_mid_session(
     ]
     ulaw = {"type": "audio/pcmu"}
     async with make_env(script, agents=[concierge()]) as env:
-        async with sdk_socket(env.twilio.base) as (conn, log):
+        async with sdk_socket(env.twilio.base, AGENT) as (conn, log):
             await conn.session.update(
                 session={
                     "type": "realtime",
@@ -392,7 +284,7 @@ async def test_text_responses_cancel_and_item_edits(
     hello = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
     manual = {"type": "realtime", "audio": {"input": {"turn_detection": None}}}
     async with make_env(script, agents=[concierge()]) as env:
-        async with sdk_socket(env.twilio.base) as (conn, log):
+        async with sdk_socket(env.twilio.base, AGENT) as (conn, log):
             await conn.session.update(session=manual)
             # a text-only response
             await conn.conversation.item.create(item=hello)
@@ -448,7 +340,7 @@ async def test_a_client_that_leaves_mid_function_call_ends_the_session(
     script = [FakeReply(tool_calls=[FakeToolCall("get_weather", {"city": "Paris"})])]
     hello = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
     async with make_env(script, agents=[concierge()]) as env:
-        async with sdk_socket(env.twilio.base) as (conn, log):
+        async with sdk_socket(env.twilio.base, AGENT) as (conn, log):
             await conn.session.update(session={"type": "realtime", "tools": [WEATHER_TOOL]})
             await conn.conversation.item.create(item=hello)
             await conn.response.create()
@@ -490,7 +382,7 @@ async def test_refused_upgrades_say_why_with_a_status(
                     pass
             assert refused.value.response.status_code == status
         with pytest.raises(InvalidStatus) as refused:  # the SDK's own client sees the same
-            async with sdk_socket(env.twilio.base, key="wrong-key"):
+            async with sdk_socket(env.twilio.base, AGENT, key="wrong-key"):
                 pass
         assert refused.value.response.status_code == 401
 
@@ -556,7 +448,7 @@ async def test_the_official_sdk_talks_to_an_agent_in_real_time(
     question = spoken("What's the weather in Paris tomorrow?", tmp_path)
     interruption = spoken("Stop. Wait a moment, please.", tmp_path)
     async with make_env(script, agents=[concierge()]) as env:
-        async with sdk_socket(env.twilio.base) as (conn, log):
+        async with sdk_socket(env.twilio.base, AGENT) as (conn, log):
             await log.next("session.created")
             await conn.session.update(session=SESSION)
             await log.next("session.updated")
