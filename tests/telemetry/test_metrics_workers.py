@@ -23,6 +23,7 @@ from tests.store.conftest import REDIS_URL, redis_prefix, scratch_postgres_url
 from tests.telemetry.conftest import sample, scrape
 
 CALLS = 4
+ANSWER = "Hello! This is the fake model speaking."  # what VOXLINE_LLM=fake says
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ async def test_every_worker_answers_for_all_of_them(server: str) -> None:
         setup: dict[str, Any] = {"callSid": sid, "from": caller}  # as the webhook was told
         async with twilio.relay(twiml, **setup) as call:
             await call.prompt("hello?")
-            assert await call.reply()
+            assert await call.reply() == ANSWER
 
     async def settled() -> bool:
         return sample(await scrape(server), "voxline_sessions_live") == 0
@@ -103,3 +104,4 @@ async def test_every_worker_answers_for_all_of_them(server: str) -> None:
         llm_lines = [line for line in after.splitlines() if "_llm_" in line]
         assert sample(after, name) - sample(before, name) == CALLS, llm_lines
         assert sample(after, "voxline_sessions_live") == 0
+        assert sample(after, "voxline_session_errors_total") == 0
