@@ -29,6 +29,7 @@ from voxline.guardrails.redact import (
     redact_value,
 )
 from voxline.settings import Settings, load_settings
+from voxline.telemetry.logs import add_trace_ids
 
 # Loggers that print what they are handed (query strings, SQL parameters, URLs, frames).
 THIRD_PARTY_LOGGERS = (
@@ -89,6 +90,7 @@ def configure_logging(
             # Tracebacks become text here, so the redaction after this sees them.
             structlog.processors.format_exc_info,
             redact_processor,
+            add_trace_ids,  # after redaction, so an all-digit id is never masked as a card
             # After the redaction: a timestamp is not a phone number.
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
