@@ -63,3 +63,6 @@ class ToolOutcome:
     approval_id: str | None = None  # set when the call is waiting for a human
     attempts: int = 1
     duration: float = 0.0
+    # How it ended, for metrics and audits: ok, error, timeout, circuit_open, unknown_tool,
+    # invalid_arguments, pending_approval, rejected (the executor's outcome kinds).
+    kind: str = "ok"

@@ -267,6 +267,7 @@ class ToolExecutor:
             approval_id=approval_id,
             attempts=attempts,
             duration=duration,
+            kind=kind,
         )
 
     def _require_approvals(self) -> ApprovalManager:
