@@ -29,6 +29,7 @@ from voxline.channels.outbox import BoundedOutbox, DropCount
 from voxline.channels.twilio_calls import CallControlError, TwilioCalls
 from voxline.channels.twilio_relay import RETURNING_CALLER_NOTE
 from voxline.conversation.session import Session
+from voxline.tasks import TaskGroup
 from voxline.voice.pipeline import VoiceOptions, VoicePipeline
 from voxline.voice.providers import SpeechProviders
 
@@ -146,6 +147,9 @@ class MediaStreamTransport:
                 await send_text(message)
 
 
+FINISH_GRACE = 5.0  # seconds interrupted replies may take to settle after the stream ended
+
+
 class MediaCall:
     """Protocol logic of one Media Streams call. The server owns the socket: it feeds `handle`
     with parsed events and runs `transport.write` to send.
@@ -185,7 +189,7 @@ class MediaCall:
         self.pipeline = VoicePipeline(
             session, self.transport, stt=speech.stt, tts=speech.tts, vad=speech.vad, options=options
         )
-        self._replies: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskGroup(f"media call {stream_sid}")  # replies and the goodbye
         self._bad_audio = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -207,9 +211,7 @@ class MediaCall:
         self.transport.close()
         await self.pipeline.close()
         self.session.interrupt()
-        waiting = [*self._replies, *([ending] if ending is not None else [])]
-        if waiting:
-            await asyncio.gather(*waiting, return_exceptions=True)
+        await self._tasks.close(grace=FINISH_GRACE)  # interrupted replies settle, then stop
         self.session.delivery.auto = self._delivery_was_auto
         if self._bad_audio:
             self.log.warning("media frames with unusable audio were dropped", count=self._bad_audio)
@@ -272,9 +274,8 @@ class MediaCall:
         self._end_after_goodbye(lambda: self._transfer(target))
 
     def _end_after_goodbye(self, action: _EndAction) -> None:
-        if self._ending is None and not self.over.is_set():
-            self._ending = asyncio.create_task(self._end(action))
-            self._ending.add_done_callback(self._reply_done)
+        if self._ending is None and not self.over.is_set() and not self._tasks.closed:
+            self._ending = self._tasks.spawn(self._end(action), name="goodbye")
 
     async def _end(self, action: _EndAction) -> None:
         await until_said(self.pipeline)
@@ -312,11 +313,7 @@ class MediaCall:
         return None
 
     def _run(self, work: Coroutine[Any, Any, Any]) -> None:
-        task: asyncio.Task[Any] = asyncio.create_task(work)
-        self._replies.add(task)
-        task.add_done_callback(self._reply_done)
-
-    def _reply_done(self, task: asyncio.Task[Any]) -> None:
-        self._replies.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self.log.error("reply task failed", exc_info=exc)
+        if self._tasks.closed:  # the stream is over: nothing new starts
+            work.close()
+            return
+        self._tasks.spawn(work, name="reply")

@@ -19,7 +19,7 @@ also set when the outbox gives up on a client that stopped reading (see `Outbox`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -32,6 +32,7 @@ from voxline.conversation.session import Session
 from voxline.conversation.state import SessionState
 from voxline.conversation.turns import BotTurn, Turn, UserTurn
 from voxline.providers.llm.base import ToolCallRequest
+from voxline.tasks import TaskGroup
 from voxline.tools.base import ToolOutcome
 from voxline.voice.metrics import TurnLatency
 from voxline.voice.pipeline import VoiceOptions, VoicePipeline
@@ -136,7 +137,7 @@ class WebCall:
         self.protocol_errors = 0
         self._ending = False
         self._final: dict[str, tuple[str, bool]] = {}  # bot turn id -> the final text sent
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskGroup("browser call")
         self._unsubscribe: list[Callable[[], None]] = [
             session.on("turn_added", self._on_turn_added),
             session.on("turn_updated", self._on_turn_updated),
@@ -223,9 +224,7 @@ class WebCall:
         """Stop listening and speaking; what was said stays in the session's turns."""
         for off in self._unsubscribe:
             off()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         await self.pipeline.close()
         if self.protocol_errors > REPORTED_ERRORS:
             self.log.warning("client frames ignored in total", count=self.protocol_errors)
@@ -300,12 +299,8 @@ class WebCall:
     def _on_error(self, error: BaseException, where: str) -> None:
         self._send("error", message=f"the agent hit a problem ({where}); see the server log")
 
-    def _spawn(self, work: Any) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self.log.error("typed message failed", exc_info=exc)
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        if self._tasks.closed:  # the call is over: nothing new starts
+            work.close()
+            return
+        self._tasks.spawn(work)

@@ -23,6 +23,7 @@ import structlog
 
 from voxline.conversation.turns import new_id
 from voxline.store.base import EventBroker
+from voxline.tasks import TaskGroup
 
 log = structlog.get_logger("voxline.server.cluster")
 
@@ -116,7 +117,7 @@ class WorkerLink:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._handlers: dict[str, Handler] = {}
         self._subscriptions: list[LiveSubscription] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskGroup("worker link")
         self._pumps: list[asyncio.Task[Any]] = []
         self._closing = False
 
@@ -138,9 +139,7 @@ class WorkerLink:
 
     async def close(self) -> None:
         self._closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         for subscription in self._subscriptions:
             await close_subscription(subscription)
         for future in self._pending.values():
@@ -224,22 +223,13 @@ class WorkerLink:
     ) -> None:
         answer = await handler(message)
         if answer is not None:
-            await self.reply(reply_to, request_id, answer)
+            try:
+                await self.reply(reply_to, request_id, answer)
+            except ClusterUnavailableError as exc:  # the asker times out and says so
+                log.warning("cross-worker answer not sent", error=str(exc))
 
     def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled() or (exc := task.exception()) is None:
-            return
-        if isinstance(exc, ClusterUnavailableError):
-            log.warning("cross-worker answer not sent", error=str(exc))
-        else:
-            log.error("cross-worker request failed", exc_info=exc)
+        return self._tasks.spawn(work)
 
 
 async def close_subscription(subscription: AsyncIterator[dict[str, Any]]) -> None:
