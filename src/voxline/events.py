@@ -8,13 +8,14 @@ logged and skipped: an observer must never break the conversation it observes.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import structlog
+
+from voxline.tasks import TaskGroup
 
 log = structlog.get_logger("voxline.events")
 
@@ -51,7 +52,7 @@ class EventBus:
     def __init__(self, *, strict: bool = True) -> None:
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._strict = strict
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskGroup("event handlers")  # async handlers' tasks
 
     def on(self, event: str, handler: Handler) -> Callable[[], None]:
         """Subscribe; returns a function that unsubscribes."""
@@ -75,18 +76,10 @@ class EventBus:
         try:
             result = handler(**payload)
             if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                self._tasks.add(task)
-                task.add_done_callback(self._task_done)
+                self._tasks.spawn(result, name=f"on {event}")
         except Exception:
             log.exception("event handler failed", event_name=event)
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("async event handler failed", exc_info=task.exception())
-
     async def drain(self) -> None:
         """Wait for async handlers started so far (used on shutdown and in tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.wait()
