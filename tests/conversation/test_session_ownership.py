@@ -107,3 +107,40 @@ async def test_sessions_on_one_memory_answer_only_their_own_connection(
         await session.close()
     await memory.close()
     assert len(await store.load_turns("conv-shared")) == 4
+
+
+class FlakyStore:
+    """A real store whose turn writes fail while `down` (a database outage mid-call)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.down = False
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def write_turns(self, records: list[dict[str, object]]) -> None:
+        if self.down:
+            self.refused += 1
+            raise OSError("connection refused")
+        await self._store.write_turns(records)  # type: ignore[arg-type]
+
+
+async def test_a_call_keeps_talking_through_a_store_outage(
+    store: Store, settings: Settings
+) -> None:
+    """Write-behind: the conversation never waits for storage; the turns catch up after."""
+    flaky = FlakyStore(store)
+    llm = FakeLLM(["First answer.", "Second answer."])
+    session = Session(Agent(name="t"), llm=llm, store=flaky, settings=settings)  # type: ignore[arg-type]
+    await session.start()
+    flaky.down = True
+    assert await session.send_text("one") == "First answer."
+    assert await session.send_text("two") == "Second answer."
+    await asyncio.sleep(0.3)
+    assert flaky.refused > 0 and await store.load_turns(session.id) == []
+    flaky.down = False
+    await session.close()  # flushes once the store is back
+    contents = [r["data"]["content"] for r in await store.load_turns(session.id)]
+    assert contents == ["one", "First answer.", "two", "Second answer."]
