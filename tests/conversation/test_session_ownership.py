@@ -124,7 +124,7 @@ class FlakyStore:
         if self.down:
             self.refused += 1
             raise OSError("connection refused")
-        await self._store.write_turns(records)  # type: ignore[arg-type]
+        await self._store.write_turns(records)
 
 
 async def test_a_call_keeps_talking_through_a_store_outage(
