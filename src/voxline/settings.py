@@ -58,6 +58,19 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("VOXLINE_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
     )
+    # Hosted voices (`elevenlabs:VOICE`, `cartesia:VOICE`; `openai:MODEL` uses the OpenAI key
+    # and base URL above). A base URL points a voice elsewhere (a proxy, a test server); http(s)
+    # and ws(s) are both accepted, and its key is sent there.
+    elevenlabs_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("VOXLINE_ELEVENLABS_API_KEY", "ELEVENLABS_API_KEY"),
+    )
+    elevenlabs_base_url: str | None = None  # default wss://api.elevenlabs.io
+    cartesia_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("VOXLINE_CARTESIA_API_KEY", "CARTESIA_API_KEY"),
+    )
+    cartesia_base_url: str | None = None  # default wss://api.cartesia.ai
     # Speech-to-speech agents (`openai-realtime:MODEL`, `openai-realtime:ws://HOST/v1#MODEL`).
     # The WebSocket base of `openai-realtime:MODEL` (default: OpenAI's, or `openai_base_url`
     # as ws/wss); its key defaults to `openai_api_key`.

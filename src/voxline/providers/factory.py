@@ -1,8 +1,11 @@
-"""Speech providers chosen by spec string: `local`, `whisper:tiny.en`, `piper`, `silero`.
+"""Speech providers chosen by spec string: `local`, `whisper:tiny.en`, `piper`, `silero`, and
+the hosted voices `elevenlabs:VOICE`, `cartesia:VOICE`, `openai:MODEL` (a comma-separated TTS
+spec is a fallback chain: `elevenlabs:VOICE,local`).
 
 Each factory imports its provider module only when that provider is asked for, so a text-only
-install never imports CTranslate2, onnxruntime or the GPL Piper runtime. An unknown spec or a
-missing model raises `ConfigurationError` with one actionable line.
+install never imports CTranslate2, onnxruntime or the GPL Piper runtime. An unknown spec, a
+missing model or a missing key raises `ConfigurationError` with one actionable line. Keys and
+base URLs of hosted voices come from `Settings`, so a spec never carries a secret.
 """
 
 from __future__ import annotations
@@ -11,6 +14,14 @@ from voxline.providers.llm.base import ConfigurationError
 from voxline.providers.stt.base import STT
 from voxline.providers.tts.base import TTS
 from voxline.providers.vad.base import VAD
+from voxline.settings import Settings
+
+HOSTED_TTS = {
+    # prefix: (the settings field of its key, the variable to set)
+    "elevenlabs": ("elevenlabs_api_key", "ELEVENLABS_API_KEY"),
+    "cartesia": ("cartesia_api_key", "CARTESIA_API_KEY"),
+    "openai": ("openai_api_key", "OPENAI_API_KEY"),
+}
 
 
 def _split(spec: str) -> tuple[str, str | None]:
@@ -28,14 +39,72 @@ def create_stt(spec: str = "local") -> STT:
     raise ConfigurationError(f"unknown STT provider {spec!r}: use 'local' or 'whisper[:MODEL]'")
 
 
-def create_tts(spec: str = "local") -> TTS:
-    """`local` or `piper` (the bundled joe voice), `piper:/path/to/voice.onnx`."""
+def create_tts(spec: str = "local", settings: Settings | None = None) -> TTS:
+    """`local` or `piper` (the bundled joe voice), `piper:/path/to/voice.onnx`,
+    `elevenlabs:VOICE_ID[#MODEL]`, `cartesia:VOICE_ID[#MODEL]`, `openai:MODEL`; `a,b` falls back
+    from `a` to `b` (see `providers.tts.fallback`)."""
+    parts = [part.strip() for part in spec.split(",")]
+    if not all(parts):
+        raise ConfigurationError(f"empty TTS spec in {spec!r}; use e.g. elevenlabs:VOICE,local")
+    if len(parts) > 1:
+        from voxline.providers.tts.fallback import FallbackTTS
+
+        settings = settings if settings is not None else Settings()
+        return FallbackTTS([create_tts(part, settings) for part in parts])
     name, argument = _split(spec)
     if name in ("local", "piper"):
         from voxline.providers.tts.piper import create_piper_tts
 
         return create_piper_tts(argument)
-    raise ConfigurationError(f"unknown TTS provider {spec!r}: use 'local' or 'piper[:VOICE]'")
+    if name in HOSTED_TTS:
+        return _hosted_tts(name, argument, settings if settings is not None else Settings())
+    raise ConfigurationError(
+        f"unknown TTS provider {spec!r}: use 'local', 'piper[:VOICE]', 'elevenlabs:VOICE', "
+        "'cartesia:VOICE' or 'openai:MODEL'"
+    )
+
+
+def tts_key_present(name: str, settings: Settings) -> bool | None:
+    """Whether the key of hosted voice `name` is configured; None for a local voice."""
+    if name not in HOSTED_TTS:
+        return None
+    return getattr(settings, HOSTED_TTS[name][0]) is not None
+
+
+def _hosted_tts(name: str, argument: str | None, settings: Settings) -> TTS:
+    from voxline.providers.tts.hosted import secret
+
+    field, variable = HOSTED_TTS[name]
+    key = secret(getattr(settings, field))
+    if not key:
+        raise ConfigurationError(f"{name} voices need an API key: set {variable}")
+    target, _, model = (argument or "").partition("#")
+    if name == "openai":
+        from voxline.providers.tts.openai_speech import DEFAULT_MODEL, OpenAISpeechTTS
+
+        base_url = settings.openai_base_url
+        return OpenAISpeechTTS(target or DEFAULT_MODEL, api_key=key, base_url=base_url)
+    if not target:
+        raise ConfigurationError(
+            f"{name} needs a voice id: '{name}:VOICE_ID', or the agent's `voice`"
+        )
+    if name == "elevenlabs":
+        from voxline.providers.tts import elevenlabs
+
+        return elevenlabs.ElevenLabsTTS(
+            target,
+            api_key=key,
+            model=model or elevenlabs.DEFAULT_MODEL,
+            base_url=settings.elevenlabs_base_url,
+        )
+    from voxline.providers.tts import cartesia
+
+    return cartesia.CartesiaTTS(
+        target,
+        api_key=key,
+        model=model or cartesia.DEFAULT_MODEL,
+        base_url=settings.cartesia_base_url,
+    )
 
 
 def create_vad(spec: str = "local") -> VAD:

@@ -1,8 +1,13 @@
-"""The text-to-speech protocol: text in, a stream of PCM16 chunks that know what they say."""
+"""The text-to-speech protocol: text in, a stream of PCM16 chunks that know what they say.
+
+The protocol itself carries PCM16 only. Hosted voices add two optional things on top, without
+changing it for local ones: `ChannelAware.for_channel` (synthesise at the channel's rate or in
+its codec, report failures recovered from) and `TTSError` (what a provider raises when it fails,
+so a fallback chain can tell a provider failure from a bug)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -31,3 +36,53 @@ class TTS(Protocol):
     sample_rate: int  # the native output rate; resampling happens once, at the channel edge
 
     def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[AudioChunk]: ...
+
+
+class TTSError(Exception):
+    """A hosted voice failed: refused the request, dropped the socket, went quiet. The speaker
+    logs it and reports it on the session bus; a fallback chain moves on to the next voice."""
+
+    def __init__(self, message: str, *, provider: str) -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
+def _ignore(error: Exception) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class OutputChannel:
+    """What a TTS may learn about the call it speaks on (optional: see `ChannelAware`).
+
+    `sample_rate` is the rate the channel plays. A provider that can synthesise at that rate
+    (or in the channel's own codec) should, so nothing is resampled or re-encoded on the way.
+    `on_failure` is where a provider that recovered from a failure by itself (a fallback chain
+    that moved on mid-sentence) reports it, so the session hears about every gap in speech.
+    """
+
+    sample_rate: int
+    on_failure: Callable[[Exception], None] = _ignore
+
+    @property
+    def telephone(self) -> bool:
+        """8 kHz is the phone (Twilio Media Streams, G.711 µ-law): a provider that can return
+        µ-law should, decoded with `exact_mulaw_decode`, so the channel's encoder gives back the
+        provider's very bytes."""
+        return self.sample_rate == 8000
+
+
+@runtime_checkable
+class ChannelAware(Protocol):
+    """Optional: a TTS that adapts to the channel it speaks on. `for_channel` is called once per
+    call and returns a view of the same provider (shared connections, per-call format)."""
+
+    def for_channel(self, channel: OutputChannel) -> TTS: ...
+
+
+def for_channel(tts: TTS, channel: OutputChannel) -> TTS:
+    """The TTS to speak on `channel` with: the provider's view for it when it adapts, else
+    `tts` itself (a local voice synthesises at its own rate; the speaker resamples)."""
+    if isinstance(tts, ChannelAware):
+        return tts.for_channel(channel)
+    return tts
