@@ -147,6 +147,7 @@ class VoicePipeline:
             on_audio=self._on_tts_audio,
             on_play=self._on_play,
             on_idle=self._on_idle,
+            on_error=lambda exc: session.bus.emit("error", error=exc, where="tts"),
         )
         self.latencies: deque[TurnLatency] = deque(maxlen=MAX_LATENCIES)
         self.log = structlog.get_logger("voxline.voice").bind(session_id=session.id)

@@ -14,6 +14,7 @@ turn to exactly what was played.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from voxline.audio.playback import PlaybackTracker
 from voxline.audio.resample import resample
 from voxline.conversation.engine import Delivery
 from voxline.conversation.turns import BotTurn
-from voxline.providers.tts.base import TTS
+from voxline.providers.tts.base import TTS, OutputChannel, for_channel
 from voxline.text.sentences import SentenceChunker
 from voxline.voice.transport import AudioTransport
 
@@ -87,7 +88,8 @@ class _Span:
 
 class Speaker:
     """Speaks bot turns through a transport. Callbacks: `on_audio` when TTS produces audio,
-    `on_play` when a stretch of speech starts playing, `on_idle` when all audio has gone out."""
+    `on_play` when a stretch of speech starts playing, `on_idle` when all audio has gone out,
+    `on_error` when the voice failed (a sentence not spoken, or a fallback voice taking over)."""
 
     def __init__(
         self,
@@ -103,19 +105,22 @@ class Speaker:
         on_audio: Callable[[], None] = lambda: None,
         on_play: Callable[[], None] = lambda: None,
         on_idle: Callable[[], None] = lambda: None,
+        on_error: Callable[[Exception], None] = lambda error: None,
     ) -> None:
-        self.tts = tts
+        self.rate = transport.output_rate
+        # A hosted voice speaks the channel's own format where it can (µ-law on the phone).
+        self.tts = for_channel(tts, OutputChannel(self.rate, on_failure=on_error))
         self.transport = transport
         self.delivery = delivery
         self.clock = clock
         self.voice = voice
-        self.rate = transport.output_rate
         self.frame_duration = frame_duration
         self.lead = lead
         self.tracker = PlaybackTracker()
         self._on_audio = on_audio
         self._on_play = on_play
         self._on_idle = on_idle
+        self._on_error = on_error
         self._queue_size = queue_size
         self._turn: BotTurn | None = None
         self._chunker = SentenceChunker()
@@ -276,9 +281,10 @@ class Speaker:
             sentence = self._sentences.popleft()
             self._unspoken -= len(sentence.text)
             run.synthesizing = True
+            chunks = self.tts.synthesize(sentence.text, voice=self.voice)
             try:
                 offset = 0
-                async for chunk in self.tts.synthesize(sentence.text, voice=self.voice):
+                async for chunk in chunks:
                     pcm = resample(chunk.pcm, chunk.sample_rate, self.rate)
                     found = sentence.text.find(chunk.text, offset) if chunk.text else -1
                     if found < 0:  # the TTS did not echo its text: credit the rest of the sentence
@@ -293,10 +299,14 @@ class Speaker:
                     run.waiting_for_room = run.audio.full()
                     await run.audio.put(_Piece(pcm, sentence.turn, text, start, start + len(text)))
                     run.waiting_for_room = False
-            except Exception:
+            except Exception as exc:
                 log.exception("speech synthesis failed", text=sentence.text)
+                self._on_error(exc)
             finally:
                 run.synthesizing = False
+                # Stopped midway (barge-in): release the voice now; a hosted one cancels.
+                with contextlib.suppress(Exception):
+                    await _aclose(chunks)
 
     async def _play(self, run: _Run) -> None:
         while True:
@@ -343,6 +353,12 @@ class Speaker:
             if run.audio.empty() and not self._sentences and not run.synthesizing:
                 return
             piece = await run.audio.get()
+
+
+async def _aclose(chunks: AsyncIterator[object]) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _words_heard(text: str, duration: float, played: float) -> str:
