@@ -286,7 +286,8 @@ class Speaker:
                 offset = 0
                 async for chunk in chunks:
                     pcm = resample(chunk.pcm, chunk.sample_rate, self.rate)
-                    found = sentence.text.find(chunk.text, offset) if chunk.text else -1
+                    known = chunk.text or chunk.exact
+                    found = sentence.text.find(chunk.text, offset) if known else -1
                     if found < 0:  # the TTS did not echo its text: credit the rest of the sentence
                         found, text = offset, sentence.text[offset:]
                     else:

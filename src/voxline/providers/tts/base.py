@@ -22,6 +22,10 @@ class AudioChunk:
     pcm: npt.NDArray[np.int16]
     sample_rate: int
     text: str = ""
+    exact: bool = False
+    """`text` is exactly what this chunk speaks, even when empty (a streamed voice whose first
+    pieces finish no word yet). Otherwise an empty `text` means the provider does not say, and
+    the speaker credits the chunk with the rest of its sentence."""
 
     @property
     def duration(self) -> float:

@@ -130,7 +130,7 @@ class Utterance:
             return None
         out, self._held = audio[: -self._hold], audio[-self._hold :]
         self.seconds += len(out) / self.rate
-        return AudioChunk(out, self.rate, self._credit(self._progress()))
+        return AudioChunk(out, self.rate, self._credit(self._progress()), exact=True)
 
     def finish(self) -> AudioChunk | None:
         """The provider is done: the audio held back, with the words not yet credited."""
@@ -142,7 +142,7 @@ class Utterance:
         if not len(held):
             return None
         self.seconds += len(held) / self.rate
-        return AudioChunk(held, self.rate, self._credit(len(self.text)))
+        return AudioChunk(held, self.rate, self._credit(len(self.text)), exact=True)
 
     def _progress(self) -> int:
         """Where the words spoken so far end: whole words only, never the last one."""
