@@ -50,7 +50,13 @@ from voxline.providers.realtime import events as wire
 from voxline.providers.realtime.client import RealtimeClient
 from voxline.providers.realtime.config import AudioFormat, config_from_agent
 from voxline.providers.realtime.events import RealtimeEvent, RealtimeProtocolError
-from voxline.providers.realtime.history import DTMF_NOTE, approved_pair, heard_text, seed_items
+from voxline.providers.realtime.history import (
+    DTMF_NOTE,
+    SpeakingRate,
+    approved_pair,
+    heard_text,
+    seed_items,
+)
 from voxline.providers.realtime.latency import LatencyTracker
 from voxline.providers.realtime.registry import create_realtime
 from voxline.store.base import ApprovalRecord
@@ -129,6 +135,7 @@ class RealtimeVoiceEngine:
         self._bots: dict[str, BotTurn] = {}  # assistant item id -> its turn
         self._cut: set[str] = set()  # items and responses cut short: their late deltas are dropped
         self._playing_item: str | None = None  # the assistant item whose audio went out last
+        self._rate = SpeakingRate()  # judges a barge-in when the transcript ran ahead of audio
         self._tools: dict[str, asyncio.Task[None]] = {}
         self._waiting_calls: set[str] = set()  # calls of a finished response still running
         self._want_response = False  # ask for a response once the one in flight is done
@@ -336,10 +343,12 @@ class RealtimeVoiceEngine:
             else:
                 self.log.info("unfinished function call ignored", status=item.get("status"))
             return
-        response = self._response
-        bot = response.bots.get(str(item.get("id"))) if response is not None else None
+        response, bot_item = self._response, str(item.get("id"))
+        bot = response.bots.get(bot_item) if response is not None else None
         if bot is not None and bot.id in self.session.turns and not bot.interrupted:
             bot.complete = item.get("status", "completed") == "completed"
+            if bot.complete:
+                self._rate.add(bot.content, self.audio.ms(self._items_audio.get(bot_item, 0)))
 
     def _on_response_done(self, event: RealtimeEvent) -> None:
         body = event.object("response")
@@ -481,7 +490,8 @@ class RealtimeVoiceEngine:
             self._cut.add(item_id)
             bot = self._bots.get(item_id)
             if bot is not None and bot.id in self.session.turns:
-                total_ms = self.audio.ms(self._items_audio.get(item_id, 0))
+                received = self.audio.ms(self._items_audio.get(item_id, 0))
+                total_ms = self._rate.total_ms(bot.content, received)
                 cut = self._trim_turn(bot, heard_text(bot.content, played_ms, total_ms))
         if response is not None:
             for bot in response.bots.values():  # items that never played were not heard

@@ -7,7 +7,11 @@ system text as message items, and tool calls with their results as `function_cal
 
 A barge-in cuts the model's audio at a playback position; the bot turn holds the transcript of
 the whole item. What the caller heard is taken as the same share of the transcript as of the
-audio, cut back to a word boundary: never a half word, and never more than was played.
+audio, cut back to a word boundary: never a half word, and never more than was played. That
+share holds while the transcript streams in step with the audio, as OpenAI's does; a server
+whose transcript runs ahead of its audio (a cascaded one such as voxline's own endpoint writes
+the reply's text as its model does, and speaks it in real time) is judged by the call's
+speaking rate instead (`SpeakingRate`).
 """
 
 from __future__ import annotations
@@ -84,3 +88,25 @@ def heard_text(content: str, played_ms: int, total_ms: int) -> str:
     if keep < len(content) and not content[keep].isspace():
         heard = heard.rpartition(" ")[0]  # the word being spoken was not heard whole
     return heard.rstrip()
+
+
+class SpeakingRate:
+    """Characters of transcript per millisecond of audio over the answers of a call played
+    whole, to judge how long the audio of a transcript that ran ahead of it will be."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self.ms = 0
+
+    def add(self, text: str, ms: int) -> None:
+        """An answer whose transcript and audio are both complete."""
+        if text.strip() and ms > 0:
+            self.chars += len(text)
+            self.ms += ms
+
+    def total_ms(self, text: str, received_ms: int) -> int:
+        """The audio length to share `text` over: what arrived, or, when the transcript is
+        further ahead than this call's rate allows, what it takes to say at that rate."""
+        if self.chars <= 0:
+            return received_ms
+        return max(received_ms, round(len(text) * self.ms / self.chars))

@@ -150,6 +150,7 @@ class ItemEdits:
             # engine records is attached to this item when that tool finishes.
             self.bridge.replies.client_waiting.discard(call_id)
             self.bridge.replies.absorb_next_create = True
+            self.bridge.replies.calls_answered()
             return item
         name = _unanswered(call, call_id)
         if name is None:

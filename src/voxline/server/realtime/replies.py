@@ -188,6 +188,22 @@ class Replies:
             item.checkpoint(item.audio_ms, self.delivered(item))
         response.finish(status, reason)
 
+    def calls_answered(self) -> None:
+        """The client answered the calls of the reply in flight, which carries on now. A
+        response that only carried those calls is over: finish it before the reply speaks
+        again, as OpenAI's model always answers a function's output in a response of its own.
+        Otherwise the answer would join the calls' response, and a client that asks for the
+        answer after that `response.done` (voxline's own Realtime engine does) would start yet
+        another one."""
+        response = self.response
+        if (
+            response is not None
+            and response.message is None
+            and not self.client_waiting
+            and any(item.type == "function_call" for item in response.output)
+        ):
+            self.finish(response, "completed")
+
     def settle(self) -> None:
         """Finish the active response once it has nothing more to say."""
         response, call = self.response, self.bridge.call
