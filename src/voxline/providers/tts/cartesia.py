@@ -212,15 +212,15 @@ class CartesiaTTS:
         context_id = uuid.uuid4().hex
         queue = socket.open(context_id)
         done = False
+        words = _WordClock(text)
+        utterance = Utterance(
+            text, source_rate=self._rate, output_rate=self.sample_rate, progress=words.spoken_by
+        )
+        pcm = PcmBytes()
         try:
             request = self._request(context_id, text)
             await socket.send(request)
             await socket.send(request | {"transcript": "", "continue": False})
-            words = _WordClock(text)
-            utterance = Utterance(
-                text, source_rate=self._rate, output_rate=self.sample_rate, progress=words.spoken_by
-            )
-            pcm = PcmBytes()
             while not done:
                 message = await self._next(queue)
                 kind = message.get("type")
@@ -240,6 +240,11 @@ class CartesiaTTS:
             last = utterance.finish()
             if last is not None:
                 yield last
+        except TTSError:
+            tail = utterance.abandon()
+            if tail is not None:
+                yield tail
+            raise
         finally:
             socket.contexts.pop(context_id, None)
             if not done and socket.closed is None:  # stopped early (barge-in): stop generating

@@ -147,6 +147,11 @@ class ElevenLabsTTS:
             last = utterance.finish()
             if last is not None:
                 yield last
+        except TTSError:
+            tail = utterance.abandon()
+            if tail is not None:
+                yield tail
+            raise
         finally:
             await ws.close()  # after isFinal a formality; mid-sentence, this is the cancel
 

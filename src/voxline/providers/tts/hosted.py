@@ -144,6 +144,15 @@ class Utterance:
         self.seconds += len(held) / self.rate
         return AudioChunk(held, self.rate, self._credit(len(self.text)), exact=True)
 
+    def abandon(self) -> AudioChunk | None:
+        """The provider failed midway: the audio held back (real speech, so it is played),
+        credited only with the words known to be spoken; the rest is for another voice."""
+        held, self._held = self._held, np.zeros(0, dtype=np.int16)
+        if not len(held):
+            return None
+        self.seconds += len(held) / self.rate
+        return AudioChunk(held, self.rate, self._credit(self._progress()), exact=True)
+
     def _progress(self) -> int:
         """Where the words spoken so far end: whole words only, never the last one."""
         known = self._progress_at(self.seconds) if self._progress_at is not None else None

@@ -72,6 +72,7 @@ class OpenAISpeechTTS:
         utterance = Utterance(text, source_rate=NATIVE_RATE, output_rate=self.sample_rate)
         pcm = PcmBytes()
         speech = self._client.audio.speech.with_streaming_response
+        failure: TTSError | None = None
         try:
             async with speech.create(
                 model=self.model,
@@ -85,24 +86,31 @@ class OpenAISpeechTTS:
                     if chunk is not None:
                         yield chunk
         except openai.APIStatusError as exc:
-            raise self._error(f"HTTP {exc.status_code}: {_message(exc)}") from exc
+            failure = self._error(f"HTTP {exc.status_code}: {_message(exc)}", exc)
         except openai.APIError as exc:
-            raise self._error(str(exc) or type(exc).__name__) from exc
+            failure = self._error(str(exc) or type(exc).__name__, exc)
         except (OSError, TimeoutError) as exc:
-            raise self._error(f"the response broke off: {exc or type(exc).__name__}") from exc
+            failure = self._error(f"the response broke off: {exc or type(exc).__name__}", exc)
         except Exception as exc:
             # The SDK's transport raises its own errors mid-body (a read timeout, a dropped
             # connection): a failed voice all the same.
             if type(exc).__module__.split(".")[0] not in ("httpx", "httpx2", "httpcore"):
                 raise
-            raise self._error(f"the response broke off: {exc or type(exc).__name__}") from exc
+            failure = self._error(f"the response broke off: {exc or type(exc).__name__}", exc)
+        if failure is not None:
+            tail = utterance.abandon()  # real speech: played before the failure is raised
+            if tail is not None:
+                yield tail
+            raise failure
         last = utterance.finish()
         if last is not None:
             yield last
 
-    def _error(self, message: str) -> TTSError:
+    def _error(self, message: str, cause: Exception) -> TTSError:
         counters.provider_failure("tts", self.label)
-        return TTSError(f"{self.label}: {message}", provider=self.label)
+        error = TTSError(f"{self.label}: {message}", provider=self.label)
+        error.__cause__ = cause
+        return error
 
 
 def _message(exc: openai.APIStatusError) -> str:
