@@ -1,5 +1,7 @@
 """`voxline doctor`: for each role, which provider is configured, whether its model is there,
-how long it takes to load, and what to install when something is missing.
+how long it takes to load, and what to install when something is missing. Each voice of the
+TTS spec gets its own row (a fallback chain lists every voice); a hosted voice shows whether
+its key is set (never the key) and which variable sets it.
 
 Every check catches `ConfigurationError` and reports its one-line message, so a broken install
 reads as a list of fixes, never as a traceback.
@@ -7,6 +9,7 @@ reads as a list of fixes, never as a traceback.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ class RoleReport:
     model_present: bool | None  # None: a hosted model, nothing to install locally
     load_seconds: float | None = None
     detail: str = ""  # the model's label when it is present, else the fix
+    key_present: bool | None = None  # hosted voices: whether their API key is configured
 
 
 def _check_local(role: str, spec: str, create: Callable[[], _Labelled], load: bool) -> RoleReport:
@@ -66,9 +70,37 @@ def collect_report(settings: Settings, *, load: bool = True) -> list[RoleReport]
     return [
         llm,
         _check_local("stt", settings.stt, lambda: factory.create_stt(settings.stt), load),
-        _check_local("tts", settings.tts, lambda: factory.create_tts(settings.tts), load),
+        *_check_tts(settings, load),
         _check_local("vad", settings.vad, lambda: factory.create_vad(settings.vad), load),
     ]
+
+
+def _check_tts(settings: Settings, load: bool) -> list[RoleReport]:
+    """One row per voice of the TTS spec. A hosted voice is created (no request is made: that
+    checks its spec) only when its key is set; a missing key is a fix, named by its variable."""
+    from voxline.providers import factory
+
+    reports: list[RoleReport] = []
+    for part in (part.strip() for part in settings.tts.split(",") if part.strip()):
+        name = part.partition(":")[0].lower()
+        key = factory.tts_key_present(name, settings)
+        if key is None:
+            create = functools.partial(factory.create_tts, part, settings)
+            reports.append(_check_local("tts", part, create, load))
+            continue
+        variable = factory.HOSTED_TTS[name][1]
+        if not key:
+            fix = f"{name} voices need an API key: set {variable}"
+            reports.append(RoleReport("tts", part, None, detail=fix, key_present=False))
+            continue
+        try:
+            label = factory.create_tts(part, settings).label
+        except ConfigurationError as exc:
+            reports.append(RoleReport("tts", part, False, detail=str(exc), key_present=True))
+            continue
+        detail = f"{label}, key set ({variable})"
+        reports.append(RoleReport("tts", part, None, detail=detail, key_present=True))
+    return reports
 
 
 def render(report: list[RoleReport]) -> str:
@@ -83,7 +115,7 @@ def render(report: list[RoleReport]) -> str:
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
         for row in rows
     ]
-    missing = [item for item in report if item.model_present is False]
+    missing = [item for item in report if item.model_present is False or item.key_present is False]
     if missing:
         lines.append("")
         lines += [f"fix {item.role}: {item.detail}" for item in missing]

@@ -68,7 +68,8 @@ def tts_key_present(name: str, settings: Settings) -> bool | None:
     """Whether the key of hosted voice `name` is configured; None for a local voice."""
     if name not in HOSTED_TTS:
         return None
-    return getattr(settings, HOSTED_TTS[name][0]) is not None
+    key = getattr(settings, HOSTED_TTS[name][0])
+    return key is not None and bool(key.get_secret_value())
 
 
 def _hosted_tts(name: str, argument: str | None, settings: Settings) -> TTS:
