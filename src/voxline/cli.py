@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
+import importlib.util
 import json
+import logging
+import os
+import socket
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
+import structlog
 import typer
 
 from voxline.agents.default import default_agent
@@ -37,11 +44,19 @@ AgentOpt = Annotated[
 LLMOpt = Annotated[str | None, typer.Option("--llm", help="LLM spec, e.g. openai:gpt-4.1-mini.")]
 ImportOpt = Annotated[
     list[str] | None,
-    typer.Option("--import", "-i", help="Python module(s) to import first (they register tools)."),
+    typer.Option(
+        "--import",
+        "-i",
+        help="Module in the current directory or on the path (mytools), or a Python file "
+        "(./mytools.py), imported first so its @voxline.tool functions register (repeatable).",
+    ),
+]
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="Show log lines and tracebacks, not just one-line errors.")
 ]
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print one actionable line and exit non-zero: configuration errors are not tracebacks."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -58,12 +73,73 @@ def _settings(**flags: Any) -> Settings:
     return settings
 
 
-def build_agent(path: Path | None, llm: str | None, imports: list[str] | None) -> Agent:
-    for module in imports or []:
+def import_modules(names: list[str] | None, *, debug: bool = False) -> None:
+    """Import what `--import` names, so the tools it defines register by name.
+
+    `voxline` is a console script, so unlike `python -m` the current directory is not on
+    `sys.path` and `--import mytools` would not find `./mytools.py`: it is put first, as Python
+    does for `python -m`. A name that looks like a file (`./mytools.py`, `tools/weather.py`) is
+    imported from that file, with its folder on the path for the modules beside it. A failing
+    import is one line (the module's own error); `--debug` shows its traceback."""
+    for name in names or []:
         try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            fail(f"cannot import {module!r}: {exc}")
+            if name.endswith(".py") or "/" in name or os.sep in name:
+                _import_file(name)
+            else:
+                _put_cwd_on_path()
+                importlib.import_module(name)
+        except typer.Exit:
+            raise
+        except ModuleNotFoundError as exc:
+            if debug:
+                raise
+            if exc.name is not None and name.split(".")[0] == exc.name.split(".")[0]:
+                fail(
+                    f"--import {name}: no module {name!r} in {Path.cwd()} or on the Python "
+                    f"path; give its file instead: --import ./{name.replace('.', '/')}.py"
+                )
+            fail(f"--import {name}: {exc}")
+        except Exception as exc:
+            if debug:
+                raise
+            fail(f"--import {name}: {type(exc).__name__}: {exc} (--debug shows the traceback)")
+
+
+def _put_cwd_on_path() -> None:
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def _import_file(name: str) -> None:
+    path = Path(name).expanduser()
+    if not path.is_file():
+        fail(f"--import {name}: no such file")
+    path = path.resolve()
+    module_name = path.stem if path.suffix == ".py" else path.name
+    loaded = sys.modules.get(module_name)
+    if loaded is not None:
+        if getattr(loaded, "__file__", None) == str(path):
+            return  # imported already (e.g. by another --import)
+        module_name = f"_voxline_import_{module_name}"  # never shadow a module of that name
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        fail(f"--import {name}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+
+
+def build_agent(
+    path: Path | None, llm: str | None, imports: list[str] | None, *, debug: bool = False
+) -> Agent:
+    import_modules(imports, debug=debug)
     if path is None:
         agent = default_agent()
         return (
@@ -80,17 +156,45 @@ def chat(
     session: Annotated[str | None, typer.Option(help="Resume this conversation id.")] = None,
     database: Annotated[str | None, typer.Option("--db", help="Database URL.")] = None,
     imports: ImportOpt = None,
+    debug: DebugOpt = False,
 ) -> None:
     """Chat with an agent in the terminal; replies stream, tools and approvals show inline."""
     from voxline.chat import run_chat
 
-    settings = _settings(database_url=database, log_level="WARNING")
+    settings = _settings(database_url=database, log_level="INFO" if debug else "WARNING")
+    if not debug:
+        _errors_in_one_line()
     try:
-        asyncio.run(run_chat(build_agent(agent, llm, imports), settings, session))
+        runtime = build_agent(agent, llm, imports, debug=debug)
+        asyncio.run(run_chat(runtime, settings, session, debug=debug))
     except (ConfigurationError, LLMError) as exc:
         fail(str(exc))
     except (KeyboardInterrupt, EOFError):
         typer.echo()
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if debug:
+            raise
+        fail(f"{type(exc).__name__}: {exc} (--debug shows the traceback)")
+
+
+def _errors_in_one_line() -> None:
+    """Log lines that carry a traceback are dropped: the chat prints each error of the
+    conversation itself, in one line, and a traceback on the terminal (~100 lines for an
+    unreachable server) buries the conversation. Warnings without one still show. `--debug`
+    keeps everything."""
+    structlog.configure(processors=[_drop_tracebacks, *structlog.get_config()["processors"]])
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: not record.exc_info)
+
+
+def _drop_tracebacks(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if event.get("exc_info"):
+        raise structlog.DropEvent
+    return event
 
 
 @agents_app.command("schema")
@@ -100,12 +204,25 @@ def agents_schema() -> None:
 
 
 @agents_app.command("validate")
-def agents_validate(path: Path) -> None:
-    """Check an agent JSON file and say what is wrong, field by field."""
+def agents_validate(path: Path, imports: ImportOpt = None) -> None:
+    """Check an agent JSON file and say what is wrong, field by field: the schema, then that
+    its tools are registered (import their modules with --import) and its providers exist."""
+    from voxline.agents.checks import check_runnable
+
+    settings = _settings(log_level="ERROR")
+    import_modules(imports)
     try:
         spec = load_agent_spec(path)
     except ConfigurationError as exc:
         fail(str(exc))
+    findings = check_runnable(spec, settings)
+    for finding in findings:
+        kind, colour = ("error", typer.colors.RED) if finding.fatal else ("warning", None)
+        typer.secho(f"{kind}: {path}: {finding}", fg=colour, err=True)
+    errors = sum(finding.fatal for finding in findings)
+    if errors:
+        typer.secho(f"{path}: {errors} problem(s); agent {spec.name!r} would not run", err=True)
+        raise typer.Exit(1)
     typer.echo(f"ok: agent {spec.name!r}")
 
 
@@ -172,6 +289,7 @@ def serve(
             "--workers needs VOXLINE_REDIS_URL: debug feeds, client tools and text for live "
             "calls cross between workers through Redis"
         )
+    _check_port_free(settings.server_host, settings.server_port)
     builtin = build_agent(None, None, imports)  # the default agent, after the tool imports
     try:
         hosted: list[Any] = load_agents(agents or [])
@@ -189,8 +307,13 @@ def serve(
             bold=True,
             err=True,
         )
+    from voxline.logging import uvicorn_log_config
+
+    log_config = uvicorn_log_config()  # its access log too on stderr, not stdout
     if workers == 1:
-        build_server(app_, host=settings.server_host, port=settings.server_port).run()
+        build_server(
+            app_, host=settings.server_host, port=settings.server_port, log_config=log_config
+        ).run()
         return
     from voxline.server.workers import bind, serve_workers
     from voxline.telemetry.multiproc import prepare as prepare_metrics
@@ -199,12 +322,39 @@ def serve(
 
     def run_worker(sock: Any) -> None:  # each worker builds its own app: nothing is shared
         server = build_server(
-            create_app(config), host=settings.server_host, port=settings.server_port
+            create_app(config),
+            host=settings.server_host,
+            port=settings.server_port,
+            log_config=log_config,
         )
         server.run(sockets=[sock])
 
     sock = bind(settings.server_host, settings.server_port)
     raise typer.Exit(serve_workers(run_worker, sock, workers))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail in one line, before any model loads, when the port is taken: uvicorn would log
+    "address already in use" after start-up and exit, without saying how to pick another."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            other = port + 1 if port < 65535 else 8090
+            if "VOXLINE_SERVER_PORT" in os.environ:
+                how = f"VOXLINE_SERVER_PORT is set and wins over --port: set it to {other}"
+            else:
+                how = f"`voxline serve --port {other}`, `make run PORT={other}`"
+            if exc.errno == errno.EADDRINUSE:
+                fail(
+                    f"{host}:{port} is already in use (another voxline serve?); "
+                    f"choose another port: {how}"
+                )
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {how}")
 
 
 @keys_app.command("create")
@@ -322,10 +472,14 @@ def simulate(
     runtime = build_agent(agent, llm, imports)
 
     async def run() -> Any:
-        speech = await load_speech_providers(runtime.spec)
-        return await simulate_call(
-            recording, runtime, speech, settings=settings, fast=fast, greet=greet
-        )
+        from voxline.chat import LiveTimer  # a live clock on a terminal: minutes of silence
+
+        async with LiveTimer(sys.stderr, "loading the speech models…"):
+            speech = await load_speech_providers(runtime.spec)
+        async with LiveTimer(sys.stderr, f"playing {caller.name} to the agent…"):
+            return await simulate_call(
+                recording, runtime, speech, settings=settings, fast=fast, greet=greet
+            )
 
     try:
         result = asyncio.run(run())

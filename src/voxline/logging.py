@@ -14,6 +14,7 @@ root handlers is a second line for records made some other way.
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -56,6 +57,31 @@ _DONE = "_voxline_redacted"  # set on a record once it is redacted
 
 def _stderr_logger(*_args: object) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
+
+
+def log_to_stderr_by_default() -> None:
+    """Until someone configures structlog, its lines go to stderr: structlog's own default is
+    stdout, where a program using voxline as a library (or `voxline chat`) prints its answers,
+    and log lines there get mixed into them. An application that configures structlog itself
+    keeps whatever it chose."""
+    if not structlog.is_configured():
+        structlog.configure(logger_factory=_stderr_logger)
+
+
+log_to_stderr_by_default()
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration with every handler on stderr, for `build_server(...,
+    log_config=...)`: uvicorn writes its access log to stdout, where it mixes with whatever the
+    process prints there (and a supervisor may collect stdout as data)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for handler in config.get("handlers", {}).values():
+        if "stream" in handler:
+            handler["stream"] = "ext://sys.stderr"
+    return config
 
 
 def configure_logging(

@@ -25,6 +25,7 @@ from voxline.server.api.calls import serve_injections
 from voxline.server.api.context import ApiContext
 from voxline.server.api.limits import BodyLimit
 from voxline.server.config import ServerConfig
+from voxline.server.docs_assets import install_docs
 from voxline.server.hub import ConversationHub
 from voxline.server.media_routes import MediaRoutes
 from voxline.server.metrics_routes import TelemetryMiddleware
@@ -96,9 +97,10 @@ def create_app(config: ServerConfig) -> FastAPI:
         routes=routes,
         lifespan=lifespan,
         openapi_url=f"{PREFIX}/openapi.json",
-        docs_url=f"{PREFIX}/docs",
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: install_docs serves it here
         redoc_url=None,
     )
+    install_docs(app, f"{PREFIX}/docs", "voxline")
     # Any API call may meet a database or broker outage: each documents the 503 it then gets.
     app.include_router(api_router(), prefix=PREFIX, responses=api_errors.error_responses(503))
     api_errors.install(app)  # JSON errors app-wide: 503 for outages, 500 for the unexpected

@@ -217,8 +217,37 @@ def create_llm(spec: str, settings: Settings | None = None, **options: Any) -> L
     if len(parts) > 1:
         from voxline.providers.llm.fallback import FallbackLLM
 
-        return FallbackLLM([_create_one(part, settings, options) for part in parts])
+        chain = _create_chain(parts, settings, options)
+        return chain[0] if len(chain) == 1 else FallbackLLM(chain)
     return _create_one(parts[0], settings, options)
+
+
+# What the hosted providers say when their key is not set (`openai: no API key; set …`).
+_MISSING_KEY = "no API key"
+_warned_skips: set[str] = set()
+
+
+def _create_chain(parts: list[str], settings: Settings, options: dict[str, Any]) -> list[LLM]:
+    """The fallback chain's LLMs. A part whose key is not set is skipped with one warning per
+    process while others remain: `openai:…,local` is how one says "OpenAI when there is a key,
+    the local model otherwise", and a server builds it for every call. Any other configuration
+    error (an unknown prefix, a malformed spec) still fails, so a typo is never hidden."""
+    chain: list[LLM] = []
+    skipped: list[tuple[str, ConfigurationError]] = []
+    for part in parts:
+        try:
+            chain.append(_create_one(part, settings, options))
+        except ConfigurationError as exc:
+            if _MISSING_KEY not in str(exc):
+                raise
+            skipped.append((part, exc))
+    if not chain:
+        raise skipped[0][1]
+    for part, reason in skipped:
+        if part not in _warned_skips:
+            _warned_skips.add(part)
+            log.warning(f"{safe_url(part)} skipped in the fallback chain: {reason}")
+    return chain
 
 
 def _create_one(spec: str, settings: Settings, options: dict[str, Any]) -> LLM:
