@@ -45,9 +45,8 @@ def test_specs_pick_the_hosted_voices_with_their_keys_models_and_base_urls() -> 
     assert isinstance(eleven, ElevenLabsTTS) and eleven.label == "elevenlabs:voice-1"
     assert eleven.url().startswith("ws://127.0.0.1:9/v1/text-to-speech/voice-1/stream-input?")
     assert "model_id=eleven_flash_v2_5" in eleven.url()
-    assert (
-        "model_id=eleven_turbo_v2_5" in create_tts("elevenlabs:v#eleven_turbo_v2_5", settings).url()
-    )  # type: ignore[attr-defined]
+    turbo = create_tts("elevenlabs:v#eleven_turbo_v2_5", settings)
+    assert isinstance(turbo, ElevenLabsTTS) and "model_id=eleven_turbo_v2_5" in turbo.url()
     cartesia = create_tts("cartesia:voice-2#sonic-3.5", settings)
     assert isinstance(cartesia, CartesiaTTS) and cartesia.model == "sonic-3.5"
     assert cartesia._connection.url == "wss://proxy.example.test/cartesia/tts/websocket"
@@ -63,7 +62,8 @@ def test_a_comma_separated_spec_is_a_fallback_chain_and_adapts_to_the_channel() 
     assert chain.label == "fallback(elevenlabs:voice-1,cartesia:voice-2)"
     phone = for_channel(chain, OutputChannel(8000))
     assert isinstance(phone, FallbackTTS) and phone.sample_rate == 8000
-    assert "output_format=ulaw_8000" in phone.voices[0].url()  # type: ignore[attr-defined]
+    assert isinstance(phone.voices[0], ElevenLabsTTS)
+    assert "output_format=ulaw_8000" in phone.voices[0].url()
 
 
 def test_a_missing_key_or_voice_is_one_line_naming_what_to_set() -> None:

@@ -5,7 +5,7 @@ replaced for the rest of it, and every gap is a log line and an `error` event on
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from voxline import Agent, Session
 from voxline.audio.codecs import mulaw_encode
 from voxline.audio.frames import AudioFrame
 from voxline.providers.llm.fake import FakeLLM
-from voxline.providers.tts.base import AudioChunk, OutputChannel, TTSError, for_channel
+from voxline.providers.tts.base import TTS, AudioChunk, OutputChannel, TTSError, for_channel
 from voxline.providers.tts.cartesia import CartesiaTTS
 from voxline.providers.tts.elevenlabs import ElevenLabsTTS
 from voxline.providers.tts.fallback import FallbackTTS
@@ -35,7 +35,10 @@ async def chain(
     """ElevenLabs, then Cartesia, each on its fake."""
     async with FakeElevenLabs(first) as eleven, FakeCartesia(second) as cartesia:
         backup = CartesiaTTS("voice-2", api_key=API_KEY, base_url=cartesia.base_url)
-        voices = [ElevenLabsTTS("voice-1", api_key=API_KEY, base_url=eleven.base_url), backup]
+        voices: list[TTS] = [
+            ElevenLabsTTS("voice-1", api_key=API_KEY, base_url=eleven.base_url),
+            backup,
+        ]
         try:
             yield FallbackTTS(voices), eleven, cartesia
         finally:
@@ -46,7 +49,7 @@ async def spoken(tts: Any, text: str = TEXT) -> list[AudioChunk]:
     return [chunk async for chunk in tts.synthesize(text)]
 
 
-def fallovers(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def fallovers(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [entry for entry in logs if entry["event"] == "tts_fallover"]
 
 
