@@ -19,12 +19,15 @@ also set when the outbox gives up on a client that stopped reading (see `Outbox`
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import numpy as np
 import structlog
 
 from voxline.audio.frames import AudioFrame
+from voxline.audio.resample import StreamResampler
 from voxline.channels import web_protocol as wire
 from voxline.channels.media_tools import until_said
 from voxline.channels.outbox import BoundedOutbox
@@ -110,6 +113,92 @@ class WebTransport:
     def clear(self) -> None:
         self.outbox.drop_audio()
         self.outbox.event("clear")
+
+
+MAX_UNCONFIRMED_FRAMES = 3000
+"""Frames a Realtime call remembers as sent and not yet confirmed played: a minute of audio, so
+a page that stopped confirming is not remembered frame by frame for the rest of the call."""
+
+
+class RealtimeWebPort:
+    """`RealtimeAudioOut` for a browser (a Realtime agent's call): the model's PCM16 at 24 kHz
+    becomes the page's bot-audio frames at its output rate, 20 ms each, on one timeline, and
+    the page's `played` positions say how much of each item was heard, which is what a
+    barge-in truncates to. Frames wait in a queue of their own, since the model's audio comes
+    faster than it plays and `play` cannot wait; `write` moves them into the outbox as it
+    makes room. `clear()` drops both and tells the page to stop (`clear`)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        output_rate: int,
+        *,
+        model_rate: int = 24000,
+        frame_duration: float = 0.02,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.output_rate = output_rate
+        self.on_idle = on_idle
+        self._resampler = StreamResampler(model_rate, output_rate)
+        self._frame = max(1, round(output_rate * frame_duration))
+        self._queue: deque[bytes] = deque()
+        self._queued = asyncio.Event()
+        self._marks: deque[tuple[float, str, int]] = deque()  # (end, item, model bytes by then)
+        self._sent: dict[str, float] = {}  # item -> model bytes made into frames
+        self._played: dict[str, int] = {}  # item -> model bytes the page has played
+        self._position = 0.0  # the timeline end of every frame made
+
+    @property
+    def playing(self) -> bool:
+        return bool(self._marks)
+
+    def play(self, item_id: str, audio: bytes) -> None:
+        pcm = self._resampler.process(np.frombuffer(audio[: len(audio) // 2 * 2], dtype="<i2"))
+        if not len(pcm):
+            return
+        per_sample = len(audio) / len(pcm)  # model bytes each output sample stands for
+        sent = self._sent.get(item_id, 0.0)
+        for start in range(0, len(pcm), self._frame):
+            frame = AudioFrame(pcm[start : start + self._frame], self.output_rate, self._position)
+            self._position = frame.end
+            sent += frame.num_samples * per_sample
+            self._marks.append((frame.end, item_id, round(sent)))
+            if len(self._marks) > MAX_UNCONFIRMED_FRAMES:  # a page that stopped confirming
+                self._marks.popleft()
+            self._queue.append(wire.encode_bot_audio(frame))
+        self._sent[item_id] = sent
+        self._queued.set()
+
+    def clear(self) -> None:
+        self._queue.clear()
+        self._marks.clear()
+        self._resampler.reset()
+        self.outbox.drop_audio()
+        self.outbox.event("clear")
+
+    def played_bytes(self, item_id: str) -> int:
+        return self._played.get(item_id, 0)
+
+    def played(self, position: float) -> None:
+        """The page played up to `position`; positions of frames a `clear` took back (the
+        page may confirm one on its way out) match nothing any more."""
+        if not self._marks or self._marks[0][0] > position + 1e-9:
+            return
+        while self._marks and self._marks[0][0] <= position + 1e-9:
+            _, item_id, offset = self._marks.popleft()
+            self._played[item_id] = max(self._played.get(item_id, 0), offset)
+        if not self._marks and self.on_idle is not None:
+            self.on_idle()
+
+    async def write(self) -> None:
+        """Move frames into the outbox, each waiting for room, until cancelled (a frame a
+        `clear` discards while it waits is not sent: the outbox sees to it)."""
+        while True:
+            while not self._queue:
+                self._queued.clear()
+                await self._queued.wait()
+            await self.outbox.push(self._queue.popleft())
 
 
 class WebCall:

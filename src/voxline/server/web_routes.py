@@ -26,7 +26,9 @@ played, then the socket closes (1000). Transfers are not offered: there is no on
 browser to.
 
 Speech models come from the server's shared pool (loaded once per process); serving the page
-starts loading them, so they are usually warm by the time someone clicks to talk.
+starts loading them, so they are usually warm by the time someone clicks to talk. An agent whose
+`llm` is a Realtime model loads none: the model hears and speaks (`channels/realtime_web.py`),
+with the same page and protocol.
 """
 
 from __future__ import annotations
@@ -52,9 +54,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from voxline.agents.spec import AgentSpec
 from voxline.channels import web_protocol as wire
 from voxline.channels.media_tools import browser_tools, read_until_over
+from voxline.channels.realtime_web import RealtimeWebCall
 from voxline.channels.web import Message, Outbox, WebCall
 from voxline.conversation.session import Session
 from voxline.conversation.turns import new_id
+from voxline.providers.llm.base import ConfigurationError
+from voxline.providers.realtime.client import RealtimeConnectError
+from voxline.providers.realtime.config import PCM24
+from voxline.providers.realtime.registry import realtime_part
 from voxline.server.api.auth import ApiKeys, bearer_token
 from voxline.server.api.limits import RateLimiter
 from voxline.server.auth_throttle import (
@@ -171,7 +178,8 @@ class WebRoutes:
         agent = await self.hub.resolve_agent(name)
         if agent is None or not open_to_web(agent, self.hub.agents):
             return PlainTextResponse(f"no agent named {name!r}", status_code=404)
-        self.speech.warm_up([agent.spec])
+        if realtime_part(agent.spec.llm) is None:
+            self.speech.warm_up([agent.spec])
         body = _static("index.html").decode().replace("{{AGENT}}", html.escape(agent.name))
         return HTMLResponse(body, headers=_HEADERS)
 
@@ -292,27 +300,36 @@ class WebRoutes:
         output_rate = _output_rate(query.get("output_rate"))
         requested = _bound_conversation(claims, query.get("conversation"))
         conversation_id, subject = await self._conversation(agent, requested)
-        try:
-            speech = await self.speech.get(agent.spec)
-        except Exception as exc:  # a missing extra or model; the pool retries on the next call
-            log.exception("speech models could not be loaded", agent=agent.name)
-            raise _CallRefused(f"speech models are not available: {exc}", SERVER_ERROR) from exc
+        realtime = realtime_part(agent.spec.llm)  # the model hears and speaks: no speech models
+        speech = None if realtime is not None else await self._speech_for(agent)
         options = SessionOptions(
             "web",
             connection_id=new_id("web"),
             tools=browser_tools(agent.twilio, self.web_calls),
-            on_open=_voice_delivery,
+            on_open=_voice_delivery if realtime is None else None,
         )
         async with self.hub.connect(
             agent, conversation_id, subject=subject, options=options
         ) as session:
-            call = WebCall(session, speech, output_rate=output_rate or speech.tts.sample_rate)
+            call: WebCall
+            if speech is not None:
+                call = WebCall(session, speech, output_rate=output_rate or speech.tts.sample_rate)
+            else:
+                assert realtime is not None
+                call = _realtime_call(session, realtime, output_rate or PCM24.rate)
             self.hub.calls.add(session.connection_id, conversation_id, call)
             log.info("browser call admitted", how=admission.how, client=admission.client)
             try:
                 await self._run(websocket, call, agent, self._bound_token(claims, session.id))
             finally:
                 self.hub.calls.remove(session.connection_id)
+
+    async def _speech_for(self, agent: HostedAgent) -> SpeechProviders:
+        try:
+            return await self.speech.get(agent.spec)
+        except Exception as exc:  # a missing extra or model; the pool retries on the next call
+            log.exception("speech models could not be loaded", agent=agent.name)
+            raise _CallRefused(f"speech models are not available: {exc}", SERVER_ERROR) from exc
 
     def _bound_token(self, claims: WebClaims | None, conversation_id: str) -> str | None:
         """For a token that names no conversation: one bound to the conversation it started,
@@ -332,7 +349,13 @@ class WebRoutes:
             feed.publish("call_started", channel="web", caller=session.subject)
         log.info("browser call started", agent=agent.name, conversation_id=session.id)
         try:
-            await call.start(agent=agent.name, greeting=agent.spec.greeting)
+            try:
+                await call.start(agent=agent.name, greeting=agent.spec.greeting)
+            except RealtimeConnectError as exc:
+                log.error("browser call ended: Realtime model unreachable", error=str(exc))
+                raise _CallRefused(
+                    "the agent's voice model cannot be reached", SERVER_ERROR
+                ) from exc
             if bound_token is not None:  # after `hello`, which stays the first event
                 call.outbox.put(wire.event("token", token=bound_token, conversation_id=session.id))
             await read_until_over(_read(websocket, call), call.over)
@@ -422,6 +445,17 @@ def _output_rate(value: str | None) -> int | None:
     if rate not in wire.OUTPUT_RATES:
         raise _CallRefused("output_rate must be a whole number of Hz from 8000 to 48000")
     return rate
+
+
+def _realtime_call(session: Session, spec: str, output_rate: int) -> WebCall:
+    """A browser call spoken by the agent's Realtime model (`channels/realtime_web.py`)."""
+    try:
+        return RealtimeWebCall(session, spec, output_rate=output_rate)
+    except ConfigurationError as exc:
+        log.error("browser call refused: Realtime model misconfigured", error=str(exc))
+        raise _CallRefused(
+            "the agent's voice model is not set up on this server", SERVER_ERROR
+        ) from exc
 
 
 def _voice_delivery(session: Session) -> None:
