@@ -3,6 +3,7 @@
 The public API is re-exported here; everything else is importable from its module but may move.
 """
 
+import voxline.logging  # noqa: F401  (first: library log lines go to stderr, never the chat)
 from voxline.agents.runtime import Agent, AgentRuntime, BaseAgent, LLMConfig
 from voxline.agents.spec import AgentSpec
 from voxline.conversation.session import Session
