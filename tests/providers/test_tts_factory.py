@@ -4,6 +4,7 @@ showing each configured voice with whether its key is set (never the key)."""
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
 from voxline.agents.spec import AgentSpec
 from voxline.doctor import collect_report, render
@@ -70,7 +71,7 @@ def test_a_missing_key_or_voice_is_one_line_naming_what_to_set() -> None:
     with pytest.raises(ConfigurationError, match="set ELEVENLABS_API_KEY"):
         create_tts("elevenlabs:voice-1", Settings())
     with pytest.raises(ConfigurationError, match="set CARTESIA_API_KEY"):
-        create_tts("local,cartesia:voice-2", Settings())
+        create_tts("cartesia:voice-2,openai:gpt-4o-mini-tts", Settings())  # no voice has a key
     with pytest.raises(ConfigurationError, match="set OPENAI_API_KEY"):
         create_tts("openai:gpt-4o-mini-tts", Settings())
     with pytest.raises(ConfigurationError, match="needs a voice id"):
@@ -79,6 +80,16 @@ def test_a_missing_key_or_voice_is_one_line_naming_what_to_set() -> None:
         create_tts("elevenlabs:a,", keyed())
     with pytest.raises(ConfigurationError, match="cartesia:VOICE"):
         create_tts("polly:joanna", keyed())
+
+
+def test_in_a_chain_a_voice_without_a_key_is_skipped_with_a_warning_while_another_remains() -> None:
+    with capture_logs() as logs:
+        voice = create_tts("cartesia:voice-2,elevenlabs:voice-1", keyed(cartesia_api_key=None))
+    assert isinstance(voice, ElevenLabsTTS)
+    [warning] = [entry for entry in logs if "skipped" in entry["event"]]
+    assert "set CARTESIA_API_KEY" in warning["event"] and warning["log_level"] == "warning"
+    with pytest.raises(ConfigurationError, match="needs a voice id"):  # not hidden: a mistake
+        create_tts("elevenlabs,cartesia:voice-2", keyed())
 
 
 def test_keys_come_from_the_vendors_variables(monkeypatch: pytest.MonkeyPatch) -> None:

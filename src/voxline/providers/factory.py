@@ -10,12 +10,15 @@ base URLs of hosted voices come from `Settings`, so a spec never carries a secre
 
 from __future__ import annotations
 
+import structlog
+
 from voxline.providers.llm.base import ConfigurationError
 from voxline.providers.stt.base import STT
 from voxline.providers.tts.base import TTS
 from voxline.providers.vad.base import VAD
 from voxline.settings import Settings
 
+log = structlog.get_logger("voxline.providers")
 HOSTED_TTS = {
     # prefix: (the settings field of its key, the variable to set)
     "elevenlabs": ("elevenlabs_api_key", "ELEVENLABS_API_KEY"),
@@ -50,7 +53,8 @@ def create_tts(spec: str = "local", settings: Settings | None = None) -> TTS:
         from voxline.providers.tts.fallback import FallbackTTS
 
         settings = settings if settings is not None else Settings()
-        return FallbackTTS([create_tts(part, settings) for part in parts])
+        voices = _tts_chain(parts, settings)
+        return voices[0] if len(voices) == 1 else FallbackTTS(voices)
     name, argument = _split(spec)
     if name in ("local", "piper"):
         from voxline.providers.tts.piper import create_piper_tts
@@ -62,6 +66,31 @@ def create_tts(spec: str = "local", settings: Settings | None = None) -> TTS:
         f"unknown TTS provider {spec!r}: use 'local', 'piper[:VOICE]', 'elevenlabs:VOICE', "
         "'cartesia:VOICE' or 'openai:MODEL'"
     )
+
+
+def _tts_chain(parts: list[str], settings: Settings) -> list[TTS]:
+    """The voices of a chain. One whose key is not set is skipped (one warning per process)
+    while another remains, as in LLM chains: `elevenlabs:VOICE,local` means "ElevenLabs when
+    there is a key, the local voice otherwise". Any other error still fails: no typo hides."""
+    voices: list[TTS] = []
+    skipped: list[tuple[str, ConfigurationError]] = []
+    for part in parts:
+        try:
+            voices.append(create_tts(part, settings))
+        except ConfigurationError as exc:
+            if tts_key_present(_split(part)[0], settings) is not False:
+                raise
+            skipped.append((part, exc))
+    if not voices:
+        raise skipped[0][1]
+    for part, reason in skipped:
+        if part not in _warned_skips:
+            _warned_skips.add(part)
+            log.warning(f"{part} skipped in the voice fallback chain: {reason}")
+    return voices
+
+
+_warned_skips: set[str] = set()
 
 
 def tts_key_present(name: str, settings: Settings) -> bool | None:
