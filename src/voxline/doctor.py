@@ -1,7 +1,8 @@
 """`voxline doctor`: for each role, which provider is configured, whether its model is there,
 how long it takes to load, and what to install when something is missing. Each voice of the
 TTS spec gets its own row (a fallback chain lists every voice); a hosted voice shows whether
-its key is set (never the key) and which variable sets it.
+its key is set (never the key) and which variable sets it. The same goes for each recognizer of
+the STT spec (`deepgram:nova-3,local` is two rows).
 
 Every check catches `ConfigurationError` and reports its one-line message, so a broken install
 reads as a list of fixes, never as a traceback.
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from voxline.providers.llm.base import ConfigurationError
 from voxline.settings import Settings
@@ -69,10 +71,42 @@ def collect_report(settings: Settings, *, load: bool = True) -> list[RoleReport]
         llm = RoleReport("llm", settings.llm, model_present=None, detail="hosted model")
     return [
         llm,
-        _check_local("stt", settings.stt, lambda: factory.create_stt(settings.stt), load),
+        *_check_stt(settings, load),
         *_check_tts(settings, load),
         _check_local("vad", settings.vad, lambda: factory.create_vad(settings.vad), load),
     ]
+
+
+def _check_stt(settings: Settings, load: bool) -> list[RoleReport]:
+    """One row per recognizer of the STT spec (a fallback chain lists each). A hosted one shows
+    whether its key is set, by the variable that sets it (never the key), and where it points
+    when its base URL is overridden; creating it makes no request."""
+    from voxline.providers import factory
+
+    reports = []
+    for part in [part.strip() for part in settings.stt.split(",") if part.strip()] or ["local"]:
+        name = part.partition(":")[0].lower()
+        key = factory.stt_key_present(name, settings)
+        if key is None:
+            create = (lambda spec: lambda: factory.create_stt(spec, settings))(part)
+            reports.append(_check_local("stt", part, create, load))
+            continue
+        _, variable, base_field = factory.HOSTED_STT[name]
+        if not key:
+            fix = f"{part} needs an API key: set {variable}"
+            reports.append(RoleReport("stt", part, None, detail=fix, key_present=False))
+            continue
+        try:
+            label = factory.create_stt(part, settings).label
+        except ConfigurationError as exc:
+            reports.append(RoleReport("stt", part, False, detail=str(exc), key_present=True))
+            continue
+        detail = f"{label}, key set ({variable})"
+        base = urlsplit(getattr(settings, base_field) or "")
+        if base.hostname:
+            detail += f", at {base.hostname}" + (f":{base.port}" if base.port else "")
+        reports.append(RoleReport("stt", part, None, detail=detail, key_present=True))
+    return reports
 
 
 def _check_tts(settings: Settings, load: bool) -> list[RoleReport]:

@@ -71,6 +71,19 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("VOXLINE_CARTESIA_API_KEY", "CARTESIA_API_KEY"),
     )
     cartesia_base_url: str | None = None  # default wss://api.cartesia.ai
+    # Hosted speech-to-text (`deepgram:nova-3`, `deepgram:flux-general-en`,
+    # `assemblyai:universal-streaming`); `openai:gpt-4o-transcribe` uses the OpenAI key above.
+    # The base URLs point a provider elsewhere (a private deployment, a test's loopback fake).
+    deepgram_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("VOXLINE_DEEPGRAM_API_KEY", "DEEPGRAM_API_KEY"),
+    )
+    deepgram_base_url: str | None = None  # wss://api.deepgram.com
+    assemblyai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("VOXLINE_ASSEMBLYAI_API_KEY", "ASSEMBLYAI_API_KEY"),
+    )
+    assemblyai_base_url: str | None = None  # wss://streaming.assemblyai.com
     # Speech-to-speech agents (`openai-realtime:MODEL`, `openai-realtime:ws://HOST/v1#MODEL`).
     # The WebSocket base of `openai-realtime:MODEL` (default: OpenAI's, or `openai_base_url`
     # as ws/wss); its key defaults to `openai_api_key`.

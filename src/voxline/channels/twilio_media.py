@@ -242,8 +242,8 @@ class MediaCall:
             if self._bad_audio == 1:  # 50 frames a second: say it once, count the rest
                 self.log.warning("media frame dropped", error=str(exc))
             return
-        if audio:
-            self.pipeline.push_audio(mulaw_decode(audio))
+        if audio:  # the µ-law too: a recognizer that takes it hears the caller untouched
+            self.pipeline.push_audio(mulaw_decode(audio), mulaw=audio)
 
     def inject(self, text: str, *, as_system: bool = False) -> None:
         """Text from outside the call (an operator, a bot over the API): a user turn the agent

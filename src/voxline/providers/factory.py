@@ -1,6 +1,8 @@
-"""Speech providers chosen by spec string: `local`, `whisper:tiny.en`, `piper`, `silero`, and
-the hosted voices `elevenlabs:VOICE`, `cartesia:VOICE`, `openai:MODEL` (a comma-separated TTS
-spec is a fallback chain: `elevenlabs:VOICE,local`).
+"""Speech providers chosen by spec string: `local`, `whisper:tiny.en`, `piper`, `silero`, the
+hosted recognizers `deepgram:MODEL`, `openai:MODEL`, `assemblyai:MODEL` (a comma-separated STT
+spec is a fallback chain: `deepgram:nova-3,local`), and the hosted voices `elevenlabs:VOICE`,
+`cartesia:VOICE`, `openai:MODEL` (a comma-separated TTS spec is a fallback chain:
+`elevenlabs:VOICE,local`).
 
 Each factory imports its provider module only when that provider is asked for, so a text-only
 install never imports CTranslate2, onnxruntime or the GPL Piper runtime. An unknown spec, a
@@ -32,14 +34,93 @@ def _split(spec: str) -> tuple[str, str | None]:
     return name.lower(), argument or None
 
 
-def create_stt(spec: str = "local") -> STT:
-    """`local` or `whisper` (tiny.en, bundled), `whisper:tiny.en`, `whisper:/path/to/model`."""
+HOSTED_STT = {
+    # prefix: (the settings field of its key, the variable to set, the base URL field)
+    "deepgram": ("deepgram_api_key", "DEEPGRAM_API_KEY", "deepgram_base_url"),
+    "assemblyai": ("assemblyai_api_key", "ASSEMBLYAI_API_KEY", "assemblyai_base_url"),
+    "openai": ("openai_api_key", "OPENAI_API_KEY", "openai_base_url"),
+}
+STT_SPECS = (
+    "'local', 'whisper[:MODEL]', 'deepgram:nova-3', 'deepgram:flux-general-en', "
+    "'openai:gpt-4o-transcribe', 'openai:whisper-1', 'assemblyai:universal-streaming', "
+    "or 'a,b' to fall back from a to b"
+)
+
+
+def create_stt(spec: str = "local", settings: Settings | None = None) -> STT:
+    """`local` or `whisper` (tiny.en, bundled), `whisper:tiny.en`, `whisper:/path/to/model`;
+    the hosted `deepgram:MODEL`, `openai:MODEL`, `assemblyai:MODEL` (keys and base URLs from
+    `settings`, else the environment); `a,b` falls back from a to b (`deepgram:nova-3,local`)."""
+    parts = [part.strip() for part in spec.split(",")]
+    if len(parts) > 1:
+        if not all(parts):
+            raise ConfigurationError(f"empty provider in STT chain {spec!r}")
+        from voxline.providers.stt.fallback import FallbackSTT
+
+        settings = settings if settings is not None else Settings()
+        recognizers = _stt_chain(parts, settings)
+        return recognizers[0] if len(recognizers) == 1 else FallbackSTT(recognizers)
+    return _create_one_stt(spec, settings)
+
+
+def _stt_chain(parts: list[str], settings: Settings) -> list[STT]:
+    """The recognizers of a chain. One whose key is not set is left out (one warning per
+    process) while another remains, as in LLM and voice chains: `deepgram:nova-3,local` means
+    "Deepgram when there is a key, Whisper otherwise". Any other error still fails."""
+    import structlog
+
+    recognizers: list[STT] = []
+    skipped: list[tuple[str, ConfigurationError]] = []
+    for part in parts:
+        try:
+            recognizers.append(_create_one_stt(part, settings))
+        except ConfigurationError as exc:
+            if stt_key_present(_split(part)[0], settings) is not False:
+                raise
+            skipped.append((part, exc))
+    if not recognizers:
+        raise skipped[0][1]
+    for part, reason in skipped:
+        if part not in _warned_stt_skips:
+            _warned_stt_skips.add(part)
+            structlog.get_logger("voxline.providers").warning(
+                f"{part} left out of the STT fallback chain: {reason}"
+            )
+    return recognizers
+
+
+_warned_stt_skips: set[str] = set()
+
+
+def _create_one_stt(spec: str, settings: Settings | None) -> STT:
     name, argument = _split(spec)
     if name in ("local", "whisper"):
         from voxline.providers.stt.whisper import create_whisper_stt
 
         return create_whisper_stt(argument)
-    raise ConfigurationError(f"unknown STT provider {spec!r}: use 'local' or 'whisper[:MODEL]'")
+    settings = settings if settings is not None else Settings()
+    if name in HOSTED_STT and not argument:
+        raise ConfigurationError(f"{name} needs a model: use {STT_SPECS}")
+    if name == "deepgram":
+        from voxline.providers.stt.deepgram import create_deepgram_stt
+
+        return create_deepgram_stt(argument, settings)
+    if name == "openai":
+        from voxline.providers.stt.openai import create_openai_stt
+
+        return create_openai_stt(argument, settings)
+    if name == "assemblyai":
+        from voxline.providers.stt.assemblyai import create_assemblyai_stt
+
+        return create_assemblyai_stt(argument, settings)
+    raise ConfigurationError(f"unknown STT provider {spec!r}: use {STT_SPECS}")
+
+
+def stt_key_present(name: str, settings: Settings) -> bool | None:
+    """Whether the key of hosted recognizer `name` is configured; None for a local one."""
+    if name not in HOSTED_STT:
+        return None
+    return getattr(settings, HOSTED_STT[name][0]) is not None
 
 
 def create_tts(spec: str = "local", settings: Settings | None = None) -> TTS:

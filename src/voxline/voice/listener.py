@@ -15,12 +15,20 @@ The turn's audio kept here (for those early transcriptions and barge-in checks) 
 ends a turn at 30 s), so it is a safety net that a working gate never reaches. Past it, later
 speech is not kept (counted in `dropped_samples`, logged once per turn) and the early
 transcriptions hear the turn's beginning; the final transcript comes from the gate's recording.
+
+A streaming recognizer (Deepgram, AssemblyAI; `can_stream`) is driven by a `LiveTranscriber`
+instead: every frame goes to it as it arrives (the channel's own µ-law where it has it, since the
+VAD here needs PCM but the provider does not), its words so far are `live_text()` (barge-in
+judges them with no transcription to wait for), each turn's words come from it when the turn
+ends, and with `provider_end_of_turn` the provider's end-of-turn signal ends the turn. If its
+chain falls back to a batch recognizer mid-call, the batch path above takes over.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 import numpy as np
 import structlog
@@ -35,7 +43,8 @@ from voxline.audio.turn_taking import (
     SpeechStarted,
     TurnOptions,
 )
-from voxline.providers.stt.base import PCM16, STT, Transcript
+from voxline.providers.stt.base import PCM16, STT, SttEvent, SttEventKind, Transcript
+from voxline.providers.stt.live import LiveTranscriber, ProviderEndOfTurn, can_stream
 from voxline.providers.vad.base import VAD
 
 log = structlog.get_logger("voxline.voice")
@@ -92,6 +101,8 @@ class Listener:
         prefetch_after: float = 0.2,
         language: str | None = None,
         max_turn_audio: float | None = None,
+        provider_end_of_turn: bool = False,
+        on_stt_error: Callable[[Exception, str], None] | None = None,
     ) -> None:
         if stt.sample_rate != vad.sample_rate:
             raise ValueError(
@@ -100,9 +111,22 @@ class Listener:
         self.stt = stt
         self.language = language
         self._resampler = StreamResampler(input_rate, vad.sample_rate)
-        self.pauses = PauseWatch(
-            end_of_turn or SilenceEndOfTurn(options.end_of_turn_silence), prefetch_after
-        )
+        if max_turn_audio is None:
+            max_turn_audio = max(MAX_TURN_AUDIO, options.max_utterance + options.pre_roll)
+        self.live: LiveTranscriber | None = None
+        if can_stream(stt):
+            self.live = LiveTranscriber(
+                stt,
+                language=language,
+                end_of_turn_silence=options.end_of_turn_silence if provider_end_of_turn else None,
+                on_event=self._heard,
+                on_failure=on_stt_error,
+                max_turn_audio=max_turn_audio,
+            )
+        strategy = end_of_turn or SilenceEndOfTurn(options.end_of_turn_silence)
+        if self.live is not None and provider_end_of_turn:
+            strategy = ProviderEndOfTurn(self.live, strategy)
+        self.pauses = PauseWatch(strategy, prefetch_after)
         self.gate = SpeechGate(
             vad, options.model_copy(update={"emit_chunks": True}), end_of_turn=self.pauses
         )
@@ -110,8 +134,6 @@ class Listener:
         self._chunks: list[PCM16] = []
         self._kept = 0  # samples in `_chunks`
         self._capped = False  # this turn reached the cap (logged once per turn)
-        if max_turn_audio is None:
-            max_turn_audio = max(MAX_TURN_AUDIO, options.max_utterance + options.pre_roll)
         self._max_kept = round(max_turn_audio * vad.sample_rate)
         self.dropped_samples = 0  # speech past the cap, over all turns
         self._early: tuple[int, asyncio.Task[Transcript]] | None = None
@@ -122,13 +144,26 @@ class Listener:
         return self.gate.user_speaking
 
     @property
+    def streaming(self) -> bool:
+        """Turns are transcribed by a streaming recognizer (not, or no longer, a batch one)."""
+        return self.live is not None and self.live.batch is None
+
+    def live_text(self) -> str | None:
+        """The current turn's words as a live stream has them; None without an open stream."""
+        return self.live.text_so_far() if self.live is not None and self.live.streaming else None
+
+    @property
     def busy(self) -> bool:
         """A transcription is running."""
         return bool(self._tasks)
 
-    def push(self, pcm: PCM16) -> Sequence[GateEvent]:
-        """One inbound frame at the channel's rate; returns the gate events it completed."""
-        events = self.gate.push(self._resampler.process(pcm))
+    def push(self, pcm: PCM16, native: bytes | None = None) -> Sequence[GateEvent]:
+        """One inbound frame at the channel's rate (`native`: the same frame as the channel's
+        µ-law, for a recognizer that takes it as is); returns the gate events it completed."""
+        audio = self._resampler.process(pcm)
+        if self.live is not None:
+            self.live.push(audio, native)
+        events = self.gate.push(audio)
         if events:
             self._absorb(events)
         return events
@@ -146,7 +181,11 @@ class Listener:
         return np.concatenate(self._chunks)
 
     def transcribe(self, pcm: PCM16) -> asyncio.Task[Transcript]:
-        task = asyncio.create_task(self.stt.transcribe(pcm, language=self.language))
+        stt = self.live.batch if self.live is not None and self.live.batch is not None else self.stt
+        return self._track(stt.transcribe(pcm, language=self.language))
+
+    def _track(self, work: Coroutine[Any, Any, Transcript]) -> asyncio.Task[Transcript]:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -154,6 +193,8 @@ class Listener:
     def final_transcript(self, ended: SpeechEnded) -> Awaitable[Transcript]:
         """The transcript of a finished turn: the one begun at its last pause when the caller
         said nothing after it, else a transcription of the whole turn, started now."""
+        if self.live is not None and self.streaming:
+            return self._track(self.live.finish_turn(ended.audio.pcm))
         early, self._early = self._early, None
         if early is not None and ended.reason == "silence" and early[0] == self.pauses.pause_id:
             return early[1]
@@ -163,6 +204,17 @@ class Listener:
         for task in self._tasks:
             task.cancel()
 
+    async def aclose(self) -> None:
+        """`close`, and a streaming recognizer's close handshake (bounded)."""
+        self.close()
+        if self.live is not None:
+            await self.live.aclose()
+
+    def _heard(self, event: SttEvent) -> None:
+        """A streaming recognizer's words reach the end-of-turn strategy as they come."""
+        if event.kind in (SttEventKind.INTERIM, SttEventKind.FINAL) and self.live is not None:
+            self.pauses.update_transcript(self.live.text_so_far())
+
     def _absorb(self, events: Sequence[GateEvent]) -> None:
         for event in events:
             if isinstance(event, SpeechChunk):
@@ -171,11 +223,14 @@ class Listener:
                 self._chunks, self._kept, self._capped = [], 0, False
                 self._early = None
                 self.started = event.t
+                if self.live is not None:
+                    self.live.turn_started(event.t)
             else:
                 self.started = None
         if self.pauses.fired and self.gate.user_speaking:
             self.pauses.fired = False
-            self._prefetch()
+            if not self.streaming:  # a stream's words are ready without it
+                self._prefetch()
 
     def _keep(self, pcm: PCM16) -> None:
         room = self._max_kept - self._kept  # never negative

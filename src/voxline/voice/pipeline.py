@@ -22,6 +22,12 @@ them sits barge-in, designed against its two failure modes:
 A user pause shorter than the end-of-turn silence never splits a turn (the gate decides), and
 the bot never starts talking over a caller who is mid-sentence: a reply that starts while the
 caller speaks waits paused, like a barge-in candidate.
+
+With a streaming recognizer the barge-in is judged on its live words (interim ones included) at
+every speech chunk, with no transcription to wait for; the agent's `turn.end_of_turn =
+"provider"` lets the recognizer's own end-of-turn signal end the caller's turn; and a failing
+recognizer (a dropped stream, a fall-over to the next provider) is reported as an `error` event
+(`where="stt"`) and a log line, so a caller left unanswered is never unexplained.
 """
 
 from __future__ import annotations
@@ -134,6 +140,8 @@ class VoicePipeline:
             end_of_turn=self.options.end_of_turn,
             prefetch_after=self.options.prefetch_after,
             language=language,
+            provider_end_of_turn=turn.end_of_turn == "provider",
+            on_stt_error=self._on_stt_error,
         )
         self.speaker = Speaker(
             tts,
@@ -167,11 +175,12 @@ class VoicePipeline:
         ]
 
     # -- what a transport calls --------------------------------------------------------------
-    def push_audio(self, pcm: PCM16) -> None:
+    def push_audio(self, pcm: PCM16, *, mulaw: bytes | None = None) -> None:
         """One inbound frame of mono PCM16 at `transport.input_rate` (the hot path: inline,
-        no task or queue per frame)."""
+        no task or queue per frame). A channel that received µ-law passes those bytes too, so a
+        streaming recognizer that takes µ-law gets the caller's audio untouched."""
         record_input(self.transport, pcm)
-        events = self.listener.push(pcm)
+        events = self.listener.push(pcm, mulaw)
         if events:
             self._handle(events)
 
@@ -217,7 +226,7 @@ class VoicePipeline:
         await close_recording(self.transport)
         for off in self._unsubscribe:
             off()
-        self.listener.close()
+        await self.listener.aclose()
         await self._tasks.close()
         self.transport.clear()
         self.speaker.stop()
@@ -252,6 +261,11 @@ class VoicePipeline:
 
     def _check_barge_in(self, barge: _BargeIn) -> None:
         spoken = self.listener.gate.time - barge.started
+        live = self.listener.live_text()
+        if live is not None:  # a stream's words so far: judged now, nothing to transcribe
+            if not barge.committed and self.policy.judge(live, spoken) is Verdict.INTERRUPT:
+                self._commit(barge, live)
+            return
         if (
             barge.checking
             or barge.committed
@@ -328,6 +342,10 @@ class VoicePipeline:
             self._settle_transcribing()
             return
         self._respond(text, probe)
+
+    def _on_stt_error(self, error: Exception, message: str) -> None:
+        self.log.error(message, error=str(error) or type(error).__name__)
+        self.session.bus.emit("error", error=error, where="stt")
 
     def _settle_transcribing(self) -> None:
         if self.session.state is S.TRANSCRIBING:
