@@ -16,13 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from voxline.agents.spec import AgentSpec
-from voxline.providers.llm.base import ConfigurationError
+from voxline.providers.llm.base import ConfigurationError, MissingKeyError
 from voxline.providers.llm.registry import create_llm, llm_prefixes
 from voxline.settings import Settings
 from voxline.tools.registry import UnknownToolError, all_tools, get_tool
-
-# What `openai:` and `anthropic:` say when their key is not set.
-_MISSING_KEY = "no API key"
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ def _check_llm(field: str, spec: str, settings: Settings) -> list[Finding]:
         try:
             create_llm(part, settings)
         except ConfigurationError as exc:
-            missing_key = _MISSING_KEY in str(exc)
+            missing_key = isinstance(exc, MissingKeyError)
             if missing_key and len(parts) > 1:
                 message = f"{exc} (skipped at run time: the rest of the list answers)"
             else:

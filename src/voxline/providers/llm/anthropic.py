@@ -21,10 +21,10 @@ from anthropic import types as wire
 
 from voxline.providers.llm.base import (
     ChatMessage,
-    ConfigurationError,
     LLMError,
     LLMEvent,
     LLMRequest,
+    MissingKeyError,
     TextDelta,
     ToolCallDelta,
     ToolCallRequest,
@@ -176,7 +176,7 @@ class AnthropicLLM:
         max_retries: int = 1,
     ) -> None:
         if not api_key:
-            raise ConfigurationError(
+            raise MissingKeyError(
                 "anthropic: no API key; set ANTHROPIC_API_KEY or VOXLINE_ANTHROPIC_API_KEY"
             )
         self.model = model

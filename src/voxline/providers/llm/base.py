@@ -100,6 +100,11 @@ class ConfigurationError(Exception):
     """A setting is missing or wrong; the message says how to fix it, on one line."""
 
 
+class MissingKeyError(ConfigurationError):
+    """A hosted provider's key is not set: a fallback list skips that provider (`openai:…,local`
+    runs locally without a key), and `agents validate` warns rather than fails."""
+
+
 @runtime_checkable
 class LLM(Protocol):
     """A streaming chat model. `label` names it in logs and metrics (e.g. `openai:gpt-4.1-mini`)."""

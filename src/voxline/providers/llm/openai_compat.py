@@ -35,10 +35,10 @@ from openai.types.chat import (
 from voxline.guardrails.redact import redact_secrets, safe_url
 from voxline.providers.llm.base import (
     ChatMessage,
-    ConfigurationError,
     LLMError,
     LLMEvent,
     LLMRequest,
+    MissingKeyError,
     TextDelta,
     ToolCallDelta,
     ToolCallRequest,
@@ -374,7 +374,7 @@ class OpenAICompatibleLLM:
         official = is_openai_host(base_url)
         if not api_key:
             if official:
-                raise ConfigurationError(
+                raise MissingKeyError(
                     "openai: no API key; set OPENAI_API_KEY or VOXLINE_OPENAI_API_KEY"
                 )
             api_key = _PLACEHOLDER_KEY

@@ -20,7 +20,7 @@ import structlog
 from pydantic import SecretStr
 
 from voxline.guardrails.redact import safe_url
-from voxline.providers.llm.base import LLM, ConfigurationError
+from voxline.providers.llm.base import LLM, ConfigurationError, MissingKeyError
 from voxline.settings import Settings
 
 
@@ -222,8 +222,6 @@ def create_llm(spec: str, settings: Settings | None = None, **options: Any) -> L
     return _create_one(parts[0], settings, options)
 
 
-# What the hosted providers say when their key is not set (`openai: no API key; set …`).
-_MISSING_KEY = "no API key"
 _warned_skips: set[str] = set()
 
 
@@ -237,9 +235,7 @@ def _create_chain(parts: list[str], settings: Settings, options: dict[str, Any])
     for part in parts:
         try:
             chain.append(_create_one(part, settings, options))
-        except ConfigurationError as exc:
-            if _MISSING_KEY not in str(exc):
-                raise
+        except MissingKeyError as exc:
             skipped.append((part, exc))
     if not chain:
         raise skipped[0][1]
