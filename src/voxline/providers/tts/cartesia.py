@@ -35,7 +35,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -50,8 +49,6 @@ from voxline.providers.tts.hosted import (
     websocket_base,
 )
 from voxline.telemetry import counters
-
-log = structlog.get_logger("voxline.tts.cartesia")
 
 DEFAULT_BASE_URL = "wss://api.cartesia.ai"
 DEFAULT_MODEL = "sonic-3"

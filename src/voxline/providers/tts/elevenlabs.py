@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
     ConnectionClosed,
@@ -51,8 +50,6 @@ from voxline.providers.tts.hosted import (
     websocket_base,
 )
 from voxline.telemetry import counters
-
-log = structlog.get_logger("voxline.tts.elevenlabs")
 
 DEFAULT_BASE_URL = "wss://api.elevenlabs.io"
 DEFAULT_MODEL = "eleven_flash_v2_5"  # ElevenLabs' lowest-latency model
@@ -92,7 +89,6 @@ class ElevenLabsTTS:
         base_url: str | None = None,
         open_timeout: float = OPEN_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
-        format: _Format | None = None,
     ) -> None:
         self.voice_id = voice_id
         self.model = model
@@ -101,7 +97,7 @@ class ElevenLabsTTS:
         self._base = websocket_base(base_url or DEFAULT_BASE_URL)
         self._open_timeout = open_timeout
         self._idle_timeout = idle_timeout
-        self._format = format or _Format(f"pcm_{NATIVE_RATE}", NATIVE_RATE, NATIVE_RATE)
+        self._format = _Format(f"pcm_{NATIVE_RATE}", NATIVE_RATE, NATIVE_RATE)  # see for_channel
         self.sample_rate = self._format.channel_rate
 
     def for_channel(self, channel: OutputChannel) -> ElevenLabsTTS:
@@ -129,9 +125,8 @@ class ElevenLabsTTS:
         pcm = PcmBytes()
         ws = await self._open()
         try:
-            await ws.send(json.dumps({"text": " "}))
-            await ws.send(json.dumps({"text": text.strip() + " ", "flush": True}))
-            await ws.send(json.dumps({"text": ""}))
+            await self._send(ws, {"text": " "}, {"text": text.strip() + " ", "flush": True})
+            await self._send(ws, {"text": ""})
             spoken = 0
             while (message := await self._receive(ws)) is not None:
                 if message.get("audio"):
@@ -169,6 +164,13 @@ class ElevenLabsTTS:
             raise self._error(f"the stream-input socket was refused: HTTP {status}") from exc
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise self._error(f"cannot connect: {exc or type(exc).__name__}") from exc
+
+    async def _send(self, ws: ClientConnection, *messages: dict[str, Any]) -> None:
+        try:
+            for message in messages:
+                await ws.send(json.dumps(message))
+        except ConnectionClosed as exc:
+            raise self._error(f"the socket closed before the text was sent ({exc})") from exc
 
     async def _receive(self, ws: ClientConnection) -> dict[str, Any] | None:
         """The next message; None when the server closed the socket normally (1000), which the

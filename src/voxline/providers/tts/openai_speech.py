@@ -18,13 +18,10 @@ import copy
 from collections.abc import AsyncIterator
 
 import openai
-import structlog
 
 from voxline.providers.tts.base import AudioChunk, OutputChannel, TTSError
 from voxline.providers.tts.hosted import IDLE_TIMEOUT, OPEN_TIMEOUT, PcmBytes, Utterance
 from voxline.telemetry import counters
-
-log = structlog.get_logger("voxline.tts.openai")
 
 DEFAULT_MODEL = "gpt-4o-mini-tts"
 DEFAULT_VOICE = "alloy"
