@@ -226,3 +226,16 @@ async def test_the_compatible_key_goes_only_to_its_base_url() -> None:
 )
 def test_base_url_comparison(url: str, within: bool) -> None:
     assert base_url_within(url, "https://api.example.test/v1") is within
+
+
+def test_hosted_speech_is_allowed_when_its_key_is_configured() -> None:
+    from voxline.agents.policy import check_agent
+    from voxline.agents.spec import AgentSpec
+
+    spec = AgentSpec(name="phone", stt="deepgram:nova-3,local", tts="openai:gpt-4o-mini-tts")
+    without = {v.loc[0] for v in check_agent(spec, Settings(llm="fake"))}
+    assert without == {"stt", "tts"}  # no keys: not available here
+    keyed = Settings(llm="fake", deepgram_api_key="dg-test", openai_api_key="sk-test")
+    assert check_agent(spec.model_copy(update={"voice": "alloy"}), keyed) == []
+    chained_file = spec.model_copy(update={"stt": "deepgram:nova-3,whisper:/tmp/x"})
+    assert [v.loc for v in check_agent(chained_file, keyed)] == [("stt",)]

@@ -194,6 +194,7 @@ class AllowList:
             whisper = ["local", "whisper", f"local:{stt_name}", f"whisper:{stt_name}"]
             stt = whisper if _installed("faster_whisper") else []
             stt = [*stt, settings.stt] if not _file_spec(settings.stt) else stt
+            stt = [*stt, *_hosted_defaults(settings, _HOSTED_STT)]
         tts = settings.api_allowed_tts
         voices = settings.api_allowed_voices
         if tts is None or voices is None:
@@ -202,8 +203,11 @@ class AllowList:
                 tts = ["local", "piper", f"local:{voice_name}", f"piper:{voice_name}"]
                 tts = tts if piper else []
                 tts = [*tts, settings.tts] if not _file_spec(settings.tts) else tts
+                tts = [*tts, *_hosted_defaults(settings, _HOSTED_TTS)]
             if voices is None:
                 voices = [voice_name] if piper else []
+                if _has_key(settings, "openai_api_key"):  # `openai:` speech takes `voice`
+                    voices = [*voices, *OPENAI_TTS_VOICES]
         return cls(
             llms=_unique(found),
             stt=_unique(_canonical(s, lower=True) for s in stt),
@@ -333,7 +337,51 @@ def _check_llm(spec: str, allow: AllowList) -> str | None:
     return "; ".join(problems) or None
 
 
+# Hosted speech providers are allowed by default when their key is configured (the operator's
+# account pays, so the operator's keys decide), as hosted LLMs are.
+_HOSTED_STT = {
+    "deepgram": "deepgram_api_key",
+    "assemblyai": "assemblyai_api_key",
+    "openai": "openai_api_key",
+}
+_HOSTED_TTS = {
+    "elevenlabs": "elevenlabs_api_key",
+    "cartesia": "cartesia_api_key",
+    "openai": "openai_api_key",
+}
+OPENAI_TTS_VOICES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "nova",
+    "onyx",
+    "sage",
+    "shimmer",
+    "verse",
+)
+
+
+def _has_key(settings: Settings, name: str) -> bool:
+    return getattr(settings, name, None) is not None
+
+
+def _hosted_defaults(settings: Settings, providers: dict[str, str]) -> list[str]:
+    return [f"{prefix}:*" for prefix, key in providers.items() if _has_key(settings, key)]
+
+
 def _check_speech(value: str, allowed: tuple[str, ...], setting: str) -> str | None:
+    """One spec or a fallback list (`deepgram:nova-3,local`): every part must be allowed."""
+    for part in (p.strip() for p in value.split(",")):
+        problem = _check_speech_part(part, allowed, setting)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _check_speech_part(value: str, allowed: tuple[str, ...], setting: str) -> str | None:
     prefix, argument = _split(value)
     if looks_like_path(argument) or (not argument and looks_like_path(prefix)):
         return f"{value!r} {_FILE_REFUSED}"
