@@ -39,6 +39,8 @@ def signature_algorithm(settings_header: str | None) -> str | None:
             algorithm = value.strip().upper()
             return algorithm if algorithm in _HASHES else None
     return HMAC_SHA1
+
+
 _WEBSOCKET_SCHEMES = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}
 
 

@@ -164,4 +164,3 @@ def _secret(value: Any) -> str | None:
 def voice_only(argument: str, settings: Settings, /, **options: Any) -> LLM:
     """What `create_llm` makes of a Realtime spec: the session's stand-in text model."""
     return RealtimeVoiceLLM(f"{REALTIME_PREFIX}:{argument.rpartition('#')[2] or argument}")
-
