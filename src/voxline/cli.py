@@ -459,6 +459,7 @@ def simulate(
     """Play a recorded caller into an agent; write the agent's side of the call and print the
     transcript and per-turn latencies."""
     from voxline.audio import AudioFormatError, read_wav, write_wav
+    from voxline.providers.realtime.registry import is_realtime_spec
     from voxline.simulate import render, simulate_call
     from voxline.voice.providers import load_speech_providers
 
@@ -474,8 +475,10 @@ def simulate(
     async def run() -> Any:
         from voxline.chat import LiveTimer  # a live clock on a terminal: minutes of silence
 
-        async with LiveTimer(sys.stderr, "loading the speech models…"):
-            speech = await load_speech_providers(runtime.spec)
+        speech = None
+        if not is_realtime_spec(runtime.spec.llm):  # a Realtime model hears and speaks itself
+            async with LiveTimer(sys.stderr, "loading the speech models…"):
+                speech = await load_speech_providers(runtime.spec)
         async with LiveTimer(sys.stderr, f"playing {caller.name} to the agent…"):
             return await simulate_call(
                 recording, runtime, speech, settings=settings, fast=fast, greet=greet

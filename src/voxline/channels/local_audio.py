@@ -8,6 +8,11 @@ speaker callback reads from a small locked buffer that `send` fills at real-time
 Without echo cancellation the microphone hears the agent, and the agent would interrupt
 itself: use headphones, or `half_duplex=True`, which feeds the pipeline silence while the
 speaker plays (barge-in is then impossible, but the agent can be used on laptop speakers).
+
+An agent whose `llm` is a Realtime model runs on the line `voxline simulate` uses for it
+(`simulate.RealtimeLine`): the microphone's blocks go to the model at 24 kHz and the speaker
+callback takes the model's audio from the line's playout buffer (`Player`), which counts what
+was played per item, so a barge-in truncates the model's answer to what came out of the speaker.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +32,10 @@ from voxline.agents.runtime import AgentRuntime, agent_spec_of
 from voxline.audio.frames import AudioFrame
 from voxline.conversation.session import Session
 from voxline.conversation.turns import BotTurn, Turn, UserTurn
+from voxline.providers.llm.base import LLMError
+from voxline.providers.realtime.registry import realtime_part
 from voxline.settings import Settings
+from voxline.simulate import RealtimeLine
 from voxline.voice.metrics import TurnLatency
 from voxline.voice.pipeline import VoicePipeline
 from voxline.voice.providers import load_speech_providers
@@ -99,6 +107,16 @@ def _device(sd: Any, device: int | str | None, kind: str) -> dict[str, Any]:
     return info
 
 
+class Player(Protocol):
+    """Where the speaker callback takes its samples from, instead of what `send` queued (a
+    Realtime line's playout buffer); safe to call from PortAudio's thread."""
+
+    @property
+    def playing(self) -> bool: ...
+
+    def take(self, samples: int) -> PCM16: ...
+
+
 class LocalAudioTransport:
     """An `AudioTransport` on the sound card, at the devices' own rates (the pipeline
     resamples once). Opening it checks the devices; `start(sink)` begins streaming."""
@@ -123,9 +141,12 @@ class LocalAudioTransport:
         self._queue: deque[PCM16] = deque()
         self._offset = 0  # samples of the queue's head already played
         self._streams: list[Any] = []
+        self._player: Player | None = None
 
-    def start(self, sink: Callable[[PCM16], None]) -> None:
-        """Stream microphone blocks to `sink` (called on the running event loop)."""
+    def start(self, sink: Callable[[PCM16], None], player: Player | None = None) -> None:
+        """Stream microphone blocks to `sink` (called on the running event loop); the speaker
+        plays what `send` queues, or what `player` gives."""
+        self._player = player
         loop = asyncio.get_running_loop()
         silence = np.zeros(round(self.input_rate * BLOCK), dtype=np.int16)
 
@@ -160,7 +181,7 @@ class LocalAudioTransport:
 
     @property
     def playing(self) -> bool:
-        return bool(self._queue)
+        return self._player.playing if self._player is not None else bool(self._queue)
 
     async def send(self, frame: AudioFrame) -> None:
         with self._lock:
@@ -179,6 +200,9 @@ class LocalAudioTransport:
 
     def _fill(self, outdata: Any, frames: int, time: Any, status: Any) -> None:
         out = outdata[:, 0]
+        if self._player is not None:
+            out[:] = self._player.take(frames)
+            return
         filled = 0
         with self._lock:
             while filled < frames and self._queue:
@@ -201,17 +225,61 @@ async def run_talk(
     output_device: int | str | None = None,
     half_duplex: bool = False,
     out: TextIO = sys.stdout,
+    transport: LocalAudioTransport | None = None,
 ) -> None:
-    """Talk with `agent` until cancelled (Ctrl-C), printing the transcript and latencies."""
-    transport = LocalAudioTransport(
-        input_device=input_device, output_device=output_device, half_duplex=half_duplex
-    )
+    """Talk with `agent` until cancelled (Ctrl-C), printing the transcript and latencies.
+    `transport`: the sound card, opened here when not given."""
+    if transport is None:
+        transport = LocalAudioTransport(
+            input_device=input_device, output_device=output_device, half_duplex=half_duplex
+        )
+    realtime = realtime_part(agent_spec_of(agent).llm)
+    # A Realtime engine trims its own turns; the cascaded pipeline marks what was played.
+    session = Session(agent, settings=settings, channel="voice", auto_deliver=realtime is not None)
+    _print_transcript(session, out)
+    if realtime is not None:
+        await _talk_realtime(session, realtime, transport, out)
+        return
     speech = await load_speech_providers(agent_spec_of(agent))
-    session = Session(agent, settings=settings, channel="voice", auto_deliver=False)
     pipeline = VoicePipeline(session, transport, stt=speech.stt, tts=speech.tts, vad=speech.vad)
+    try:
+        transport.start(pipeline.push_audio)
+        await session.start()
+        await session.wait_idle()
+        out.write("listening: speak (Ctrl-C to stop)\n")
+        await asyncio.Event().wait()
+    finally:
+        transport.close()
+        await pipeline.close()
+        await session.close()
+
+
+async def _talk_realtime(
+    session: Session, spec: str, transport: LocalAudioTransport, out: TextIO
+) -> None:
+    """`run_talk` on a Realtime model: `voxline simulate`'s line, on the sound card."""
+    line = RealtimeLine(
+        session, spec, input_rate=transport.input_rate, output_rate=transport.output_rate
+    )
+    try:
+        await line.start(greet=True)
+        transport.start(line.hear, player=line.port)
+        out.write("listening: speak (Ctrl-C to stop)\n")
+        await line.failed.wait()
+        raise LLMError("the Realtime model was lost and could not be reached again")
+    finally:
+        transport.close()
+        await line.close()
+
+
+def _print_transcript(session: Session, out: TextIO) -> None:
+    """What the caller said (once its words are known), what the agent said, and each turn's
+    voice-to-voice latency."""
+    printed: set[str] = set()
 
     def said(turn: Turn) -> None:
-        if isinstance(turn, UserTurn):
+        if isinstance(turn, UserTurn) and turn.final and turn.content and turn.id not in printed:
+            printed.add(turn.id)
             out.write(f"you> {turn.content}\n")
 
     def spoke(turn: BotTurn | None) -> None:
@@ -223,15 +291,6 @@ async def run_talk(
             out.write(f"  (voice to voice {metrics.milliseconds()['voice_to_voice_ms']} ms)\n")
 
     session.on("turn_added", said)
+    session.on("turn_updated", said)
     session.on("reply_finished", spoke)
     session.on("metrics", measured)
-    try:
-        transport.start(pipeline.push_audio)
-        await session.start()
-        await session.wait_idle()
-        out.write("listening: speak (Ctrl-C to stop)\n")
-        await asyncio.Event().wait()
-    finally:
-        transport.close()
-        await pipeline.close()
-        await session.close()
