@@ -5,7 +5,8 @@ is reached over its own socket by the voice engine, not through `LLM.stream`. So
 `openai-realtime:` spec makes this stand-in, which refuses with one clear line before any
 event, so a fallback chain moves on: an agent whose `llm` is
 `openai-realtime:gpt-realtime,openai:gpt-4.1-mini` speaks through the Realtime model on Media
-Streams and answers texts and ConversationRelay calls with the text model. Inside a Realtime
+Streams, in the browser, `voxline talk` and `voxline simulate`, and answers texts and
+ConversationRelay calls with the text model. Inside a Realtime
 call the session never reaches it: the engine answers for the session (`Session.set_responder`).
 """
 
@@ -17,8 +18,9 @@ from voxline.providers.llm.base import LLMError, LLMEvent, LLMRequest
 
 TEXT_REFUSED = (
     "{label} is a speech-to-speech model: it answers only on voice channels that run it "
-    "(Twilio Media Streams). ConversationRelay, SMS and text sessions need a text model after "
-    "it in the agent's llm, e.g. '{label},openai:gpt-4.1-mini'"
+    "(Twilio Media Streams, the browser, voxline talk and simulate). ConversationRelay, SMS and "
+    "text sessions need a text model after it in the agent's llm, e.g. "
+    "'{label},openai:gpt-4.1-mini'"
 )
 
 
