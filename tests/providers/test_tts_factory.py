@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 from voxline.agents.spec import AgentSpec
 from voxline.doctor import collect_report, render
 from voxline.providers.factory import create_tts
-from voxline.providers.llm.base import ConfigurationError
+from voxline.providers.llm.base import ConfigurationError, MissingKeyError
 from voxline.providers.tts.base import OutputChannel, for_channel
 from voxline.providers.tts.cartesia import CartesiaTTS
 from voxline.providers.tts.elevenlabs import ElevenLabsTTS
@@ -68,7 +68,7 @@ def test_a_comma_separated_spec_is_a_fallback_chain_and_adapts_to_the_channel() 
 
 
 def test_a_missing_key_or_voice_is_one_line_naming_what_to_set() -> None:
-    with pytest.raises(ConfigurationError, match="set ELEVENLABS_API_KEY"):
+    with pytest.raises(MissingKeyError, match="set ELEVENLABS_API_KEY"):
         create_tts("elevenlabs:voice-1", Settings())
     with pytest.raises(ConfigurationError, match="set CARTESIA_API_KEY"):
         create_tts("cartesia:voice-2,openai:gpt-4o-mini-tts", Settings())  # no voice has a key

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import structlog
 
-from voxline.providers.llm.base import ConfigurationError
+from voxline.providers.llm.base import ConfigurationError, MissingKeyError
 from voxline.providers.stt.base import STT
 from voxline.providers.tts.base import TTS
 from voxline.providers.vad.base import VAD
@@ -159,7 +159,7 @@ def _tts_chain(parts: list[str], settings: Settings) -> list[TTS]:
         try:
             voices.append(create_tts(part, settings))
         except ConfigurationError as exc:
-            if tts_key_present(_split(part)[0], settings) is not False:
+            if not isinstance(exc, MissingKeyError):
                 raise
             skipped.append((part, exc))
     if not voices:
@@ -188,7 +188,7 @@ def _hosted_tts(name: str, argument: str | None, settings: Settings) -> TTS:
     field, variable = HOSTED_TTS[name]
     key = secret(getattr(settings, field))
     if not key:
-        raise ConfigurationError(f"{name} voices need an API key: set {variable}")
+        raise MissingKeyError(f"{name} voices need an API key: set {variable}")
     target, _, model = (argument or "").partition("#")
     if name == "openai":
         from voxline.providers.tts.openai_speech import DEFAULT_MODEL, OpenAISpeechTTS
