@@ -38,12 +38,18 @@ async def load_speech_providers(spec: AgentSpec, *, vad: str = "local") -> Speec
     providers = SpeechProviders(
         create_stt(spec.stt or "local"), create_tts(tts_spec_for(spec)), create_vad(vad)
     )
+    local: list[object] = []
     for model in (providers.stt, providers.tts):
-        load = getattr(model, "load", None)
+        load = getattr(model, "load", None)  # local engines load weights; hosted ones do not
         if callable(load):
             await asyncio.to_thread(load)
-    # A model's first call pays one-off set-up (allocations, kernel selection): not the caller.
-    await providers.stt.transcribe(np.zeros(providers.stt.sample_rate // 2, dtype=np.int16))
-    async for _ in providers.tts.synthesize("Hello."):
-        pass
+            local.append(model)
+    # A local model's first call pays one-off set-up (allocations, kernel selection): not the
+    # caller. Hosted services are not warmed: a request would cost money and a failure there
+    # must not refuse calls a fallback could take.
+    if providers.stt in local:
+        await providers.stt.transcribe(np.zeros(providers.stt.sample_rate // 2, dtype=np.int16))
+    if providers.tts in local:
+        async for _ in providers.tts.synthesize("Hello."):
+            pass
     return providers
