@@ -50,13 +50,7 @@ from voxline.providers.realtime import events as wire
 from voxline.providers.realtime.client import RealtimeClient
 from voxline.providers.realtime.config import AudioFormat, config_from_agent
 from voxline.providers.realtime.events import RealtimeEvent, RealtimeProtocolError
-from voxline.providers.realtime.history import (
-    DTMF_NOTE,
-    SpeakingRate,
-    approved_pair,
-    heard_text,
-    seed_items,
-)
+from voxline.providers.realtime.history import DTMF_NOTE, SpeakingRate, approved_pair, seed_items
 from voxline.providers.realtime.latency import LatencyTracker
 from voxline.providers.realtime.registry import create_realtime
 from voxline.store.base import ApprovalRecord
@@ -491,8 +485,7 @@ class RealtimeVoiceEngine:
             bot = self._bots.get(item_id)
             if bot is not None and bot.id in self.session.turns:
                 received = self.audio.ms(self._items_audio.get(item_id, 0))
-                total_ms = self._rate.total_ms(bot.content, received)
-                cut = self._trim_turn(bot, heard_text(bot.content, played_ms, total_ms))
+                cut = self._trim_turn(bot, self._rate.heard(bot.content, played_ms, received))
         if response is not None:
             for bot in response.bots.values():  # items that never played were not heard
                 if bot.id in self.session.turns and not bot.interrupted and not bot.complete:

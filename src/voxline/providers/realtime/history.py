@@ -110,3 +110,7 @@ class SpeakingRate:
         if self.chars <= 0:
             return received_ms
         return max(received_ms, round(len(text) * self.ms / self.chars))
+
+    def heard(self, text: str, played_ms: int, received_ms: int) -> str:
+        """`heard_text` of an answer cut after `played_ms` of the `received_ms` that came."""
+        return heard_text(text, played_ms, self.total_ms(text, received_ms))
