@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 import structlog
 
@@ -60,17 +59,7 @@ class RealtimeWebCall(WebCall):
         self.port.on_idle = self.engine.playback_finished
         self._inbound = StreamResampler(wire.INPUT_RATE, PCM24.rate)
         self._writer: asyncio.Task[None] | None = None
-        self._unsubscribe: list[Callable[[], None]] = [
-            session.on("turn_added", self._on_turn_added),
-            session.on("turn_updated", self._on_turn_updated),
-            session.on("turn_deleted", self._on_turn_deleted),
-            session.on("bot_text_delta", self._on_delta),
-            session.on("tool_started", self._on_tool_started),
-            session.on("tool_finished", self._on_tool_finished),
-            session.on("state_changed", self._on_state),
-            session.on("metrics", self._on_metrics),
-            session.on("error", self._on_error),
-        ]
+        self._unsubscribe = self._listen(session)
 
     async def start(self, *, agent: str, greeting: str | None) -> None:
         """Connect the model (seeded with a resumed conversation), announce the call, replay

@@ -33,7 +33,7 @@ from voxline.channels.media_tools import until_said
 from voxline.channels.outbox import BoundedOutbox
 from voxline.conversation.session import Session
 from voxline.conversation.state import SessionState
-from voxline.conversation.turns import BotTurn, Turn, UserTurn
+from voxline.conversation.turns import BotTurn, ToolCallTurn, ToolResultTurn, Turn, UserTurn
 from voxline.providers.llm.base import ToolCallRequest
 from voxline.tasks import TaskGroup
 from voxline.tools.base import ToolOutcome
@@ -226,8 +226,13 @@ class WebCall:
         self.protocol_errors = 0
         self._ending = False
         self._final: dict[str, tuple[str, bool]] = {}  # bot turn id -> the final text sent
+        self._written: dict[str, str] = {}  # bot turn id -> all the model wrote (see `full_text`)
         self._tasks = TaskGroup("browser call")
-        self._unsubscribe: list[Callable[[], None]] = [
+        self._unsubscribe = self._listen(session)
+
+    def _listen(self, session: Session) -> list[Callable[[], None]]:
+        """What the page is told of the session (the Realtime call listens the same way)."""
+        return [
             session.on("turn_added", self._on_turn_added),
             session.on("turn_updated", self._on_turn_updated),
             session.on("turn_deleted", self._on_turn_deleted),
@@ -254,6 +259,23 @@ class WebCall:
         for turn in self.session.turns:
             if isinstance(turn, UserTurn | BotTurn) and turn.content:
                 self._send_transcript(turn)
+            elif isinstance(turn, ToolCallTurn):  # a reloaded page shows its tool calls too
+                self._send(
+                    "tool",
+                    call_id=turn.call_id,
+                    name=turn.name,
+                    arguments=turn.arguments,
+                    status="started",
+                )
+            elif isinstance(turn, ToolResultTurn):
+                status = "error" if turn.is_error else "finished"
+                self._send(
+                    "tool",
+                    call_id=turn.call_id,
+                    name=turn.name,
+                    status=status,
+                    result=turn.content[:TOOL_RESULT_CHARS],
+                )
         self._send("state", state=self.session.state.value)
         if greeting and not resumed:
             await self.session.say(greeting)
@@ -325,9 +347,22 @@ class WebCall:
     def _send_transcript(self, turn: UserTurn | BotTurn) -> None:
         role = "user" if isinstance(turn, UserTurn) else "bot"
         interrupted = isinstance(turn, BotTurn) and turn.interrupted
+        extra = self._full_text(turn.id, turn.content) if interrupted else {}
         self._send(
-            "transcript", role=role, turn_id=turn.id, text=turn.content, interrupted=interrupted
+            "transcript",
+            role=role,
+            turn_id=turn.id,
+            text=turn.content,
+            interrupted=interrupted,
+            **extra,
         )
+
+    def _full_text(self, turn_id: str, heard: str) -> dict[str, str]:
+        """`full_text` for an interrupted turn: everything the model wrote, heard or not, so
+        the page can show the unheard rest struck out (the stored turn keeps only the heard
+        part, so a resumed call has none)."""
+        written = self._written.get(turn_id, "")
+        return {"full_text": written} if len(written) > len(heard) else {}
 
     def _on_turn_added(self, turn: Turn) -> None:
         if isinstance(turn, UserTurn):
@@ -346,7 +381,14 @@ class WebCall:
     def _on_turn_deleted(self, turn: Turn) -> None:
         if isinstance(turn, BotTurn):  # interrupted before a word was heard
             self._remember_final(turn.id, ("", True))
-            self._send("transcript", role="bot", turn_id=turn.id, text="", interrupted=True)
+            self._send(
+                "transcript",
+                role="bot",
+                turn_id=turn.id,
+                text="",
+                interrupted=True,
+                **self._full_text(turn.id, ""),
+            )
 
     def _remember_final(self, turn_id: str, final: tuple[str, bool]) -> None:
         """Only the latest turns can still change (a trim touches the reply just cut), so the
@@ -357,6 +399,9 @@ class WebCall:
             del self._final[next(iter(self._final))]
 
     def _on_delta(self, turn: BotTurn, delta: str) -> None:
+        self._written[turn.id] = self._written.pop(turn.id, "") + delta
+        while len(self._written) > FINALS_KEPT:
+            del self._written[next(iter(self._written))]
         if turn.id not in self._final:  # `say` completes its turn before emitting the delta
             self._send("bot_text", turn_id=turn.id, delta=delta)
 
