@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 
 import structlog
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -85,6 +85,7 @@ from voxline.voice.providers import SpeechProviders
 log = structlog.get_logger("voxline.web")
 
 CALL_PATH = "/web/call"
+AGENTS_PATH = "/web/agents"
 SUBPROTOCOL = "voxline"  # what the server selects when a client offers it
 TOKEN_SUBPROTOCOL = "voxline.token."  # + the session token or API key, offered beside it
 STATIC_PREFIX = "/web/static/"
@@ -103,6 +104,7 @@ NEEDS_CREDENTIAL = (
 _STATIC_TYPES = {
     "app.js": "text/javascript; charset=utf-8",
     "mic-worklet.js": "text/javascript; charset=utf-8",
+    "panels.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 _HEADERS = {
@@ -168,6 +170,7 @@ class WebRoutes:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/", self.page),
+            Route(AGENTS_PATH, self.agents),
             Route(STATIC_PREFIX + "{name}", self.static),
             WebSocketRoute(CALL_PATH, self.call),
         ]
@@ -182,6 +185,19 @@ class WebRoutes:
             self.speech.warm_up([agent.spec])
         body = _static("index.html").decode().replace("{{AGENT}}", html.escape(agent.name))
         return HTMLResponse(body, headers=_HEADERS)
+
+    async def agents(self, request: Request) -> Response:
+        """The page's agent picker: the hosted agents open to the web, for a browser on this
+        machine in open-localhost mode. Anyone else sees the default agent only: a session
+        token opens one agent, so listing the others would tell strangers what this server
+        runs."""
+        hosted = self.hub.agents
+        local = self.hub.settings.web_open_localhost and is_local_client(request)
+        names = sorted(hosted) if local else [self.default_agent]
+        listed = [
+            {"name": name} for name in names if name in hosted and open_to_web(hosted[name], hosted)
+        ]
+        return JSONResponse({"default": self.default_agent, "agents": listed}, headers=_HEADERS)
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
