@@ -10,6 +10,7 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
+  const panels = window.VoxlinePanels;
   const ui = {
     talk: $("talk"),
     hangup: $("hangup"),
@@ -137,16 +138,44 @@
     ui.transcript.scrollTop = ui.transcript.scrollHeight;
   }
 
+  // An interrupted answer is shown whole: what was heard, then the rest struck out. The
+  // server sends `full_text` (all the model wrote) while the call lasts; without it (an older
+  // server) the text streamed into the node stands in for it.
   function showTranscript(msg) {
     const id = "turn-" + msg.turn_id;
-    if (msg.role === "bot" && !msg.text) {
-      document.getElementById(id)?.remove();
+    if (msg.role === "user") document.getElementById("interim")?.remove();
+    const existing = document.getElementById(id);
+    const streamed = existing ? existing.querySelector(".text").textContent : "";
+    const full = msg.full_text || (streamed.startsWith(msg.text) ? streamed : "");
+    if (msg.role === "bot" && !msg.text && !full) {
+      existing?.remove();
       return;
     }
     const node = entry(id, msg.role);
-    node.querySelector(".text").textContent = msg.text;
+    const text = node.querySelector(".text");
+    if (msg.interrupted && full.length > msg.text.length) {
+      const heard = document.createElement("span");
+      heard.className = "heard";
+      heard.textContent = msg.text;
+      const unheard = document.createElement("s");
+      unheard.className = "unheard";
+      unheard.title = "not heard: the answer was interrupted";
+      unheard.textContent = full.slice(msg.text.length);
+      text.replaceChildren(heard, unheard);
+    } else {
+      text.textContent = msg.text;
+    }
     node.classList.toggle("interrupted", Boolean(msg.interrupted));
     node.classList.remove("streaming");
+    scrollDown();
+  }
+
+  // What the server has before a spoken turn's text: that it is transcribing one.
+  function showInterim() {
+    if (document.getElementById("interim")) return;
+    const node = entry("interim", "user");
+    node.classList.add("interim");
+    node.querySelector(".text").textContent = "…";
     scrollDown();
   }
 
@@ -176,9 +205,28 @@
   }
 
   function showMetrics(msg) {
+    panels.latency("spoken", msg, "spoken");
     const node = msg.turn_id && document.getElementById("turn-" + msg.turn_id);
     if (!node || msg.voice_to_voice_ms == null) return;
     node.dataset.latency = `answered in ${msg.voice_to_voice_ms} ms`;
+  }
+
+  // A typed turn has no server metrics (no speech to time): the page times it from sending
+  // to the first token and the first audio frame of the answer.
+  function typedMark(current, stage) {
+    const typed = current.typed;
+    if (!typed || typed[stage] != null) return;
+    typed[stage] = performance.now() - typed.sent;
+    if (stage === "first_audio_ms") finishTyped(current);
+  }
+
+  function finishTyped(current) {
+    const typed = current.typed;
+    if (!typed) return;
+    current.typed = null;
+    const ms = { llm_first_token_ms: typed.llm_first_token_ms, first_audio_ms: typed.first_audio_ms,
+      total_ms: typed.first_audio_ms ?? typed.llm_first_token_ms };
+    panels.latency("typed", ms, "typed");
   }
 
   // -- the state indicator -----------------------------------------------------------------
@@ -225,6 +273,7 @@
 
   // -- the call ----------------------------------------------------------------------------
   function handle(call, msg) {
+    panels.logEvent(msg);
     switch (msg.type) {
       case "hello":
         conversationId = msg.conversation_id;
@@ -239,9 +288,13 @@
         call.resolveReady();
         break;
       case "transcript": showTranscript(msg); break;
-      case "bot_text": showDelta(msg); break;
+      case "bot_text": typedMark(call, "llm_first_token_ms"); showDelta(msg); break;
       case "tool": showTool(msg); break;
-      case "state": call.state = msg.state; break;
+      case "state":
+        call.state = msg.state;
+        if (msg.state === "transcribing") showInterim();
+        else if (msg.state === "listening") { document.getElementById("interim")?.remove(); finishTyped(call); }
+        break;
       case "clear": call.player?.clear(); break;
       case "metrics": showMetrics(msg); break;
       case "error": notify(call.ready ? msg.message : "The call was refused: " + msg.message); break;
@@ -280,7 +333,7 @@
     current.whenReady = new Promise((resolve) => { current.resolveReady = resolve; });
     ws.onmessage = (event) => {
       if (typeof event.data === "string") handle(current, JSON.parse(event.data));
-      else current.player?.play(event.data);
+      else { typedMark(current, "first_audio_ms"); current.player?.play(event.data); }
     };
     ws.onclose = (event) => {
       if (call === current) {
@@ -289,6 +342,7 @@
       }
     };
     call = current;
+    if ($("speaker-select").value) routeSpeaker(current);
     notify("");
     updateButtons();
     indicate();
@@ -301,8 +355,7 @@
     call = null;
     clearInterval(current.ticker);
     current.player?.clear();
-    current.mic?.stream.getTracks().forEach((track) => track.stop());
-    current.mic?.node.disconnect();
+    closeMicrophone(current);
     if (current.ws.readyState <= WebSocket.OPEN) current.ws.close(1000);
     current.ctx.close();
     updateButtons();
@@ -313,8 +366,10 @@
     if (!navigator.mediaDevices?.getUserMedia) {
       throw new Error("This page needs a secure context for the microphone: open it as http://localhost or over https.");
     }
+    const chosen = $("mic-select").value;
     const stream = await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true,
+        ...(chosen ? { deviceId: { exact: chosen } } : {}) },
     });
     await current.ctx.audioWorklet.addModule("/web/static/mic-worklet.js");
     const node = new AudioWorkletNode(current.ctx, "voxline-mic", {
@@ -323,8 +378,25 @@
       processorOptions: { targetRate: 16000, frameSamples: 320 },
     });
     node.port.onmessage = (event) => send(current, event.data);
-    current.ctx.createMediaStreamSource(stream).connect(node);
-    return { stream, node };
+    const source = current.ctx.createMediaStreamSource(stream);
+    source.connect(node);
+    const stopMeter = panels.meter(current.ctx, source);
+    panels.listDevices(); // labels are readable now that the microphone is allowed
+    return { stream, node, stopMeter };
+  }
+
+  function closeMicrophone(current) {
+    current.mic?.stream.getTracks().forEach((track) => track.stop());
+    current.mic?.node.disconnect();
+    current.mic?.stopMeter();
+    current.mic = null;
+  }
+
+  async function routeSpeaker(current) {
+    const sink = $("speaker-select").value;
+    if (current && "setSinkId" in current.ctx) {
+      try { await current.ctx.setSinkId(sink); } catch (error) { notify("Could not use that speaker: " + error.message); }
+    }
   }
 
   ui.talk.addEventListener("click", async () => {
@@ -363,8 +435,27 @@
     const current = call || connect();
     current.ctx.resume();
     await current.whenReady;
+    current.typed = { sent: performance.now() };
     send(current, JSON.stringify({ type: "text", text }));
   });
+
+  $("mic-select").addEventListener("change", async () => {
+    if (!call || !call.mic) return; // the choice applies when the microphone opens
+    const current = call;
+    const muted = current.muted;
+    closeMicrophone(current);
+    try {
+      current.mic = await openMicrophone(current);
+      current.mic.stream.getAudioTracks().forEach((track) => { track.enabled = !muted; });
+    } catch (error) {
+      notify(String(error.message || error));
+    }
+    updateButtons();
+  });
+  $("speaker-select").addEventListener("change", () => routeSpeaker(call));
+  panels.listDevices();
+  panels.listAgents(agent);
+  panels.setUpExport(() => conversationId);
 
   addEventListener("pagehide", hangUp);
 })();
