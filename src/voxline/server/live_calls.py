@@ -7,7 +7,9 @@ to that conversation's most recent call.
 
 from __future__ import annotations
 
-from typing import Generic, Protocol, TypeVar
+import asyncio
+import contextlib
+from typing import Any, Generic, Protocol, TypeVar
 
 
 class LiveCall(Protocol):
@@ -40,3 +42,32 @@ class LiveCalls(Generic[C]):
         """The conversation's most recent live call here."""
         calls = [call for conv, call in self._by_connection.values() if conv == conversation_id]
         return calls[-1] if calls else None
+
+
+class Finishing(Protocol):
+    async def finish(self) -> None:
+        """The far end is gone: stop speaking and listening, settle the reply in flight."""
+        ...
+
+
+class CallEnded(Protocol):
+    def publish(self, event_type: str, /, **fields: Any) -> None: ...
+
+
+async def close_call(
+    calls: LiveCalls[Any],
+    connection_id: str,
+    call: Finishing,
+    writer: asyncio.Task[Any],
+    feed: CallEnded | None,
+    **ended: Any,
+) -> None:
+    """What every voice route does when its socket is over: forget the call, let it settle,
+    stop its writer, and tell the debug feed (`ended`: the fields of `call_ended`)."""
+    calls.remove(connection_id)
+    await call.finish()
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
+    if feed is not None:
+        feed.publish("call_ended", **ended)

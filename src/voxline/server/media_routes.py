@@ -42,6 +42,7 @@ from voxline.providers.realtime.registry import realtime_part
 from voxline.server.call_admission import CallAdmission, CallFacts
 from voxline.server.config import HostedAgent
 from voxline.server.hub import Contact, ConversationHub, SessionOptions
+from voxline.server.live_calls import close_call
 from voxline.server.speech_pool import SpeechPool
 from voxline.server.twilio_guard import TwilioGuard
 from voxline.tools.base import Tool
@@ -221,13 +222,15 @@ class MediaRoutes:
                 await call.start(agent.twilio.greeting_for(agent.spec), returning=returning)
                 await read_until_over(_feed(events, call), call.over)
             finally:
-                self.hub.calls.remove(session.connection_id)
-                await call.finish()
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
-                if feed is not None:
-                    feed.publish("call_ended", call_sid=start.call_sid, turns=len(session.turns))
+                await close_call(
+                    self.hub.calls,
+                    session.connection_id,
+                    call,
+                    writer,
+                    feed,
+                    call_sid=start.call_sid,
+                    turns=len(session.turns),
+                )
         log.info("media call finished", agent=agent.name, turns=len(session.turns))
 
     async def _run_realtime(
@@ -272,13 +275,15 @@ class MediaRoutes:
                 return
             await read_until_over(call.feed(events), call.over)
         finally:
-            self.hub.calls.remove(session.connection_id)
-            await call.finish()
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-            if feed is not None:
-                feed.publish("call_ended", call_sid=start.call_sid, turns=len(session.turns))
+            await close_call(
+                self.hub.calls,
+                session.connection_id,
+                call,
+                writer,
+                feed,
+                call_sid=start.call_sid,
+                turns=len(session.turns),
+            )
         log.info("realtime media call finished", agent=agent.name, turns=len(session.turns))
 
 

@@ -42,6 +42,7 @@ from voxline.server.config import HostedAgent
 from voxline.server.feed import FeedPublisher
 from voxline.server.hub import Contact, ConversationHub, SessionOptions
 from voxline.server.listeners import WS_PREFIX, ListenerDirectory
+from voxline.server.live_calls import close_call
 from voxline.server.media_routes import media_stream_twiml
 from voxline.server.twilio_guard import SIGNATURE_HEADER, TwilioGuard
 from voxline.store.base import ListenerRecord, PlatformStore
@@ -326,13 +327,15 @@ class TwilioRoutes:
                 # Until Twilio hangs up, or the peer stopped reading our frames (`over`).
                 await read_until_over(_handle_all(frames, call), call.over)
             finally:
-                self.hub.calls.remove(session.connection_id)
-                await call.finish()
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
-                if feed is not None:
-                    feed.publish("call_ended", call_sid=setup.call_sid, turns=len(session.turns))
+                await close_call(
+                    self.hub.calls,
+                    session.connection_id,
+                    call,
+                    writer,
+                    feed,
+                    call_sid=setup.call_sid,
+                    turns=len(session.turns),
+                )
         log.info("call finished", agent=agent.name, turns=len(session.turns))
 
     async def _direct_greeting(
