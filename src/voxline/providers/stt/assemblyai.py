@@ -43,7 +43,12 @@ from voxline.providers.stt.base import (
     SttStreamError,
     Transcript,
 )
-from voxline.providers.stt.streaming import Control, SocketStream, transcribe_by_stream
+from voxline.providers.stt.streaming import (
+    Control,
+    SocketStream,
+    transcribe_by_stream,
+    websocket_base,
+)
 from voxline.settings import Settings
 
 DEFAULT_BASE_URL = "wss://streaming.assemblyai.com"
@@ -59,15 +64,6 @@ _ENCODINGS = {"linear16": "pcm_s16le", "mulaw": "pcm_mulaw"}
 _REFUSED_CLOSE = {1008, 4001, 4002, 4003}  # not authorized, no funds, paid only
 
 
-def ws_base(url: str | None) -> str:
-    base = (url or DEFAULT_BASE_URL).rstrip("/")
-    if base.startswith("http://"):
-        return "ws://" + base[len("http://") :]
-    if base.startswith("https://"):
-        return "wss://" + base[len("https://") :]
-    return base
-
-
 class AssemblyAISTT:
     """A `StreamingSTT` on Universal-Streaming; its `transcribe` uses a short stream."""
 
@@ -77,7 +73,7 @@ class AssemblyAISTT:
         self.model = MODELS[model]
         self.label = f"assemblyai:{model}"
         self.api_key = api_key
-        self.base_url = ws_base(base_url)
+        self.base_url = websocket_base(base_url, DEFAULT_BASE_URL)
 
     def accepts(self, audio: AudioFormat) -> bool:
         return audio.encoding in _ENCODINGS

@@ -42,7 +42,12 @@ from voxline.providers.stt.base import (
     SttStreamError,
     Transcript,
 )
-from voxline.providers.stt.streaming import Control, SocketStream, transcribe_by_stream
+from voxline.providers.stt.streaming import (
+    Control,
+    SocketStream,
+    transcribe_by_stream,
+    websocket_base,
+)
 from voxline.settings import Settings
 
 DEFAULT_BASE_URL = "wss://api.deepgram.com"
@@ -55,16 +60,6 @@ KEEPALIVE_SILENCE = 0.1  # seconds of silence Flux gets in place of a KeepAlive
 _REFUSED = {400, 401, 402, 403, 404}  # a retry would be refused the same way
 
 
-def ws_base(url: str | None) -> str:
-    """The socket base the SDK's `production` environment takes (scheme and host)."""
-    base = (url or DEFAULT_BASE_URL).rstrip("/")
-    if base.startswith("http://"):
-        return "ws://" + base[len("http://") :]
-    if base.startswith("https://"):
-        return "wss://" + base[len("https://") :]
-    return base
-
-
 class DeepgramSTT:
     """A `StreamingSTT` for one Deepgram model; its `transcribe` uses a short stream."""
 
@@ -75,7 +70,7 @@ class DeepgramSTT:
         self.flux = model.startswith("flux")
         self.label = f"deepgram:{model}"
         self.api_key = api_key
-        self.base_url = ws_base(base_url)
+        self.base_url = websocket_base(base_url, DEFAULT_BASE_URL)
 
     def accepts(self, audio: AudioFormat) -> bool:
         return audio.encoding in ("linear16", "mulaw")

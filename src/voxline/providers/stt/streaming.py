@@ -315,3 +315,14 @@ async def _collect(stream: RecognitionStream, finals: list[str]) -> str:
         elif event.kind is SttEventKind.INTERIM:
             interim = event.text
     return interim
+
+
+def websocket_base(url: str | None, default: str) -> str:
+    """A provider's socket base from its base URL setting: an `http(s)://` override (what
+    people write for a private deployment or a test fake) becomes `ws(s)://`."""
+    base = (url or default).rstrip("/")
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://") :]
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://") :]
+    return base
