@@ -222,7 +222,7 @@
 
   function finishTyped(current) {
     const typed = current.typed;
-    if (!typed) return;
+    if (!typed || typed.llm_first_token_ms == null) return; // not answered yet (a tool is running)
     current.typed = null;
     const ms = { llm_first_token_ms: typed.llm_first_token_ms, first_audio_ms: typed.first_audio_ms,
       total_ms: typed.first_audio_ms ?? typed.llm_first_token_ms };
