@@ -53,12 +53,13 @@ class TurnSettings(_Section):
     end_of_turn_silence: float = Field(
         0.6, gt=0, description="Seconds of silence that end the caller's turn."
     )
-    end_of_turn: Literal["silence", "provider"] = Field(
+    end_of_turn: Literal["silence", "provider", "smart-turn"] = Field(
         "silence",
         description="Who decides the caller has finished: 'silence' (voxline's VAD and "
         "end_of_turn_silence) or 'provider' (a streaming recognizer's own end-of-turn signal: "
         "Deepgram speech_final/UtteranceEnd, Flux EndOfTurn, AssemblyAI end_of_turn; silence "
-        "still decides whenever no stream is up).",
+        "still decides whenever no stream is up) or 'smart-turn' (the offline smart-turn v3 "
+        "model judges each short pause; extra voxline[smart-turn]).",
     )
     min_speech: float = Field(0.2, gt=0, description="Seconds of speech that start a turn.")
     pre_roll: float = Field(0.3, ge=0, description="Seconds of audio kept before speech onset.")

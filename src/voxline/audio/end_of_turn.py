@@ -8,7 +8,7 @@ VAD chunk and, if it wants, the partial transcript as STT produces it, and answe
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -89,3 +89,17 @@ class TranscriptEndOfTurn:
 
     def reset(self) -> None:
         self._needed = self.silence
+
+
+def strategy_named(name: str, turn: Any) -> EndOfTurnStrategy | None:
+    """The strategy an agent's `turn.end_of_turn` names, for the ones built here; None leaves
+    the choice to the pipeline ("silence", "provider"). The model is imported only when asked
+    for, so agents without the `smart-turn` extra never load onnxruntime for it."""
+    if name != "smart-turn":
+        return None
+    from voxline.audio.smart_turn import SmartTurnEndOfTurn
+
+    silence = float(turn.end_of_turn_silence)
+    return SmartTurnEndOfTurn(
+        ask_after=min(0.2, silence), silence=silence, max_silence=max(2.0, silence)
+    )

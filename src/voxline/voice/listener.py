@@ -126,6 +126,7 @@ class Listener:
         strategy = end_of_turn or SilenceEndOfTurn(options.end_of_turn_silence)
         if self.live is not None and provider_end_of_turn:
             strategy = ProviderEndOfTurn(self.live, strategy)
+        getattr(strategy, "listen", lambda source: None)(self.speech_so_far)  # audio-based EOT
         self.pauses = PauseWatch(strategy, prefetch_after)
         self.gate = SpeechGate(
             vad, options.model_copy(update={"emit_chunks": True}), end_of_turn=self.pauses

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import structlog
 
 from voxline.audio.clock import Clock, MonotonicClock
-from voxline.audio.end_of_turn import EndOfTurnStrategy
+from voxline.audio.end_of_turn import EndOfTurnStrategy, strategy_named
 from voxline.audio.turn_taking import (
     GateEvent,
     SpeechChunk,
@@ -137,7 +137,7 @@ class VoicePipeline:
                 min_speech=turn.min_speech,
                 pre_roll=turn.pre_roll,
             ),
-            end_of_turn=self.options.end_of_turn,
+            end_of_turn=self.options.end_of_turn or strategy_named(turn.end_of_turn, turn),
             prefetch_after=self.options.prefetch_after,
             language=language,
             provider_end_of_turn=turn.end_of_turn == "provider",

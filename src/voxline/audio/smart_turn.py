@@ -1,0 +1,316 @@
+"""Semantic end of turn from the caller's voice: the smart-turn v3 model, run offline.
+
+A fixed silence either cuts people off mid-number ("my number is four one five ...") or makes
+every answer wait for the longest pause anyone takes. Smart-turn v3 (BSD-2-Clause, by Daily)
+listens to the last 8 s of the turn - words *and* intonation - and says whether the speaker
+sounds finished. Its ONNX file ships inside the `pipecat-ai` wheel; voxline depends on that wheel
+(extra `smart-turn`) for the file only and never imports pipecat: the features are computed here
+(Whisper-style log-mel, numpy) and the model runs on onnxruntime.
+
+The strategy: after a short silence (`ask_after`) the audio so far goes to the model on a worker
+thread - the gate polls `is_complete` once per VAD chunk on the event loop and never waits for
+it. "Complete" ends the turn at once; "incomplete" waits for `max_silence`, which also bounds a
+model that is slow or still loading. If the model fails, the plain silence rule takes over, so a
+broken install degrades to today's behaviour instead of a stuck call.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+log = structlog.get_logger("voxline.audio")
+
+SAMPLE_RATE = 16_000
+WINDOW_SECONDS = 8  # the model sees the last 8 s of the turn, zero-padded in front
+N_FFT = 400  # 25 ms windows
+HOP = 160  # 10 ms hop: 800 frames for 8 s
+N_MELS = 80
+FRAMES = WINDOW_SECONDS * SAMPLE_RATE // HOP
+
+PCM16 = npt.NDArray[np.int16]
+Float32 = npt.NDArray[np.float32]
+
+
+class SmartTurnUnavailable(RuntimeError):
+    """The model file is not installed (`pip install 'voxline[smart-turn]'`)."""
+
+
+def model_path() -> Path:
+    """The smart-turn v3 ONNX file inside the installed `pipecat-ai` wheel.
+
+    Found through the package's location without importing it: importing pipecat would start its
+    logging and pull in modules voxline has no use for."""
+    spec = importlib.util.find_spec("pipecat")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        folder = Path(root) / "audio" / "turn" / "smart_turn" / "data"
+        found = sorted(folder.glob("smart-turn-v3*cpu*.onnx")) or sorted(
+            folder.glob("smart-turn-v3*.onnx")
+        )
+        if found:
+            return found[-1]  # the newest 3.x release in the wheel
+    raise SmartTurnUnavailable(
+        "the smart-turn model is not installed: pip install 'voxline[smart-turn]' "
+        "(its ONNX file ships in the pipecat-ai wheel)"
+    )
+
+
+def _hz_to_mel(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Slaney's mel scale (linear below 1 kHz, logarithmic above), as Whisper was trained on."""
+    linear = 3.0 * hz / 200.0
+    log_part = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, log_part, linear)
+
+
+def _mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    linear = 200.0 * mel / 3.0
+    log_part = 1000.0 * np.exp(np.log(6.4) / 27.0 * (mel - 15.0))
+    return np.where(mel >= 15.0, log_part, linear)
+
+
+@functools.cache
+def mel_filters() -> npt.NDArray[np.float64]:
+    """(N_MELS, N_FFT // 2 + 1) triangular filters, area-normalised (Slaney), 0-8 kHz."""
+    bins = np.linspace(0.0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
+    edges_mel = np.linspace(
+        _hz_to_mel(np.array(0.0)), _hz_to_mel(np.array(SAMPLE_RATE / 2.0)), N_MELS + 2
+    )
+    edges = _mel_to_hz(edges_mel)
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (bins[None, :] - lower) / (centre - lower)
+    falling = (upper - bins[None, :]) / (upper - centre)
+    filters = np.maximum(0.0, np.minimum(rising, falling))
+    filters *= 2.0 / (upper - lower)
+    return filters
+
+
+@functools.cache
+def _window() -> npt.NDArray[np.float64]:
+    """Periodic Hann window (the STFT convention Whisper's features use)."""
+    return np.hanning(N_FFT + 1)[:-1]
+
+
+def log_mel(pcm: PCM16) -> Float32:
+    """(80, 800) Whisper-style log-mel features of the last 8 s of 16 kHz PCM16.
+
+    Shorter audio is zero-padded in front (the model expects the turn's end at the window's
+    end); the waveform is normalised to zero mean and unit variance, as the model was trained."""
+    size = WINDOW_SECONDS * SAMPLE_RATE
+    audio = np.zeros(size, dtype=np.float32)
+    tail = pcm[-size:]
+    if len(tail):
+        audio[size - len(tail) :] = tail.astype(np.float32) / 32768.0
+    audio = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
+    padded = np.pad(audio.astype(np.float64), N_FFT // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:FRAMES]
+    power = np.abs(np.fft.rfft(frames * _window(), axis=1)) ** 2
+    mel = np.log10(np.maximum(mel_filters() @ power.T, 1e-10))
+    mel = np.maximum(mel, mel.max() - 8.0)
+    features: Float32 = ((mel + 4.0) / 4.0).astype(np.float32)
+    return features
+
+
+class SmartTurnModel:
+    """The ONNX session; `predict` gives the probability that the speaker has finished.
+
+    One session serves every call in the process (`shared()`); onnxruntime's `run` is safe to
+    call from several threads. One intra-op thread: a turn decision is a few tens of
+    milliseconds, and the cores belong to the audio paths of the other calls."""
+
+    def __init__(self, path: Path | None = None, *, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.path = path or model_path()
+        self._session = ort.InferenceSession(
+            str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._input = self._session.get_inputs()[0].name
+
+    @staticmethod
+    @functools.cache
+    def shared() -> SmartTurnModel:
+        return SmartTurnModel()
+
+    def predict(self, pcm: PCM16) -> float:
+        """Probability in [0, 1] that the turn in `pcm` (16 kHz mono PCM16) is complete."""
+        features = log_mel(pcm)[None, :, :]
+        outputs: list[Any] = self._session.run(None, {self._input: features})
+        return float(np.asarray(outputs[0]).reshape(-1)[0])
+
+
+_executor_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+
+
+def _worker() -> ThreadPoolExecutor:
+    """One thread for every call's predictions: requests queue instead of stealing cores."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
+        return _executor
+
+
+_TRAILING = frozenset(
+    [
+        "and",
+        "or",
+        "but",
+        "so",
+        "because",
+        "the",
+        "a",
+        "an",
+        "to",
+        "at",
+        "of",
+        "for",
+        "with",
+        "from",
+        "in",
+        "on",
+        "my",
+        "is",
+        "are",
+        "was",
+        "uh",
+        "um",
+        "like",
+        "dot",
+        "then",
+        "plus",
+    ]
+)
+_DIGITS = frozenset(
+    ["zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+)
+_NUMBER_CUES = ("number", "phone", "card", "code", "zip", "account", "digits")
+
+
+def sounds_unfinished(text: str) -> bool:
+    """The transcript stops where no sentence does: on a conjunction, article or preposition,
+    or a phone/card/account number shorter than any real one (fewer than 7 digits)."""
+    words = [w.strip(".,!?;:'\"").lower() for w in text.split()]
+    words = [w for w in words if w]
+    if not words:
+        return False
+    if words[-1] in _TRAILING:
+        return True
+    digits = 0
+    for word in reversed(words):
+        plain = word.replace("-", "")
+        if plain.isdigit():
+            digits += len(plain)
+        elif word in _DIGITS:
+            digits += 1
+        else:
+            break
+    lowered = text.lower()
+    return 0 < digits < 7 and any(cue in lowered for cue in _NUMBER_CUES)
+
+
+class SmartTurnEndOfTurn:
+    """End-of-turn strategy that asks smart-turn v3 (see the module doc).
+
+    `listen(source)` gives it the turn's audio so far (the listener's `speech_so_far`);
+    without a source it can only apply the silence rule. With `wait_for_words` a "complete"
+    verdict also waits for the pause's transcript (or for `silence`), which then may veto it.
+    `decisions` records, per pause that reached the model, its probability (logs, benchmarks).
+    """
+
+    def __init__(
+        self,
+        model: Callable[[], SmartTurnModel] = SmartTurnModel.shared,
+        *,
+        ask_after: float = 0.2,
+        max_silence: float = 2.0,
+        silence: float = 0.6,
+        threshold: float = 0.5,
+        wait_for_words: bool = True,
+    ) -> None:
+        if not 0 < ask_after <= silence <= max_silence:
+            raise ValueError(
+                "need 0 < ask_after <= silence <= max_silence, got "
+                f"{ask_after}, {silence}, {max_silence}"
+            )
+        self.ask_after = ask_after
+        self.max_silence = max_silence
+        self.silence = silence  # the rule when the model cannot answer
+        self.threshold = threshold
+        self.wait_for_words = wait_for_words  # "complete" needs the pause's transcript too
+        self.decisions: list[float] = []
+        self._model = model
+        self._source: Callable[[], PCM16] | None = None
+        self._future: Future[float] | None = None
+        self._verdict: float | None = None
+        self._failed = False
+        self._last = 0.0
+        self._text: str | None = None
+        _worker().submit(self._load)  # load while the first caller is still talking
+
+    def _load(self) -> None:
+        try:
+            self._model()
+        except Exception as exc:  # reported again, once, when a pause asks
+            log.warning("smart-turn model failed to load", error=str(exc))
+
+    def listen(self, source: Callable[[], PCM16]) -> None:
+        """Where the turn's 16 kHz audio so far comes from."""
+        self._source = source
+
+    def _predict(self, pcm: PCM16) -> float:
+        return self._model().predict(pcm)
+
+    def is_complete(self, silence: float) -> bool:
+        if silence <= self._last:  # speech resumed: a new pause, earlier answers are stale
+            self._forget()
+        self._last = silence
+        if silence >= self.max_silence:
+            return True
+        if self._failed or self._source is None:
+            return silence >= self.silence
+        if self._future is None and silence >= self.ask_after:
+            self._future = _worker().submit(self._predict, self._source())
+        if self._verdict is None and self._future is not None and self._future.done():
+            error = self._future.exception()
+            if error is not None:
+                log.warning("smart-turn failed: the silence rule decides", error=str(error))
+                self._failed = True
+                return silence >= self.silence
+            self._verdict = self._future.result()
+            self.decisions.append(self._verdict)
+        if self._text is not None and sounds_unfinished(self._text):
+            return False  # the words say more is coming, whatever the voice says
+        if self._verdict is None or self._verdict < self.threshold:
+            return False
+        return self._text is not None or not self.wait_for_words or silence >= self.silence
+
+    def update_transcript(self, text: str) -> None:
+        """The words of the turn so far (the listener transcribes each pause early): a turn
+        that ends on "and" or mid-way through a phone number is not over, however final the
+        voice sounded - the model misjudges flat synthetic and tired voices."""
+        self._text = text
+
+    def reset(self) -> None:
+        self._forget()
+        self._last = 0.0
+
+    def _forget(self) -> None:
+        if self._future is not None:
+            self._future.cancel()  # still queued behind another call's: never run it
+        self._future = None
+        self._verdict = None
+        self._text = None
