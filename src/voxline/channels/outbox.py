@@ -32,6 +32,8 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
+from voxline.telemetry import counters
+
 T = TypeVar("T")
 DROP_LOG_EVERY = 100
 """A drop is logged the first time and then every this many: a stuck peer drops dozens a
@@ -41,13 +43,17 @@ second, and a line each would bury the log."""
 class DropCount:
     """A count of things given up, logged the first time and every `DROP_LOG_EVERY` after."""
 
-    def __init__(self, log: Any, message: str, **fields: Any) -> None:
+    def __init__(self, log: Any, message: str, *, source: str = "", **fields: Any) -> None:
+        """`source`: a fixed name under which drops are also counted in the metrics."""
         self.total = 0
         self._log = log
         self._message = message
+        self._source = source
         self._fields = fields
 
     def add(self, count: int = 1) -> None:
+        if self._source:
+            counters.dropped(self._source, count)
         before, self.total = self.total, self.total + count
         if before == 0 or before // DROP_LOG_EVERY != self.total // DROP_LOG_EVERY:
             self._log.warning(self._message, dropped=self.total, **self._fields)
@@ -85,7 +91,9 @@ class BoundedOutbox(Generic[T]):
         self._coalesce = coalesce
         self._on_abandon = on_abandon
         self._log = (log or structlog.get_logger("voxline.outbox")).bind(outbox=name)
-        self._drops = DropCount(self._log, "outbox full: message dropped", limit=limit)
+        self._drops = DropCount(
+            self._log, "outbox full: message dropped", source=f"{name} outbox", limit=limit
+        )
         self._items: deque[tuple[T, bool]] = deque()  # (item, droppable), oldest first
         self._ready = asyncio.Event()  # something to get, or closed
         self._room = asyncio.Event()  # below the limit, or closed

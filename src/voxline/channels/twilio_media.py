@@ -95,7 +95,9 @@ class MediaStreamTransport:
         )
         self._marks: deque[tuple[str, float]] = deque()  # sent, not yet echoed, in order
         self._max_marks = math.ceil(PENDING_MARKS_SECONDS / frame_duration)
-        self.marks_forgotten = DropCount(log, "marks never echoed: the oldest forgotten")
+        self.marks_forgotten = DropCount(
+            log, "marks never echoed: the oldest forgotten", source="media stream marks"
+        )
         self._count = 0
         self._closed = False
 

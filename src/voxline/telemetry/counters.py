@@ -34,6 +34,12 @@ def fallback(failed_provider: str) -> None:
         metrics.get().fallbacks.labels(labels.providers(failed_provider)).inc()
 
 
+def dropped(source: str, count: int = 1) -> None:
+    """Things given up under load on a live path (`source`: a fixed name, e.g. an outbox)."""
+    with contextlib.suppress(Exception):
+        metrics.get().dropped.labels(source).inc(count)
+
+
 def broker_reconnect(broker: str) -> None:
     """The event broker got its connection back after losing it."""
     with contextlib.suppress(Exception):

@@ -46,6 +46,7 @@ from voxline.audio.turn_taking import (
 from voxline.providers.stt.base import PCM16, STT, SttEvent, SttEventKind, Transcript
 from voxline.providers.stt.live import LiveTranscriber, ProviderEndOfTurn, can_stream
 from voxline.providers.vad.base import VAD
+from voxline.telemetry import counters
 
 log = structlog.get_logger("voxline.voice")
 MAX_TURN_AUDIO = 60.0  # seconds of one turn's audio kept; see the module doc
@@ -237,6 +238,7 @@ class Listener:
         room = self._max_kept - self._kept  # never negative
         if len(pcm) > room:
             self.dropped_samples += len(pcm) - room
+            counters.dropped("turn audio beyond the cap")
             if not self._capped:
                 self._capped = True
                 log.warning("turn audio over its cap: the rest is not kept", cap=self._max_kept)

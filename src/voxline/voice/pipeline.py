@@ -55,6 +55,7 @@ from voxline.providers.stt.base import PCM16, STT, Transcript
 from voxline.providers.tts.base import TTS
 from voxline.providers.vad.base import VAD
 from voxline.tasks import TaskGroup
+from voxline.telemetry import counters
 from voxline.voice.interruption import InterruptionPolicy, Verdict
 from voxline.voice.listener import Listener
 from voxline.voice.metrics import LatencySummary, TurnLatency, summarize
@@ -355,6 +356,7 @@ class VoicePipeline:
         if len(self._deferred) >= MAX_DEFERRED:
             self._deferred.popleft()
             self.deferred_dropped += 1
+            counters.dropped("deferred caller answers")
             self.log.warning(
                 "too many answers deferred: the oldest dropped", total=self.deferred_dropped
             )

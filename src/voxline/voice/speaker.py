@@ -31,6 +31,7 @@ from voxline.audio.resample import resample
 from voxline.conversation.engine import Delivery
 from voxline.conversation.turns import BotTurn
 from voxline.providers.tts.base import TTS, OutputChannel, for_channel
+from voxline.telemetry import counters
 from voxline.text.sentences import SentenceChunker
 from voxline.voice.transport import AudioTransport
 
@@ -169,6 +170,7 @@ class Speaker:
         if turn is self._cut_turn or self._unspoken + len(text) > MAX_UNSPOKEN_CHARS:
             self._cut_turn = turn  # the rest of the turn goes too, never a sentence with a gap
             self.unspoken_dropped += 1
+            counters.dropped("reply text beyond the cap")
             if self.unspoken_dropped == 1:  # the total is logged at close
                 log.warning("reply too far ahead of speech: sentences not spoken", turn_id=turn.id)
             return

@@ -37,6 +37,7 @@ from voxline.providers.realtime import events as wire
 from voxline.providers.realtime.config import RealtimeSessionConfig
 from voxline.providers.realtime.events import RealtimeEvent, RealtimeProtocolError
 from voxline.providers.realtime.registry import RealtimeTarget
+from voxline.telemetry import counters
 
 log = structlog.get_logger("voxline.providers.realtime")
 
@@ -159,6 +160,7 @@ class RealtimeClient:
                 del self._outbox[index]
                 self._audio_queued -= 1
                 self.dropped_audio += 1
+                counters.dropped("realtime audio out")
                 if self.dropped_audio == 1 or self.dropped_audio % 250 == 0:
                     self.log.warning(
                         "realtime outbox full: caller audio dropped", dropped=self.dropped_audio
