@@ -32,6 +32,7 @@ EVENT_NAMES = frozenset(
         "reply_started",
         "reply_finished",
         "interrupted",
+        "barge_in_resumed",  # the caller spoke over the bot but it was a backchannel or noise
         "tool_started",
         "tool_finished",
         "approval_requested",

@@ -197,7 +197,10 @@ async def test_a_backchannel_pauses_the_bot_briefly_then_it_resumes(
 ) -> None:
     words = [*QUESTION, (3.05, 3.55, "uh-huh")]
     call = await barging_call(store, settings, words=words, vad=[*ASKING, (0.0, 1.7), (0.9, 0.6)])
+    resumed: list[str] = []
+    call.session.on("barge_in_resumed", lambda heard, verdict: resumed.append(heard))
     await call.run(6.0)
+    assert resumed == ["uh-huh"]  # said once, for metrics and observers
     [bot] = bots(call)
     assert bot.content == LONG_REPLY and not bot.interrupted
     assert call.transport.clears == []

@@ -107,6 +107,7 @@ class _Watch:
             session.on("turn_added", self.on_turn_added),
             session.on("reply_finished", self.on_reply_finished),
             session.on("interrupted", self.on_interrupted),
+            session.on("barge_in_resumed", self.on_barge_in_resumed),
             session.on("tool_finished", self.on_tool_finished),
             session.on("approval_requested", self.on_approval_requested),
             session.on("approval_resolved", self.on_approval_resolved),
@@ -140,6 +141,10 @@ class _Watch:
     def on_interrupted(self, **_: Any) -> None:
         self._reply("interrupted")
         self.m.interruptions.labels(self.agent, self.channel, "committed").inc()
+
+    def on_barge_in_resumed(self, **_: Any) -> None:
+        """Speech over the bot judged a backchannel or noise: the bot went on."""
+        self.m.interruptions.labels(self.agent, self.channel, "resumed").inc()
 
     def _reply(self, outcome: str) -> None:
         self.m.replies.labels(self.agent, self.channel, outcome).inc()

@@ -329,6 +329,7 @@ class VoicePipeline:
                 self._commit(barge, text)
             else:
                 self.speaker.resume()
+                self.session.bus.emit("barge_in_resumed", heard=text, verdict=verdict.value)
                 self._settle_transcribing()
                 if verdict is Verdict.DEFER:
                     self._defer(text)
