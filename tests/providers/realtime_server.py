@@ -407,8 +407,15 @@ class _Session:
         item = {"id": _id("item"), "object": "realtime.item", "status": "completed", **item}
         if item["type"] == "function_call_output":
             self.conn.outputs.append(item)
-        previous = self.conn.items[-1]["id"] if self.conn.items else None
-        self.conn.items.append(item)
+        at, ids = len(self.conn.items), [known["id"] for known in self.conn.items]
+        wanted = event.get("previous_item_id")  # "root": the start; absent or null: the end
+        if wanted is not None and wanted != "root" and wanted not in ids:
+            await self.conn.send(_error(f"no item {wanted!r}.", "item_not_found"))
+            return
+        if wanted is not None:
+            at = 0 if wanted == "root" else ids.index(wanted) + 1
+        previous = self.conn.items[at - 1]["id"] if at else None
+        self.conn.items.insert(at, item)
         await self.conn.send(
             {"type": "conversation.item.added", "item": item, "previous_item_id": previous}
         )

@@ -25,10 +25,7 @@ events, debug feed, tools and approvals.
   that audio left here) → first audio delta, as `metrics(kind="turn")` like the pipeline's.
 - **Reconnects** (the client redials and re-seeds): the answer in flight is lost, so its turn
   ends as interrupted; an exchange left unanswered is answered on the new connection.
-
-Summaries are not run for Realtime sessions yet (the server's items would have to be replaced
-by the summary item, `conversation.item.delete`); the session's own summarizer needs a text
-model.
+- **Summaries** after each response, mirrored on the server's items: `realtime_summary`.
 """
 
 from __future__ import annotations
@@ -57,6 +54,7 @@ from voxline.store.base import ApprovalRecord
 from voxline.tools.base import RunContext, ToolOutcome
 from voxline.tools.executor import ToolExecutor
 from voxline.voice.metrics import LatencySummary, TurnLatency, summarize
+from voxline.voice.realtime_summary import RealtimeSummaries
 
 S = SessionState
 STOPPED = "the tool was stopped because the conversation ended; it may not have finished"
@@ -137,6 +135,7 @@ class RealtimeVoiceEngine:
         self._asked = False  # a response.create is on its way and not yet started
         self.latency = LatencyTracker(audio, self._report, clock)
         self._pump: asyncio.Task[None] | None = None
+        self.summaries = RealtimeSummaries(session, self.client)
         self._unsubscribe = session.bus.on("approval_resolved", self._on_approval_resolved)
         session.set_responder(self.request_response)  # `respond()` asks this model
         self.log = structlog.get_logger("voxline.voice.realtime").bind(
@@ -154,6 +153,7 @@ class RealtimeVoiceEngine:
         """Stop listening and speaking; the answer in flight ends as interrupted, keeping what
         was said. Tools that started are waited for, so their real results are recorded."""
         self._unsubscribe()
+        self.summaries.close()
         if self._pump is not None:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -232,6 +232,7 @@ class RealtimeVoiceEngine:
         async for event in self.client.events():
             handler = self._HANDLERS.get(event.type)
             try:
+                self.summaries.on_event(event)
                 if handler is not None:
                     handler(self, event)
             except Exception:  # one bad event must not end the call
@@ -358,6 +359,7 @@ class RealtimeVoiceEngine:
         elif status == "incomplete":
             self.log.warning("realtime response incomplete", details=body.get("status_details"))
         self._end_response(interrupted=status != "completed")
+        self.summaries.after_response()
         if response is not None and response.calls:
             pending = {c for c in response.calls if c in self._tools}
             self._waiting_calls |= pending
