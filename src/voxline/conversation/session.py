@@ -146,6 +146,12 @@ class Session:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def summarizer(self) -> Summarizer | None:
+        """The agent's summarizer (its policy and summary model), made at start when the
+        policy is on; a voice engine that answers for the session runs it itself."""
+        return self._summarizer
+
     def on(self, event: str, handler: Callable[..., Any]) -> Callable[[], None]:
         """Subscribe to a session event (see `voxline.events.EVENT_NAMES`). Turn events are
         this connection's own turns; the memory's bus has everyone's."""

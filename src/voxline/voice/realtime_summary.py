@@ -95,7 +95,7 @@ class RealtimeSummaries:
         self.items: dict[str, str] = {}  # turn id -> server item id
         self.summarizer: Summarizer | None = None
         policy = session.spec.summarization
-        own = session._summarizer  # built by the session at start, with the agent's summary LLM
+        own = session.summarizer  # built by the session at start, with the agent's summary LLM
         llm = text_model(own.llm) if own is not None else None
         if policy.enabled and llm is not None:
             self.summarizer = Summarizer(policy, llm)
