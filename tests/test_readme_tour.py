@@ -60,6 +60,10 @@ TWILIO = (
 GROUPED = {TWILIO[1]: TWILIO[0], TWILIO[2]: TWILIO[0]}
 
 # Variables that would change what the tour does on a developer's machine.
+# Set when the tests themselves run under `make test`: a nested make would print
+# "Entering directory" lines and inherit the outer make's flags.
+_OUTER_MAKE = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")
+
 _HOSTILE_ENV = (
     "OPENAI_API_KEY",
     "VOXLINE_OPENAI_API_KEY",
@@ -156,7 +160,11 @@ def make_dry_run(expected: str) -> Step:
         args = shlex.split(command)
         env = {**tour.env, "PORT": "1", "SESSION": "conv_stray", "ARGS": "stray"}
         result = subprocess.run(
-            ["make", "-n", *args[1:]], capture_output=True, text=True, cwd=ROOT, env=env
+            ["make", "-n", "--no-print-directory", *args[1:]],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={k: v for k, v in env.items() if k not in _OUTER_MAKE},
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip().splitlines()[-1].strip() == expected, result.stdout

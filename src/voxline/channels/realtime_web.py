@@ -24,11 +24,10 @@ import structlog
 from voxline.audio.resample import StreamResampler
 from voxline.channels import web_protocol as wire
 from voxline.channels.media_tools import GOODBYE_LIMIT
-from voxline.channels.web import REPORTED_ERRORS, Outbox, RealtimeWebPort, WebCall
+from voxline.channels.web import REPORTED_ERRORS, RealtimeWebPort, WebCall
 from voxline.conversation.session import Session
 from voxline.conversation.turns import BotTurn, Turn, UserTurn
 from voxline.providers.realtime.config import PCM24
-from voxline.tasks import TaskGroup
 from voxline.voice.realtime import RealtimeVoiceEngine
 
 log = structlog.get_logger("voxline.web")
@@ -42,16 +41,9 @@ class RealtimeWebCall(WebCall):
     when the model cannot be reached."""
 
     def __init__(self, session: Session, spec: str, *, output_rate: int) -> None:
-        # Not `WebCall.__init__`: that builds the cascaded pipeline. The fields its handlers
-        # use are set here.
-        self.session = session
-        self.over = asyncio.Event()  # the call is over: the server closes the socket
-        self.log = log.bind(session_id=session.id)
-        self.outbox = Outbox(on_abandon=lambda reason: self.over.set(), log=self.log)
-        self.protocol_errors = 0
-        self._ending = False
-        self._final: dict[str, tuple[str, bool]] = {}
-        self._tasks = TaskGroup("browser call")
+        # Not `WebCall.__init__`: that builds the cascaded pipeline; the state every browser
+        # call's handlers use comes from `_call_state`.
+        self._call_state(session)
         self.port = RealtimeWebPort(self.outbox, output_rate, model_rate=PCM24.rate)
         self.engine = RealtimeVoiceEngine(
             session, spec, self.port, audio=PCM24, on_failed=self.over.set

@@ -213,22 +213,25 @@ class WebCall:
         output_rate: int,
         options: VoiceOptions = BROWSER_OPTIONS,
     ) -> None:
-        self.session = session
-        self.over = asyncio.Event()  # the call is over: the server closes the socket
-        self.outbox = Outbox(
-            on_abandon=lambda reason: self.over.set(), log=log.bind(session_id=session.id)
-        )
+        self._call_state(session)
         self.transport = WebTransport(self.outbox, output_rate)
         self.pipeline = VoicePipeline(
             session, self.transport, stt=speech.stt, tts=speech.tts, vad=speech.vad, options=options
         )
+        self._unsubscribe = self._listen(session)
+
+    def _call_state(self, session: Session) -> None:
+        """What every browser call has, whatever speaks for it (the Realtime call, which has no
+        cascaded pipeline, sets itself up with this too)."""
+        self.session = session
+        self.over = asyncio.Event()  # the call is over: the server closes the socket
         self.log = log.bind(session_id=session.id)
+        self.outbox = Outbox(on_abandon=lambda reason: self.over.set(), log=self.log)
         self.protocol_errors = 0
         self._ending = False
         self._final: dict[str, tuple[str, bool]] = {}  # bot turn id -> the final text sent
         self._written: dict[str, str] = {}  # bot turn id -> all the model wrote (see `full_text`)
         self._tasks = TaskGroup("browser call")
-        self._unsubscribe = self._listen(session)
 
     def _listen(self, session: Session) -> list[Callable[[], None]]:
         """What the page is told of the session (the Realtime call listens the same way)."""
