@@ -284,6 +284,7 @@ class Speaker:
             self._unspoken -= len(sentence.text)
             run.synthesizing = True
             chunks = self.tts.synthesize(sentence.text, voice=self.voice)
+            counters.provider_request("tts", self.tts.label)
             try:
                 offset = 0
                 async for chunk in chunks:
@@ -304,6 +305,7 @@ class Speaker:
                     run.waiting_for_room = False
             except Exception as exc:
                 log.exception("speech synthesis failed", text=sentence.text)
+                counters.provider_failure("tts", self.tts.label)
                 self._on_error(exc)
             finally:
                 run.synthesizing = False

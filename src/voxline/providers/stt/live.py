@@ -300,6 +300,7 @@ class LiveTranscriber:
             end_of_turn_silence=self._eot_silence,
             hints=self._hints,
         )
+        counters.provider_request("stt", provider.label)
         try:
             stream = await provider.open_stream(options)
         except Exception as exc:
@@ -334,6 +335,7 @@ class LiveTranscriber:
         if self._closed:
             return
         retryable = not isinstance(exc, SttStreamError) or exc.retryable
+        counters.provider_failure("stt", provider.label)
         self._failures += 1
         give_up = not retryable or self._failures >= MAX_FAILURES
         rest = self._chain[self._index + 1 :]
