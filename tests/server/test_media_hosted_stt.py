@@ -151,6 +151,7 @@ async def test_interim_words_stop_the_agent_mid_sentence(
             await eventually(lambda: len(env.llm.requests) == 2)
             await phone.quiet()
             await phone.stop()
+        await env.idle()  # the call's last turns are written through when it ends
         turns = await env.store.load_turns(await env.conversation_id(f"phone:{CALLER}"))
     bot = [t["data"] for t in turns if t["kind"] == "bot_text"]
     cut = next(t for t in bot if t.get("interrupted"))
