@@ -285,6 +285,7 @@ async def test_an_sms_during_a_media_call_is_answered_by_sms_only(
         call_request = [m.content for m in env.llm.requests[-1].messages]
         assert "what is your address?" in call_request
         assert "Our address is 1 Main Street." in call_request
+        await env.idle()
         turns = await env.store.load_turns(await env.conversation_id())
         channels = {t["data"].get("content"): t["data"]["channel"] for t in turns}
         assert channels["what is your address?"] == "sms"
