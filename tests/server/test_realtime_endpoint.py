@@ -485,7 +485,10 @@ async def test_the_official_sdk_talks_to_an_agent_in_real_time(
             # 3. the answer is spoken: Whisper hears it in the audio deltas
             audio = log.audio(answer["response"]["id"])
             heard_answer = await transcribe(whisper, audio)
-            assert {"sunny", "paris"} <= set(heard_answer), (
+            # Whisper tiny.en on synthetic speech misses a word now and then ("Paris"): the
+            # answer is recognised when most of its distinctive words are heard.
+            distinctive = {"sunny", "degrees", "paris", "tomorrow"}
+            assert len(distinctive & set(heard_answer)) >= 3, (
                 heard_answer,
                 _collapse(log.types(mark)),
             )
