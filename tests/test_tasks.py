@@ -85,3 +85,13 @@ async def test_the_event_bus_drains_its_async_handlers() -> None:
     bus.emit("anything")
     await bus.drain()
     assert heard == ["handled", "handled"]
+
+
+def test_a_stream_end_always_fits_a_bounded_queue() -> None:
+    from voxline.tasks import put_final
+
+    queue: asyncio.Queue[str] = asyncio.Queue(2)
+    queue.put_nowait("a")
+    queue.put_nowait("b")
+    assert put_final(queue, "end") == 1  # the oldest gave way
+    assert [queue.get_nowait(), queue.get_nowait()] == ["b", "end"]

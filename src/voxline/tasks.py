@@ -100,3 +100,17 @@ class TaskGroup:
                 self._on_error(exc)
             except Exception:  # an error reporter must not break the loop's callback
                 log.exception("task error handler failed", group=self.name)
+
+
+def put_final(queue: asyncio.Queue[T], item: T) -> int:
+    """Put a stream's last item (an error, an end marker) into a bounded queue without waiting.
+    The stream is over, so when the queue is full the oldest waiting items give way to it: the
+    consumer must learn how the stream ended. Returns how many items were dropped."""
+    dropped = 0
+    while True:
+        try:
+            queue.put_nowait(item)
+            return dropped
+        except asyncio.QueueFull:
+            queue.get_nowait()
+            dropped += 1

@@ -37,7 +37,10 @@ from voxline.providers.realtime import events as wire
 from voxline.providers.realtime.config import RealtimeSessionConfig
 from voxline.providers.realtime.events import RealtimeEvent, RealtimeProtocolError
 from voxline.providers.realtime.registry import RealtimeTarget
+from voxline.tasks import put_final
 from voxline.telemetry import counters
+
+INBOX_LIMIT = 1024  # server events waiting for the engine; past it the socket read waits
 
 log = structlog.get_logger("voxline.providers.realtime")
 
@@ -83,7 +86,9 @@ class RealtimeClient:
         self._outbox: deque[tuple[dict[str, Any], bool]] = deque()  # (event, is audio)
         self._audio_queued = 0
         self._queued = asyncio.Event()
-        self._inbox: asyncio.Queue[RealtimeEvent | None] = asyncio.Queue()
+        # Bounded: a consumer that falls behind slows our reading of the socket (TCP pushes back
+        # on the server) instead of growing memory.
+        self._inbox: asyncio.Queue[RealtimeEvent | None] = asyncio.Queue(INBOX_LIMIT)
         self._ws: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
@@ -117,7 +122,7 @@ class RealtimeClient:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
-        self._inbox.put_nowait(None)
+        put_final(self._inbox, None)
         if self.dropped_audio or self.reconnects:
             self.log.info(
                 "realtime connection closed",
@@ -224,7 +229,7 @@ class RealtimeClient:
             if self._closing:
                 return
             self.log.warning("realtime socket dropped", reason=reason, generation=self.generation)
-            self._inbox.put_nowait(RealtimeEvent(wire.CONNECTION_LOST, {"reason": reason}))
+            await self._inbox.put(RealtimeEvent(wire.CONNECTION_LOST, {"reason": reason}))
             current = await self._redial()
 
     async def _serve(self, ws: ClientConnection) -> str:
@@ -269,7 +274,7 @@ class RealtimeClient:
                     if bad == 1:
                         self.log.warning("realtime frame ignored", error=str(exc))
                     continue
-                self._inbox.put_nowait(event)
+                await self._inbox.put(event)
 
     async def _redial(self) -> ClientConnection | None:
         self._forget_stale()
@@ -287,11 +292,11 @@ class RealtimeClient:
             except ConnectionClosed:
                 continue
             self.reconnects += 1
-            self._inbox.put_nowait(RealtimeEvent(wire.RECONNECTED, {"attempt": attempt}))
+            await self._inbox.put(RealtimeEvent(wire.RECONNECTED, {"attempt": attempt}))
             return ws
         self.log.error("realtime connection lost for good", attempts=self._attempts)
-        self._inbox.put_nowait(RealtimeEvent(wire.FAILED, {}))
-        self._inbox.put_nowait(None)
+        await self._inbox.put(RealtimeEvent(wire.FAILED, {}))
+        put_final(self._inbox, None)
         return None
 
     def _forget_stale(self) -> None:

@@ -44,7 +44,10 @@ from voxline.providers.stt.base import (
     SttStreamError,
     Transcript,
 )
+from voxline.tasks import put_final
 from voxline.telemetry import counters
+
+EVENTS_LIMIT = 1024  # recognizer events waiting for the listener; past it the socket read waits
 
 log = structlog.get_logger("voxline.stt")
 
@@ -74,7 +77,9 @@ class SocketStream(ABC):
         self._queue: deque[bytes | Control] = deque()
         self._queued = 0  # audio bytes in `_queue`
         self._wake = asyncio.Event()
-        self._events: asyncio.Queue[SttEvent | BaseException | object] = asyncio.Queue()
+        # Bounded: a listener that falls behind slows our reading of the socket instead of
+        # growing memory; the stream's end always gets in (`put_final`).
+        self._events: asyncio.Queue[SttEvent | BaseException | object] = asyncio.Queue(EVENTS_LIMIT)
         self._closing = False
         self._finished = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -216,7 +221,7 @@ class SocketStream(ABC):
         try:
             async for message in self._messages():
                 for event in self._parse(message):
-                    self._events.put_nowait(event)
+                    await self._events.put(event)
         except asyncio.CancelledError:
             raise
         except SttStreamError as exc:
@@ -244,7 +249,7 @@ class SocketStream(ABC):
             return
         counters.provider_failure("stt", self.provider)
         self._finished = self._closing = True
-        self._events.put_nowait(error)
+        put_final(self._events, error)
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
@@ -254,7 +259,7 @@ class SocketStream(ABC):
     def _finish(self) -> None:
         if not self._finished:
             self._finished = True
-            self._events.put_nowait(_DONE)
+            put_final(self._events, _DONE)
 
     async def _settle(self) -> None:
         current = asyncio.current_task()
