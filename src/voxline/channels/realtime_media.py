@@ -26,10 +26,10 @@ from starlette.websockets import WebSocketDisconnect
 
 from voxline.channels import media_protocol as wire
 from voxline.channels.media_tools import GOODBYE_LIMIT
-from voxline.channels.twilio_calls import CallControlError, TwilioCalls
-from voxline.channels.twilio_media import TRANSFER_FAILED
+from voxline.channels.twilio_calls import TwilioCalls, hang_up, transfer
 from voxline.conversation.session import Session
 from voxline.providers.realtime.config import PCMU
+from voxline.tasks import TaskGroup
 from voxline.voice.realtime import RealtimeVoiceEngine
 
 FRAME = 160  # bytes of µ-law per 20 ms frame, one mark each
@@ -131,6 +131,7 @@ class RealtimeMediaCall:
         self.over = asyncio.Event()  # we ended the call (or lost the model): close the stream
         self._rest = rest
         self._ending: asyncio.Task[None] | None = None
+        self._tasks = TaskGroup(f"realtime media call {stream_sid}")  # the goodbye
         self.port = MediaStreamPort(stream_sid)
         self.engine = RealtimeVoiceEngine(
             session, spec, self.port, audio=PCMU, on_failed=self.over.set
@@ -183,10 +184,7 @@ class RealtimeMediaCall:
 
     async def finish(self) -> None:
         """The stream is over: close the model's socket and settle the answer in flight."""
-        if self._ending is not None:
-            self._ending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ending
+        await self._tasks.close()  # a goodbye still waiting: the caller left first
         self.port.close()
         await self.engine.close()
         if self._bad_audio:
@@ -210,8 +208,8 @@ class RealtimeMediaCall:
         self._after_goodbye(lambda: self._transfer(target))
 
     def _after_goodbye(self, action: Callable[[], Awaitable[str | None]]) -> None:
-        if self._ending is None and not self.over.is_set():
-            self._ending = asyncio.create_task(self._end(action))
+        if self._ending is None and not self.over.is_set() and not self._tasks.closed:
+            self._ending = self._tasks.spawn(self._end(action), name="goodbye")
 
     async def _end(self, action: Callable[[], Awaitable[str | None]]) -> None:
         """Wait for the goodbye (the tool's own response and its audio) to be heard, then act;
@@ -228,19 +226,8 @@ class RealtimeMediaCall:
         self.engine.instruct(failure)
 
     async def _hang_up(self) -> str | None:
-        if self._rest is not None:
-            try:
-                await self._rest.hang_up(self.call_sid)
-            except CallControlError as exc:
-                self.log.error("hang-up over REST failed; closing the stream", error=str(exc))
+        await hang_up(self._rest, self.call_sid, self.log)
         return None
 
     async def _transfer(self, target: str) -> str | None:
-        if self._rest is None:
-            return TRANSFER_FAILED.format(error="this server cannot control calls")
-        try:
-            await self._rest.transfer(self.call_sid, target)
-        except CallControlError as exc:
-            self.log.error("transfer failed", error=str(exc))
-            return TRANSFER_FAILED.format(error=exc)
-        return None
+        return await transfer(self._rest, self.call_sid, target, self.log)

@@ -118,3 +118,35 @@ def _error_of(response: httpx.Response) -> tuple[int | None, str]:
         code if isinstance(code, int) and not isinstance(code, bool) else None,
         message[:200] if isinstance(message, str) else response.text[:200],
     )
+
+
+TRANSFER_FAILED = (
+    "The transfer to a human did not go through: {error}. Tell the caller, and keep helping "
+    "them yourself."
+)
+
+
+async def hang_up(rest: TwilioCalls | None, call_sid: str, log: Any) -> None:
+    """End a Media Streams call: over REST when we can; either way the stream is closed next,
+    and that alone ends the call, so a failed request is logged and not retried."""
+    if rest is None:
+        log.info("no Twilio credentials: closing the stream ends the call")
+        return
+    try:
+        await rest.hang_up(call_sid)
+    except CallControlError as exc:
+        log.error("hang-up over REST failed; closing the stream instead", error=str(exc))
+
+
+async def transfer(rest: TwilioCalls | None, call_sid: str, target: str, log: Any) -> str | None:
+    """Redirect the call to a `<Dial>`. None when done; else a note for the agent, since a
+    failed transfer keeps the call (closing the stream would hang up on the caller)."""
+    if rest is None:
+        return TRANSFER_FAILED.format(error="this server cannot control calls")
+    try:
+        await rest.transfer(call_sid, target)
+    except CallControlError as exc:
+        log.error("transfer failed", error=str(exc))
+        return TRANSFER_FAILED.format(error=exc)
+    log.info("call transferred")
+    return None

@@ -26,7 +26,7 @@ from voxline.audio.frames import AudioFrame
 from voxline.channels import media_protocol as wire
 from voxline.channels.media_tools import until_said
 from voxline.channels.outbox import BoundedOutbox, DropCount
-from voxline.channels.twilio_calls import CallControlError, TwilioCalls
+from voxline.channels.twilio_calls import TwilioCalls, hang_up, transfer
 from voxline.channels.twilio_relay import RETURNING_CALLER_NOTE
 from voxline.conversation.session import Session
 from voxline.tasks import TaskGroup
@@ -45,10 +45,6 @@ PENDING_MARKS_SECONDS = 60.0
 """Audio whose marks are remembered until echoed; Twilio echoes within a lead's time, so more
 means echoes stopped coming and the oldest marks are forgotten."""
 MARK_PREFIX = "vx-"
-TRANSFER_FAILED = (
-    "The transfer to a human did not go through: {error}. Tell the caller, and keep helping "
-    "them yourself."
-)
 
 # Ends or hands over the call; returns None when done, else a note for the agent on why not.
 _EndAction = Callable[[], Awaitable[str | None]]
@@ -290,29 +286,11 @@ class MediaCall:
         self._run(self.session.respond())
 
     async def _hang_up(self) -> str | None:
-        """Over REST when we can; either way the stream is closed next, and that alone ends
-        the call, so a failed request is logged and not retried."""
-        if self._rest is None:
-            self.log.info("no Twilio credentials: closing the stream ends the call")
-            return None
-        try:
-            await self._rest.hang_up(self.call_sid)
-        except CallControlError as exc:
-            self.log.error("hang-up over REST failed; closing the stream instead", error=str(exc))
+        await hang_up(self._rest, self.call_sid, self.log)
         return None
 
     async def _transfer(self, target: str) -> str | None:
-        """Redirect the call to a `<Dial>`. A failure keeps the call (closing the stream now
-        would hang up on the caller) and tells the agent, which tells the caller."""
-        if self._rest is None:
-            return TRANSFER_FAILED.format(error="this server cannot control calls")
-        try:
-            await self._rest.transfer(self.call_sid, target)
-        except CallControlError as exc:
-            self.log.error("transfer failed", error=str(exc))
-            return TRANSFER_FAILED.format(error=exc)
-        self.log.info("call transferred")
-        return None
+        return await transfer(self._rest, self.call_sid, target, self.log)
 
     def _run(self, work: Coroutine[Any, Any, Any]) -> None:
         if self._tasks.closed:  # the stream is over: nothing new starts
