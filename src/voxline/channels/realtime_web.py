@@ -28,6 +28,7 @@ from voxline.channels.web import REPORTED_ERRORS, RealtimeWebPort, WebCall
 from voxline.conversation.session import Session
 from voxline.conversation.turns import BotTurn, Turn, UserTurn
 from voxline.providers.realtime.config import PCM24
+from voxline.providers.stt.base import PCM16
 from voxline.voice.realtime import RealtimeVoiceEngine
 
 log = structlog.get_logger("voxline.web")
@@ -75,36 +76,20 @@ class RealtimeWebCall(WebCall):
         if greeting and not resumed:
             self.engine.greet(greeting)
 
-    # -- from the client ---------------------------------------------------------------------
-    def handle_text(self, frame: str) -> None:
-        try:
-            message = wire.parse_text_frame(frame)
-        except wire.WebProtocolError as exc:
-            self._refuse(exc)
-            return
-        if isinstance(message, wire.Played):
-            self.port.played(message.position)
-        elif not self._ending:
-            self.engine.say_as_user(message.text)
+    # -- from the client (see `WebCall.handle_text`) ------------------------------------------
+    def _played(self, position: float) -> None:
+        self.port.played(position)
 
-    def inject(self, text: str, *, as_system: bool = False) -> None:
-        """Text from outside the call (an operator over the API): answered aloud like the
-        caller's own words, or, `as_system`, an instruction acted on at once."""
-        if self._ending:
-            return
+    def _typed(self, text: str) -> None:
+        self.engine.say_as_user(text)
+
+    def _injected(self, text: str, as_system: bool) -> None:
         if as_system:
             self.engine.instruct(text)
         else:
             self.engine.say_as_user(text)
 
-    def handle_audio(self, frame: bytes) -> None:
-        try:
-            pcm = wire.parse_audio_frame(frame)
-        except wire.WebProtocolError as exc:
-            self._refuse(exc)
-            return
-        if self._ending:  # the goodbye is not for barging in on
-            return
+    def _heard(self, pcm: PCM16) -> None:
         audio = self._inbound.process(pcm)
         if len(audio):
             self.engine.push_audio(audio.astype("<i2", copy=False).tobytes())

@@ -35,6 +35,7 @@ from voxline.conversation.session import Session
 from voxline.conversation.state import SessionState
 from voxline.conversation.turns import BotTurn, ToolCallTurn, ToolResultTurn, Turn, UserTurn
 from voxline.providers.llm.base import ToolCallRequest
+from voxline.providers.stt.base import PCM16
 from voxline.tasks import TaskGroup
 from voxline.tools.base import ToolOutcome
 from voxline.voice.metrics import TurnLatency
@@ -291,18 +292,16 @@ class WebCall:
             self._refuse(exc)
             return
         if isinstance(message, wire.Played):
-            self.pipeline.played(message.position)
+            self._played(message.position)
         elif not self._ending:
-            self._spawn(self.session.send_text(message.text))
+            self._typed(message.text)
 
     def inject(self, text: str, *, as_system: bool = False) -> None:
         """Text from outside the call (an operator over the API): answered aloud like the
         caller's own words, or, `as_system`, an instruction acted on at once. Not once the
         call is ending."""
-        if self._ending:
-            return
-        self.pipeline.cut_off()
-        self._spawn(self.session.injected(text, as_system=as_system))
+        if not self._ending:
+            self._injected(text, as_system)
 
     def handle_audio(self, frame: bytes) -> None:
         try:
@@ -311,7 +310,22 @@ class WebCall:
             self._refuse(exc)
             return
         if not self._ending:  # the goodbye is not for barging in on
-            self.pipeline.push_audio(pcm)
+            self._heard(pcm)
+
+    # What speaks for the call (the cascaded pipeline here; a Realtime model in
+    # `RealtimeWebCall`) gets the client's frames through these four.
+    def _played(self, position: float) -> None:
+        self.pipeline.played(position)
+
+    def _typed(self, text: str) -> None:
+        self._spawn(self.session.send_text(text))
+
+    def _injected(self, text: str, as_system: bool) -> None:
+        self.pipeline.cut_off()
+        self._spawn(self.session.injected(text, as_system=as_system))
+
+    def _heard(self, pcm: PCM16) -> None:
+        self.pipeline.push_audio(pcm)
 
     def _refuse(self, error: wire.WebProtocolError) -> None:
         self.protocol_errors += 1
