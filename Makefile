@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-RUN_EXTRAS ?= local,piper,voice
+RUN_EXTRAS ?= local,piper,voice,webrtc
 TEST_EXTRAS ?= dev,local,piper
 
 .PHONY: setup setup-dev run chat cli test lint typecheck security deploy-check check bench clean
