@@ -140,6 +140,10 @@ class Listener:
         self.dropped_samples = 0  # speech past the cap, over all turns
         self._early: tuple[int, asyncio.Task[Transcript]] | None = None
         self._tasks: set[asyncio.Task[Transcript]] = set()
+        self.on_words: Callable[[str], None] | None = None
+        """Told the current turn's words so far while the caller still speaks (a stream's
+        interim text, or a batch recognizer's transcript at a pause), so a page can show them
+        before the turn ends; the final transcript still comes with the turn."""
 
     @property
     def user_speaking(self) -> bool:
@@ -216,6 +220,11 @@ class Listener:
         """A streaming recognizer's words reach the end-of-turn strategy as they come."""
         if event.kind in (SttEventKind.INTERIM, SttEventKind.FINAL) and self.live is not None:
             self.pauses.update_transcript(self.live.text_so_far())
+            self._tell_words(self.live.text_so_far())
+
+    def _tell_words(self, text: str) -> None:
+        if self.on_words is not None and text.strip():
+            self.on_words(text.strip())
 
     def _absorb(self, events: Sequence[GateEvent]) -> None:
         for event in events:
@@ -255,5 +264,6 @@ class Listener:
         def heard(done: asyncio.Task[Transcript]) -> None:
             if not done.cancelled() and done.exception() is None and self.pauses.pause_id == pause:
                 self.pauses.update_transcript(done.result().text)
+                self._tell_words(done.result().text)
 
         task.add_done_callback(heard)
