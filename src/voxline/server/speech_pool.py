@@ -49,7 +49,7 @@ class SpeechPool:
         if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
             resolved = spec.model_copy(update={"stt": key[0], "tts": key[1]})
             task = self._loads[key] = asyncio.create_task(
-                load_speech_providers(resolved, vad=self._settings.vad)
+                load_speech_providers(resolved, vad=self._settings.vad, settings=self._settings)
             )
         return task
 

@@ -12,6 +12,7 @@ from voxline.providers.factory import create_stt, create_tts, create_vad
 from voxline.providers.stt.base import STT
 from voxline.providers.tts.base import TTS
 from voxline.providers.vad.base import VAD
+from voxline.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,18 @@ def tts_spec_for(spec: AgentSpec, default: str = "local") -> str:
     return tts
 
 
-async def load_speech_providers(spec: AgentSpec, *, vad: str = "local") -> SpeechProviders:
+async def load_speech_providers(
+    spec: AgentSpec, *, vad: str = "local", settings: Settings | None = None
+) -> SpeechProviders:
     """The agent's STT and TTS (`local` when it names none) and the `vad` detector, with their
     models loaded off the event loop now: a model loading during the first turn would be
-    paid for by the caller. Raises `ConfigurationError` with an install hint if one is missing."""
+    paid for by the caller. Hosted providers take their keys and base URLs from `settings`
+    (the server's, so a flag or `.env` entry counts as much as the environment; None: read
+    the environment now). Raises `ConfigurationError` with an install hint if one is missing."""
     providers = SpeechProviders(
-        create_stt(spec.stt or "local"), create_tts(tts_spec_for(spec)), create_vad(vad)
+        create_stt(spec.stt or "local", settings),
+        create_tts(tts_spec_for(spec), settings),
+        create_vad(vad),
     )
     local: list[object] = []
     for model in (providers.stt, providers.tts):
