@@ -144,10 +144,24 @@ class Listener:
         """Told the current turn's words so far while the caller still speaks (a stream's
         interim text, or a batch recognizer's transcript at a pause), so a page can show them
         before the turn ends; the final transcript still comes with the turn."""
+        self.on_early_transcript: Callable[[int, str], None] | None = None
+        """Told `(pause_id, text)` when the speech so far was transcribed at a pause and the
+        caller is still silent in it: the voice pipeline starts a speculative reply there."""
 
     @property
     def user_speaking(self) -> bool:
         return self.gate.user_speaking
+
+    def still_paused(self, pause_id: int) -> bool:
+        """The caller is still silent in pause `pause_id` of the current turn: no new pause
+        began, and the latest VAD chunk is not speech (so speaking again is seen within a
+        chunk, not only when the next pause begins)."""
+        gate = self.gate
+        return (
+            gate.user_speaking
+            and self.pauses.pause_id == pause_id
+            and gate.probability < gate.options.deactivation_threshold
+        )
 
     @property
     def streaming(self) -> bool:
@@ -265,5 +279,7 @@ class Listener:
             if not done.cancelled() and done.exception() is None and self.pauses.pause_id == pause:
                 self.pauses.update_transcript(done.result().text)
                 self._tell_words(done.result().text)
+                if self.on_early_transcript is not None and self.still_paused(pause):
+                    self.on_early_transcript(pause, done.result().text)
 
         task.add_done_callback(heard)
