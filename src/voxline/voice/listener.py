@@ -140,6 +140,13 @@ class Listener:
         self.dropped_samples = 0  # speech past the cap, over all turns
         self._early: tuple[int, asyncio.Task[Transcript]] | None = None
         self._tasks: set[asyncio.Task[Transcript]] = set()
+        # words while the caller talks, for a strategy that asks for them (smart-turn)
+        self._end_of_turn = end_of_turn
+        every = getattr(end_of_turn, "transcribe_every", None)
+        self._partial_every = round(every * vad.sample_rate) if every else 0
+        self._partial_at = 0  # `_kept` when the last one started
+        self._partial: asyncio.Task[Transcript] | None = None
+        self._turn_id = 0
         self.on_words: Callable[[str], None] | None = None
         """Told the current turn's words so far while the caller still speaks (a stream's
         interim text, or a batch recognizer's transcript at a pause), so a page can show them
@@ -247,15 +254,52 @@ class Listener:
             elif isinstance(event, SpeechStarted):
                 self._chunks, self._kept, self._capped = [], 0, False
                 self._early = None
+                self._stop_partial()
+                self._turn_id += 1
                 self.started = event.t
                 if self.live is not None:
                     self.live.turn_started(event.t)
             else:
                 self.started = None
+                self._stop_partial()  # the final transcript needs the recognizer now
         if self.pauses.fired and self.gate.user_speaking:
             self.pauses.fired = False
             if not self.streaming:  # a stream's words are ready without it
                 self._prefetch()
+        if self._partial_every and self.gate.user_speaking and not self.streaming:
+            self._transcribe_while_speaking()
+
+    def _transcribe_while_speaking(self) -> None:
+        """The words of the turn so far for an end-of-turn strategy with `transcribe_every`
+        (its `update_partial`): one transcription at a time, each after that much more speech,
+        never started in a pause (the pause's own early transcript covers that). It costs the
+        recognizer's thread one transcription per `transcribe_every` seconds of speech."""
+        if (
+            self._partial is not None
+            or self._kept - self._partial_at < self._partial_every
+            or self.gate.probability < self.gate.options.deactivation_threshold
+        ):
+            return
+        turn, self._partial_at = self._turn_id, self._kept
+        task = self._partial = self.transcribe(self.speech_so_far())
+        tell: Callable[[str], None] | None = getattr(self._end_of_turn, "update_partial", None)
+
+        def heard(done: asyncio.Task[Transcript]) -> None:
+            if self._partial is done:
+                self._partial = None
+            if done.cancelled() or done.exception() is not None or turn != self._turn_id:
+                return
+            if tell is not None:
+                tell(done.result().text)
+
+        task.add_done_callback(heard)
+
+    def _stop_partial(self) -> None:
+        """Drop a transcription of speech so far that has not started (a running one ends on
+        the recognizer's thread; its words are ignored)."""
+        if self._partial is not None:
+            self._partial.cancel()
+            self._partial = None
 
     def _keep(self, pcm: PCM16) -> None:
         room = self._max_kept - self._kept  # never negative
