@@ -99,10 +99,12 @@ async def test_latency_stages_are_measured_from_the_end_of_speech(
     assert latency.text == "what's the weather"
     assert latency.turn_id == next(t.id for t in call.session.turns if isinstance(t, UserTurn))
     # Speech ends at 1.3 s; the turn after 0.6 s of silence. STT began at the 0.2 s pause
-    # and took 0.1 s, so the transcript is ready the moment the turn ends.
+    # and took 0.1 s, so the transcript is ready the moment the turn ends. The model started
+    # speculatively on it at 0.3 s and had its first token at 0.5 s, held until the turn ended.
     assert latency.end_of_turn == pytest.approx(0.6, abs=0.021)
     assert latency.transcript == pytest.approx(latency.end_of_turn, abs=1e-6)
-    assert latency.llm_first_token == pytest.approx(latency.transcript + 0.2, abs=0.021)
+    assert latency.llm_first_token == pytest.approx(latency.transcript, abs=0.021)
+    assert len(call.llm.requests) == 1
     assert latency.first_audio == pytest.approx(latency.llm_first_token + 0.05, abs=0.021)
     assert latency.first_audio <= latency.voice_to_voice <= latency.first_audio + 0.021
     assert len(call.stt.calls) == 1  # the early transcript was the final one
@@ -135,11 +137,15 @@ async def test_a_pause_shorter_than_the_end_of_turn_silence_does_not_split_the_t
 ) -> None:
     words = [(0.35, 0.8, "book"), (0.8, 1.2, "a"), (1.75, 2.2, "table")]
     vad = [(0.0, 0.3), (0.9, 1.0), (0.0, 0.4), (0.9, 0.6)]  # speech, a 0.4 s pause, speech
-    call = Call(store, settings, vad=vad, words=words, replies=[FakeReply("Sure.")])
+    guess = FakeReply("Booking it now.", token_delay=0.3)  # the guess made at the pause
+    call = Call(store, settings, vad=vad, words=words, replies=[guess, FakeReply("Sure.")])
     await call.start()
     await call.run(4.0)
     assert users(call) == ["book a table"]
-    assert len(call.llm.requests) == 1
+    # One reply: the guess made on "book a" at the pause was dropped when the caller went on.
+    assert [r.messages[-1].content for r in call.llm.requests] == ["book a", "book a table"]
+    assert [b.content for b in bots(call)] == ["Sure."]
+    assert call.tts.texts == ["Sure."]
     await call.close()
 
 

@@ -24,8 +24,10 @@ import structlog
 
 from voxline.agents.runtime import AgentRuntime, agent_spec_of
 from voxline.conversation.collector import COLLECTOR
+from voxline.conversation.context import build_messages
 from voxline.conversation.engine import Delivery, ReplyEngine, ReplyPlan
 from voxline.conversation.memory import ConversationMemory, SessionTurns
+from voxline.conversation.speculation import SpeculativeReply
 from voxline.conversation.state import SessionState, StateMachine
 from voxline.conversation.summarizer import Summarizer
 from voxline.conversation.turns import BotTurn, Turn, new_id
@@ -267,15 +269,46 @@ class Session:
         await self.close()
 
     # -- conversation ------------------------------------------------------------------------
-    async def send_text(self, text: str) -> str:
+    async def send_text(self, text: str, *, speculation: SpeculativeReply | None = None) -> str:
         """A user message: interrupts this connection's reply in flight, then answers. Returns
         the reply text. Cancelling the caller cancels the reply (what was said stays recorded).
-        Raises `SessionClosedError` after `close()`."""
-        self._check_open()
-        self.interrupt()
-        self.turns.add_user_text(text, channel=self.channel)
-        turn = await self.respond()
+        Raises `SessionClosedError` after `close()`.
+
+        `speculation`: a guess from `speculate` that this message commits. The reply's first
+        model request is served from it when that request is the guessed one (see
+        `voxline.conversation.speculation`); otherwise the model is asked as usual. Either way
+        the guess is finished with when the reply is."""
+        try:
+            self._check_open()
+            self.interrupt()
+            self.turns.add_user_text(text, channel=self.channel)
+            turn = await self.respond(speculation=speculation)
+        finally:
+            if speculation is not None:
+                speculation.cancel()  # not used (a guardrail answered, a changed history)
         return turn.content if turn else ""
+
+    def speculate(self, text: str) -> SpeculativeReply | None:
+        """Start the model on `text` as if the caller had just said it, recording and emitting
+        nothing: no user turn, no delta, no tool run. The voice pipeline calls this when the
+        caller pauses, and commits the guess with `send_text(final, speculation=guess)` or
+        drops it with `guess.cancel()`. None when no guess can be made now (not started,
+        closed, a reply or tool in flight, or a speech-to-speech engine answering)."""
+        if self._closed or self._engine is None or self._llm is None or self._responder:
+            return None
+        if self._reply_lock.locked() or self._engine.tools_running:
+            return None  # the history is about to change: a guess would not fit
+        config = self.agent.llm_config()
+        messages = build_messages(self.agent.instructions(), self.turns)
+        messages.append(ChatMessage(role="user", content=text))
+        request = LLMRequest(
+            messages=messages,
+            tools=[t.definition() for t in self._tools.values()],
+            temperature=config.temperature,
+            max_tokens=config.max_tokens,
+            options=dict(config.options or {}),
+        )
+        return SpeculativeReply(self._llm, request, text, self.tasks)
 
     def injected(self, text: str, *, as_system: bool = False) -> Coroutine[Any, Any, Any]:
         """Text from outside the connection (an operator or a bot over the API): a user turn to
@@ -287,7 +320,7 @@ class Session:
             return self.respond()
         return self.send_text(text)
 
-    async def respond(self) -> BotTurn | None:
+    async def respond(self, *, speculation: SpeculativeReply | None = None) -> BotTurn | None:
         """Run a reply to the history as it stands (after a user turn, an approval, a tool).
 
         The reply is a task of its own so that `interrupt()` can cancel it without cancelling
@@ -296,7 +329,7 @@ class Session:
         self._check_open()
         async with self._reply_lock:
             self._check_open()
-            task = self.tasks.spawn(self._reply(), name="reply")
+            task = self.tasks.spawn(self._reply(speculation), name="reply")
             self._reply_task = task
             try:
                 return await asyncio.shield(task)
@@ -318,7 +351,7 @@ class Session:
         its answer arrives as turns the engine writes itself. None gives the text model back."""
         self._responder = responder
 
-    async def _reply(self) -> BotTurn | None:
+    async def _reply(self, speculation: SpeculativeReply | None = None) -> BotTurn | None:
         if self._responder is not None:
             self._responder()
             return None
@@ -326,7 +359,7 @@ class Session:
         config = self.agent.llm_config()
         assert self._llm is not None
         plan = ReplyPlan(
-            llm=self._llm,
+            llm=self._llm if speculation is None else speculation.serving(self._llm),
             instructions=self.agent.instructions(),
             tools=list(self._tools.values()),
             temperature=config.temperature,

@@ -49,6 +49,7 @@ from voxline.audio.turn_taking import (
     TurnOptions,
 )
 from voxline.conversation.session import Session
+from voxline.conversation.speculation import SpeculativeReply
 from voxline.conversation.state import SessionState
 from voxline.conversation.turns import BotTurn, Turn, UserTurn
 from voxline.providers.stt.base import PCM16, STT, Transcript
@@ -61,6 +62,7 @@ from voxline.voice.listener import Listener
 from voxline.voice.metrics import LatencySummary, TurnLatency, summarize
 from voxline.voice.recorder import close_recording, record_call, record_input
 from voxline.voice.speaker import Speaker
+from voxline.voice.speculation import Speculator
 from voxline.voice.transport import AudioTransport
 
 S = SessionState
@@ -90,6 +92,14 @@ class VoiceOptions:
     """TTS chunks synthesised ahead of playback (bounded: a cancelled reply wastes little)."""
     end_of_turn: EndOfTurnStrategy | None = None
     """The end-of-turn strategy; None: silence-based with the agent's end_of_turn_silence."""
+    speculate: bool = True
+    """Start the model on the transcript made at a pause, during the end-of-turn wait, and keep
+    its reply if the turn's final words match (`voxline.voice.speculation`). A wrong guess costs
+    model time only; turn it off where model time is scarcer than latency."""
+    first_chunk_words: int | None = 4
+    """Speak a reply's first words as soon as a clause, or a phrase of about this many words,
+    is complete, instead of waiting for the first whole sentence (`SentenceChunker`); None:
+    whole sentences from the start."""
 
 
 @dataclass(eq=False)
@@ -144,6 +154,9 @@ class VoicePipeline:
             provider_end_of_turn=turn.end_of_turn == "provider",
             on_stt_error=self._on_stt_error,
         )
+        self.speculator = Speculator(session, self.listener)
+        if self.options.speculate:
+            self.listener.on_early_transcript = self._on_early_transcript
         self.speaker = Speaker(
             tts,
             transport,
@@ -157,6 +170,7 @@ class VoicePipeline:
             on_play=self._on_play,
             on_idle=self._on_idle,
             on_error=lambda exc: session.bus.emit("error", error=exc, where="tts"),
+            first_chunk_words=self.options.first_chunk_words,
         )
         self.latencies: deque[TurnLatency] = deque(maxlen=MAX_LATENCIES)
         self.log = structlog.get_logger("voxline.voice").bind(session_id=session.id)
@@ -227,6 +241,7 @@ class VoicePipeline:
         await close_recording(self.transport)
         for off in self._unsubscribe:
             off()
+        self.speculator.drop("the call is closing")
         await self.listener.aclose()
         await self._tasks.close()
         self.transport.clear()
@@ -239,6 +254,8 @@ class VoicePipeline:
             "voice session latency",
             turns=summary.turns,
             underruns=self.speaker.underruns,
+            speculative_replies=self.speculator.started,
+            speculative_kept=self.speculator.kept,
             **summary.milliseconds(),
         )
         return summary
@@ -247,9 +264,11 @@ class VoicePipeline:
     def _handle(self, events: Sequence[GateEvent]) -> None:
         for event in events:
             if isinstance(event, SpeechChunk):
+                self.speculator.check()
                 if self._barge is not None:
                     self._check_barge_in(self._barge)
             elif isinstance(event, SpeechStarted):
+                self.speculator.drop("a new turn began")
                 if self.bot_active and self.policy.interruptible:
                     self._open_barge_in(event.t)
             elif isinstance(event, SpeechEnded):
@@ -323,6 +342,8 @@ class VoicePipeline:
             text = ""
         probe.reach("transcript", self.clock.now())
         probe.text = text
+        if barge is not None or not text or self.bot_active:
+            self.speculator.drop("the turn is not answered now")
         if barge is not None and not barge.committed:
             verdict = self.policy.judge(text, spoken)
             if verdict is Verdict.INTERRUPT:
@@ -343,7 +364,15 @@ class VoicePipeline:
         if not text:
             self._settle_transcribing()
             return
-        self._respond(text, probe)
+        self._respond(text, probe, self.speculator.take(text))
+
+    def _on_early_transcript(self, pause_id: int, text: str) -> None:
+        """The caller paused and their words so far are known: guess the reply now, unless the
+        turn will not be answered at once (the bot is busy, a barge-in is being judged, earlier
+        words wait to be answered together)."""
+        if self.bot_active or self._barge is not None or self._deferred or self._tasks.closed:
+            return
+        self.speculator.start(pause_id, text)
 
     def _on_stt_error(self, error: Exception, message: str) -> None:
         self.log.error(message, error=str(error) or type(error).__name__)
@@ -366,22 +395,26 @@ class VoicePipeline:
         self._on_idle()
 
     # -- replies -----------------------------------------------------------------------------
-    def _respond(self, text: str, probe: TurnLatency | None) -> None:
+    def _respond(
+        self, text: str, probe: TurnLatency | None, guess: SpeculativeReply | None = None
+    ) -> None:
         self._retire_probe()
         self._probe = probe
         if self.listener.user_speaking and self._barge is None and self.policy.interruptible:
             # The caller started again before this reply: hold its audio until they are judged.
             self._open_barge_in(self.listener.started or self.listener.gate.time)
-        reply = asyncio.create_task(self._send(text))
+        reply = asyncio.create_task(self._send(text, guess))
         self._reply = reply
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, text: str, guess: SpeculativeReply | None = None) -> None:
         try:
-            await self.session.send_text(text)
+            await self.session.send_text(text, speculation=guess)
         except Exception as exc:
             self.log.exception("reply failed")
             self.session.bus.emit("error", error=exc, where="voice reply")
         finally:
+            if guess is not None:
+                guess.cancel()  # never sent (the reply was cancelled before it began)
             self._on_idle()
 
     def _on_idle(self) -> None:

@@ -1,9 +1,11 @@
 """Outbound: bot text to sentences, sentences to TTS, audio to the channel at real-time pace.
 
 Three stages, each as early as it can be: a sentence goes to TTS the moment the LLM completes it
-(so the first audio waits for one sentence, not the reply); TTS of the next sentence overlaps
-playback of this one (a small bounded queue between them); and frames go to the channel only as
-fast as they play, so a barge-in has nothing but a frame or two in the channel to clear.
+(so the first audio waits for one sentence, not the reply; with `first_chunk_words`, a turn's
+opening phrase goes on its own as soon as a clause or a few words are complete); TTS of the
+next sentence overlaps playback of this one (a small bounded queue between them); and frames go
+to the channel only as fast as they play, so a barge-in has nothing but a frame or two in the
+channel to clear.
 
 The speaker also keeps the map from playback position to characters of each bot turn: as each
 TTS chunk finishes playing, `Delivery.mark` records how much of its turn the caller has heard,
@@ -107,6 +109,7 @@ class Speaker:
         on_play: Callable[[], None] = lambda: None,
         on_idle: Callable[[], None] = lambda: None,
         on_error: Callable[[Exception], None] = lambda error: None,
+        first_chunk_words: int | None = None,
     ) -> None:
         self.rate = transport.output_rate
         # A hosted voice speaks the channel's own format where it can (µ-law on the phone).
@@ -123,8 +126,9 @@ class Speaker:
         self._on_idle = on_idle
         self._on_error = on_error
         self._queue_size = queue_size
+        self._first_words = first_chunk_words
         self._turn: BotTurn | None = None
-        self._chunker = SentenceChunker()
+        self._chunker = self._new_chunker()
         self._offset = 0  # where the next sentence is searched for in the turn's content
         self._sentences: deque[_Sentence] = deque()
         self._unspoken = 0  # characters in `_sentences`
@@ -159,7 +163,12 @@ class Speaker:
         for sentence in self._chunker.flush():
             self._enqueue(turn, sentence)
         self._turn = None
-        self._chunker = SentenceChunker()
+        self._chunker = self._new_chunker()
+
+    def _new_chunker(self) -> SentenceChunker:
+        """A chunker for the next turn: its opening phrase goes to TTS early (`first_chunk_words`);
+        the rest of the turn in whole sentences."""
+        return SentenceChunker(first_words=self._first_words)
 
     def _enqueue(self, turn: BotTurn, text: str) -> None:
         start = turn.content.find(text, self._offset)
@@ -239,7 +248,7 @@ class Speaker:
         self._sentences.clear()
         self._unspoken = 0
         self._cut_turn = None
-        self._chunker = SentenceChunker()
+        self._chunker = self._new_chunker()
         self._turn = None
         self._resume.set()
         heard_text = self.tracker.clear()
