@@ -4,11 +4,18 @@
 events it produced: no task, queue or callback registration per frame, and no allocation beyond
 numpy's own once the buffers exist. All times are seconds of audio fed to the gate (the caller's
 audio clock), so decisions are deterministic and independent of event-loop scheduling.
+
+Given `on_events` and a VAD that batches (Silero, `BatchingVAD`), the gate hands each full window
+to the VAD instead and keeps a copy; when the loop turn's batch has run (`providers/vad/batch.py`)
+the probability comes back, the same state machine steps on the kept window, and any events go to
+`on_events` rather than being returned by `push`. The decisions are the same, one event-loop turn
+later (microseconds), and many calls share one model run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
@@ -20,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from voxline.audio.buffers import Recording, SampleRing
 from voxline.audio.end_of_turn import EndOfTurnStrategy, SilenceEndOfTurn
 from voxline.audio.frames import AudioFrame
-from voxline.providers.vad.base import VAD
+from voxline.providers.vad.base import VAD, BatchedVADStream, BatchingVAD
 
 
 class TurnOptions(BaseModel):
@@ -125,6 +132,10 @@ class SpeechGate:
     through a preallocated block, so 20 ms telephony frames and a VAD wanting 32 ms chunks meet
     without copies beyond the one into the block. The VAD model is shared; the gate opens its
     own stream on it.
+
+    With `on_events` and a batching VAD, events come through `on_events` instead of `push`'s
+    result (see the module doc); `flush` settles the windows still waiting first, and `close`
+    drops them.
     """
 
     def __init__(
@@ -133,6 +144,7 @@ class SpeechGate:
         options: TurnOptions | None = None,
         *,
         end_of_turn: EndOfTurnStrategy | None = None,
+        on_events: Callable[[Sequence[GateEvent]], None] | None = None,
     ) -> None:
         self.options = options or TurnOptions()
         self.end_of_turn: EndOfTurnStrategy = end_of_turn or SilenceEndOfTurn(
@@ -141,7 +153,12 @@ class SpeechGate:
         self.sample_rate = vad.sample_rate
         self.probability = 0.0  # of the last VAD chunk, for debugging and metrics
         rate = self.sample_rate
-        self._vad = vad.stream()
+        self._batched: BatchedVADStream | None = None
+        if on_events is not None and isinstance(vad, BatchingVAD):
+            self._batched = vad.batched_stream(self._decided)
+        self._vad = vad.stream() if self._batched is None else None
+        self._on_events = on_events
+        self._waiting: deque[npt.NDArray[np.int16]] = deque()  # windows the VAD has not answered
         self._chunk = vad.chunk_samples
         self._activation = self.options.activation_threshold
         self._deactivation = self.options.deactivation_threshold
@@ -180,10 +197,20 @@ class SpeechGate:
         """Seconds of audio processed so far."""
         return self._samples / self.sample_rate
 
+    @property
+    def batched(self) -> bool:
+        """Windows go to a batching VAD and events to `on_events`."""
+        return self._batched is not None
+
+    @property
+    def pending(self) -> int:
+        """Windows handed to a batching VAD and not answered yet."""
+        return len(self._waiting)
+
     def push(self, pcm: npt.NDArray[np.int16]) -> Sequence[GateEvent]:
         """Feeds one frame of mono PCM16 at the VAD's rate (16 kHz); returns the events it
-        completed, usually none. The samples are copied out before this returns, so the caller
-        may reuse its buffer."""
+        completed, usually none (always none when batched: they go to `on_events`). The samples
+        are copied out before this returns, so the caller may reuse its buffer."""
         out = self._out
         out.clear()
         size = self._chunk
@@ -196,10 +223,10 @@ class SpeechGate:
             if self._filled < size:
                 return _NO_EVENTS
             self._filled = 0
-            self._step(self._block)
+            self._window(self._block)
         whole = start + (count - start) // size * size
         for offset in range(start, whole, size):
-            self._step(pcm[offset : offset + size])
+            self._window(pcm[offset : offset + size])
         self._filled = count - whole
         self._block[: self._filled] = pcm[whole:]
         if not out:
@@ -210,7 +237,10 @@ class SpeechGate:
 
     def flush(self) -> Sequence[GateEvent]:
         """The audio stream ended: a turn in progress ends now with what was said; unconfirmed
-        speech is dropped."""
+        speech is dropped. Windows a batching VAD has not answered yet are answered first (their
+        events go to `on_events`)."""
+        if self._batched is not None:
+            self._batched.settle()
         events: list[GateEvent] = self._out
         events.clear()
         partial = self._block[: self._filled]
@@ -230,15 +260,44 @@ class SpeechGate:
     def reset(self) -> None:
         """Forgets the audio and the turn in progress (no events) and restarts the VAD state.
         The clock keeps running."""
-        self._samples += self._filled
+        self._samples += self._filled + len(self._waiting) * self._chunk
+        self._waiting.clear()
         self._filled = 0
         self._state = GateState.SILENT
         self._history.clear()
         self._fresh_from = self._samples
-        self._vad.reset()
+        if self._batched is not None:
+            self._batched.reset()
+        if self._vad is not None:
+            self._vad.reset()
 
-    def _step(self, chunk: npt.NDArray[np.int16]) -> None:
-        probability = self.probability = self._vad.process(chunk)
+    def close(self) -> None:
+        """The caller left: windows still waiting for a batching VAD are dropped, unanswered."""
+        if self._batched is not None:
+            self._batched.close()
+        self._waiting.clear()
+
+    def _window(self, chunk: npt.NDArray[np.int16]) -> None:
+        if self._vad is not None:
+            self._step(chunk, self._vad.process(chunk))
+            return
+        assert self._batched is not None
+        self._waiting.append(chunk.copy())  # before submit: a full queue answers inside it
+        self._batched.submit(chunk)
+
+    def _decided(self, probability: float) -> None:
+        """A batching VAD's answer for the oldest waiting window."""
+        if not self._waiting:  # reset or closed since: nothing to decide
+            return
+        self._step(self._waiting.popleft(), probability)
+        out = self._out
+        if out and self._on_events is not None:
+            events = tuple(out)
+            out.clear()
+            self._on_events(events)
+
+    def _step(self, chunk: npt.NDArray[np.int16], probability: float) -> None:
+        self.probability = probability
         begin = self._samples
         end = self._samples = begin + chunk.shape[0]
         state = self._state

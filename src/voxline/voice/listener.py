@@ -104,7 +104,12 @@ class Listener:
         max_turn_audio: float | None = None,
         provider_end_of_turn: bool = False,
         on_stt_error: Callable[[Exception, str], None] | None = None,
+        on_events: Callable[[Sequence[GateEvent]], None] | None = None,
     ) -> None:
+        """`on_events`: where gate events go when they come after `push` returned. Given it,
+        a batching VAD (Silero) answers each window with every other call's windows of the same
+        loop turn, one model run for all of them, and `push` returns no events; without it
+        the VAD runs inline and `push` returns them."""
         if stt.sample_rate != vad.sample_rate:
             raise ValueError(
                 f"STT takes {stt.sample_rate} Hz and VAD {vad.sample_rate} Hz: they must match"
@@ -129,8 +134,12 @@ class Listener:
             strategy = ProviderEndOfTurn(self.live, strategy)
         getattr(strategy, "listen", lambda source: None)(self.speech_so_far)  # audio-based EOT
         self.pauses = PauseWatch(strategy, prefetch_after)
+        self.on_events = on_events
         self.gate = SpeechGate(
-            vad, options.model_copy(update={"emit_chunks": True}), end_of_turn=self.pauses
+            vad,
+            options.model_copy(update={"emit_chunks": True}),
+            end_of_turn=self.pauses,
+            on_events=self._events_later if on_events is not None else None,
         )
         self.started: float | None = None  # audio time the current turn's speech began
         self._chunks: list[PCM16] = []
@@ -227,7 +236,14 @@ class Listener:
             return early[1]
         return self.transcribe(ended.audio.pcm)
 
+    def _events_later(self, events: Sequence[GateEvent]) -> None:
+        """Gate events a batching VAD completed after `push` returned."""
+        self._absorb(events)
+        if self.on_events is not None:
+            self.on_events(events)
+
     def close(self) -> None:
+        self.gate.close()  # windows still waiting for a batched VAD are not answered
         for task in self._tasks:
             task.cancel()
 

@@ -153,6 +153,7 @@ class VoicePipeline:
             language=language,
             provider_end_of_turn=turn.end_of_turn == "provider",
             on_stt_error=self._on_stt_error,
+            on_events=self._handle,  # events a batching VAD completes a loop turn later
         )
         self.speculator = Speculator(session, self.listener)
         if self.options.speculate:

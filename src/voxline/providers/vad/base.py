@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -25,3 +26,35 @@ class VAD(Protocol):
     chunk_samples: int  # e.g. 512 (32 ms) for Silero
 
     def stream(self) -> VADStream: ...
+
+
+@runtime_checkable
+class BatchedVADStream(Protocol):
+    """Per-caller state whose answers come through a callback, in order, one per `submit`;
+    the model may batch them with other callers' windows (`voxline.providers.vad.batch`)."""
+
+    @property
+    def pending(self) -> int:
+        """Windows submitted and not answered yet."""
+        ...
+
+    def submit(self, chunk: npt.NDArray[np.int16] | npt.NDArray[np.float32]) -> None: ...
+
+    def settle(self) -> None:
+        """Answer every waiting window now."""
+        ...
+
+    def reset(self) -> None:
+        """Fresh state; waiting windows are dropped unanswered."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchingVAD(Protocol):
+    """A VAD that can also answer through callbacks, batching callers (Silero)."""
+
+    def batched_stream(
+        self, on_probability: Callable[[float], None]
+    ) -> BatchedVADStream | None: ...

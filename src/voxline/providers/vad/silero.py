@@ -1,29 +1,46 @@
 """Voice activity detection with Silero VAD v6 (the ONNX file shipped inside faster-whisper).
 
-One `InferenceSession` per process (one intra-op thread: a 32 ms chunk costs ~0.1 ms, so more
-threads only add contention) is shared by every caller; each `SileroStream` holds its own LSTM
-state and the 64-sample context Silero expects in front of every 512 new samples. The call is
-cheap enough to run inline on the audio path, so there is no thread hop.
+One `InferenceSession` per process (one intra-op thread: a 32 ms window costs well under a
+millisecond, so more threads only add contention) is shared by every caller. Two kinds of stream
+sit on it, each holding its caller's LSTM state and the 64-sample context Silero expects in front
+of every 512 new samples:
 
-Cross-stream batching is not done: at ~0.1 ms per chunk the per-stream call is already far below
-the 20 ms frame budget, and batching would need a synchronisation point across sessions.
+- `SileroStream.process` answers inline: for a script, a test, one call.
+- `SileroBatchStream.submit` answers through a callback, and the windows of every call submitted
+  in the same event-loop turn run as one inference (`batch.py`): on a server the VAD is most of
+  a listening call's CPU, and a batch costs about half as much per window.
+
+The file's graph takes its first input dimension as a *sequence* of one stream's windows (the LSTM
+runs across them, batch 1), so it cannot batch independent calls as shipped. At load the graph
+is rewritten in memory (with the `onnx` package): the transpose in front of the LSTM puts the
+windows on the LSTM's batch axis instead of its time axis, and the state inputs and outputs get a
+free batch dimension. Nothing else changes; the same weights give the same probabilities (the
+tests compare batched against one-at-a-time runs). Without `onnx` the shipped graph is used and
+every stream answers inline.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from voxline.providers.llm.base import ConfigurationError
+from voxline.providers.vad.batch import BatchStats, LoopSchedulers
 
 SAMPLE_RATE = 16000
 CHUNK_SAMPLES = 512
 CONTEXT_SAMPLES = 64
+STATE = 128  # LSTM hidden size
+MAX_PENDING = 32  # windows one batched stream may hold (1 s): past it the batch runs at once
 INSTALL_HINT = "pip install 'voxline[local]'"
+log = structlog.get_logger("voxline.vad")
 
 
 class SileroStream:
@@ -54,18 +71,142 @@ class SileroStream:
         return float(prob.reshape(-1)[0])
 
 
+class SileroBatchStream:
+    """One caller's state for batched inference: `submit` queues a window, and `on_probability`
+    is called with its speech probability when the loop turn's batch has run (before `submit`
+    returns when no event loop runs, or when this stream already holds `max_pending` windows).
+
+    Windows are answered in order, one per inference. `reset` and `close` drop the windows
+    still waiting, unanswered, so a gate that forgot its audio never hears about it again.
+    """
+
+    def __init__(
+        self,
+        model: SileroVAD,
+        on_probability: Callable[[float], None],
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self._model = model
+        self._on_probability = on_probability
+        self.max_pending = max_pending
+        self._windows: deque[npt.NDArray[np.float32]] = deque()
+        self._scheduler = model.schedulers.current()
+        self.epoch = 0  # bumped by reset/close: answers computed before it are not delivered
+        self.closed = False
+        self.h = np.zeros((1, 1, STATE), dtype=np.float32)
+        self.c = np.zeros((1, 1, STATE), dtype=np.float32)
+        self._context: npt.NDArray[np.float32] = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
+
+    @property
+    def pending(self) -> int:
+        return len(self._windows)
+
+    def submit(self, chunk: npt.NDArray[np.int16] | npt.NDArray[np.float32]) -> None:
+        if self.closed:
+            raise RuntimeError("the VAD stream is closed")
+        if len(chunk) != CHUNK_SAMPLES:
+            raise ValueError(f"Silero takes {CHUNK_SAMPLES} samples per chunk, got {len(chunk)}")
+        scheduler = self._model.schedulers.current()
+        if scheduler is not self._scheduler:  # first use on this loop
+            self._scheduler.discard(self)
+            self._scheduler = scheduler
+        if len(self._windows) >= self.max_pending:
+            scheduler.stats.overflows += 1
+            scheduler.run()  # bounded: answer what waits now rather than drop audio
+        window = np.empty(CONTEXT_SAMPLES + CHUNK_SAMPLES, dtype=np.float32)
+        window[:CONTEXT_SAMPLES] = self._context
+        if chunk.dtype == np.int16:
+            np.multiply(chunk, 1.0 / 32768.0, out=window[CONTEXT_SAMPLES:], casting="unsafe")
+        else:
+            window[CONTEXT_SAMPLES:] = chunk
+        self._context = window[-CONTEXT_SAMPLES:]
+        self._windows.append(window)
+        scheduler.ready(self)
+
+    def settle(self) -> None:
+        """Answers every window still waiting (this stream's and the others'), now."""
+        if self._windows:
+            self._scheduler.run()
+
+    def reset(self) -> None:
+        """Fresh recurrent state and context; windows still waiting are dropped unanswered."""
+        self.epoch += 1
+        self._windows.clear()
+        self._scheduler.discard(self)
+        self.h = np.zeros((1, 1, STATE), dtype=np.float32)
+        self.c = np.zeros((1, 1, STATE), dtype=np.float32)
+        self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
+
+    def close(self) -> None:
+        """The caller left: nothing more is answered, even from a batch already running."""
+        self.reset()
+        self.closed = True
+
+    def take(self) -> npt.NDArray[np.float32]:
+        """The oldest waiting window (for the batch being built)."""
+        return self._windows.popleft()
+
+    def deliver(self, probability: float) -> None:
+        self._on_probability(probability)
+
+
 class SileroVAD:
-    """The `VAD` protocol: a shared model and a cheap stream per caller."""
+    """The `VAD` protocol: a shared model and a cheap stream per caller; `batched_stream` for
+    callers that can take the answer a loop turn later (see the module doc)."""
 
     label = "silero:v6"
     sample_rate = SAMPLE_RATE
     chunk_samples = CHUNK_SAMPLES
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, *, batchable: bool = True, max_batch: int = 256) -> None:
         self._session = session
+        self.batchable = batchable
+        self.schedulers: LoopSchedulers[SileroBatchStream] = LoopSchedulers(
+            self._infer, max_batch=max_batch
+        )
 
     def stream(self) -> SileroStream:
         return SileroStream(self._session)
+
+    def batched_stream(
+        self, on_probability: Callable[[float], None], *, max_pending: int = MAX_PENDING
+    ) -> SileroBatchStream | None:
+        """A stream answered through `on_probability`, batched with every other call's windows
+        of the same loop turn; None when the loaded graph cannot batch (no `onnx` package)."""
+        if not self.batchable:
+            return None
+        return SileroBatchStream(self, on_probability, max_pending)
+
+    def batch_stats(self) -> BatchStats:
+        """The running loop's batching statistics."""
+        return self.schedulers.stats()
+
+    def _infer(self, streams: list[SileroBatchStream]) -> None:
+        epochs = [stream.epoch for stream in streams]
+        if len(streams) == 1:
+            only = streams[0]
+            inputs = only.take()[np.newaxis, :]
+            h, c = only.h, only.c
+        else:
+            inputs = np.stack([stream.take() for stream in streams])
+            h = np.concatenate([stream.h for stream in streams], axis=1)
+            c = np.concatenate([stream.c for stream in streams], axis=1)
+        probabilities, hn, cn = self._session.run(None, {"input": inputs, "h": h, "c": c})
+        probabilities = probabilities.reshape(-1)
+        for index, stream in enumerate(streams):
+            stream.h = hn[:, index : index + 1]
+            stream.c = cn[:, index : index + 1]
+        # States first, then answers: a callback that resets another stream of this batch
+        # (its epoch moves on) must not have that reset overwritten or answered afterwards.
+        # One call's failing handler must not cost the others their answers.
+        for index, stream in enumerate(streams):
+            if stream.epoch == epochs[index]:
+                try:
+                    stream.deliver(float(probabilities[index]))
+                except Exception:
+                    log.exception("a VAD answer's handler failed")
 
 
 def model_path() -> Path:
@@ -81,11 +222,40 @@ def model_path() -> Path:
     return path
 
 
-_session: Any = None
+_session: tuple[Any, bool] | None = None
 _session_lock = threading.Lock()
 
 
-def _shared_session() -> Any:
+def batched_graph(path: Path) -> bytes | None:
+    """The model with independent streams on the LSTM's batch axis (see the module doc), as
+    serialized ONNX; None without the `onnx` package or when the graph is not the expected one."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    model = onnx.load(str(path))
+    graph = model.graph
+    transposes = [node for node in graph.node if node.op_type == "Transpose"]
+    lstm = [node for node in graph.node if node.op_type == "LSTM"]
+    if not transposes or len(lstm) != 1 or lstm[0].input[0] != transposes[0].output[0]:
+        return None
+    for attribute in transposes[0].attribute:
+        if attribute.name == "perm" and list(attribute.ints) == [0, 2, 1]:
+            # encoder output [windows, 128, 1] -> [1, windows, 128]: time 1, batch = windows
+            attribute.ints[:] = [2, 0, 1]
+            break
+    else:
+        return None
+    for value in [*graph.input, *graph.output]:
+        if value.name in ("h", "c", "hn", "cn"):
+            dim = value.type.tensor_type.shape.dim[1]
+            dim.ClearField("dim_value")
+            dim.dim_param = "batch"
+    graph.ClearField("value_info")  # shapes inferred for the old layout; ORT infers anew
+    return bytes(model.SerializeToString())
+
+
+def _shared_session() -> tuple[Any, bool]:
     global _session
     with _session_lock:
         if _session is None:
@@ -95,12 +265,20 @@ def _shared_session() -> Any:
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
-            _session = onnxruntime.InferenceSession(
-                str(model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+            path = model_path()
+            graph = batched_graph(path)
+            if graph is None:
+                log.warning("Silero VAD runs unbatched: the onnx package is missing")
+            session = onnxruntime.InferenceSession(
+                graph if graph is not None else str(path),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
             )
+            _session = (session, graph is not None)
         return _session
 
 
 def create_silero_vad() -> SileroVAD:
     """The `silero` provider; the first call loads the model (tens of milliseconds)."""
-    return SileroVAD(_shared_session())
+    session, batchable = _shared_session()
+    return SileroVAD(session, batchable=batchable)
