@@ -287,9 +287,10 @@ class Listener:
 
     def _transcribe_while_speaking(self) -> None:
         """The words of the turn so far for an end-of-turn strategy with `transcribe_every`
-        (its `update_partial`): one transcription at a time, each after that much more speech,
-        never started in a pause (the pause's own early transcript covers that). It costs the
-        recognizer's thread one transcription per `transcribe_every` seconds of speech."""
+        (to its `update_partial(text, seconds of the turn's audio they cover)`): one
+        transcription at a time, each after that much more speech, never started in a pause
+        (the pause's own early transcript covers that). It costs the recognizer's thread one
+        transcription per `transcribe_every` seconds of speech."""
         if (
             self._partial is not None
             or self._kept - self._partial_at < self._partial_every
@@ -297,8 +298,11 @@ class Listener:
         ):
             return
         turn, self._partial_at = self._turn_id, self._kept
+        covers = self._kept / self.stt.sample_rate  # seconds of the turn the words will cover
         task = self._partial = self.transcribe(self.speech_so_far())
-        tell: Callable[[str], None] | None = getattr(self._end_of_turn, "update_partial", None)
+        tell: Callable[[str, float], None] | None = getattr(
+            self._end_of_turn, "update_partial", None
+        )
 
         def heard(done: asyncio.Task[Transcript]) -> None:
             if self._partial is done:
@@ -306,7 +310,7 @@ class Listener:
             if done.cancelled() or done.exception() is not None or turn != self._turn_id:
                 return
             if tell is not None:
-                tell(done.result().text)
+                tell(done.result().text, covers)
 
         task.add_done_callback(heard)
 
