@@ -71,7 +71,7 @@ class OneQuestionSTT:
 
 @pytest.fixture(autouse=True)
 def speech(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def load(spec: AgentSpec, *, vad: str = "local") -> SpeechProviders:
+    async def load(spec: AgentSpec, *, vad: str = "local", **_: object) -> SpeechProviders:
         return SpeechProviders(OneQuestionSTT(), ToneTTS(), LevelVAD())
 
     monkeypatch.setattr("voxline.server.speech_pool.load_speech_providers", load)

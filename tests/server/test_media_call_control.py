@@ -124,7 +124,7 @@ class Phone(MediaClient):
 def phones_and_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every media call's phone is a `Phone`, and every call's speech models are the fakes."""
 
-    async def load(spec: AgentSpec, *, vad: str = "local") -> SpeechProviders:
+    async def load(spec: AgentSpec, *, vad: str = "local", **_: object) -> SpeechProviders:
         return fake_speech()
 
     monkeypatch.setattr(media_emulator, "MediaClient", Phone)

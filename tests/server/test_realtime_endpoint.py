@@ -87,7 +87,7 @@ class LevelSTT:
 
 @pytest.fixture
 def fake_speech(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def load(spec: AgentSpec, *, vad: str = "local") -> SpeechProviders:
+    async def load(spec: AgentSpec, *, vad: str = "local", **_: object) -> SpeechProviders:
         return SpeechProviders(LevelSTT(), ToneTTS(), LoudnessVAD())
 
     monkeypatch.setattr("voxline.server.speech_pool.load_speech_providers", load)

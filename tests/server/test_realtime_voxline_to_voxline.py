@@ -126,7 +126,7 @@ def speech_stand_ins(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     ask for any: its model hears and speaks."""
     loaded: list[str] = []
 
-    async def load(spec: AgentSpec, *, vad: str = "local") -> SpeechProviders:
+    async def load(spec: AgentSpec, *, vad: str = "local", **_: object) -> SpeechProviders:
         loaded.append(spec.name)
         return SpeechProviders(LevelSTT(), ToneTTS(), LoudnessVAD())
 

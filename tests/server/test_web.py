@@ -61,7 +61,7 @@ def speech(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[SpeechProviders]]:
     """Every call's speech models are the fakes (the server's pool loads them once)."""
     loaded: list[SpeechProviders] = []
 
-    async def load(spec: AgentSpec, *, vad: str = "local") -> SpeechProviders:
+    async def load(spec: AgentSpec, *, vad: str = "local", **_: object) -> SpeechProviders:
         loaded.append(fake_speech())
         return loaded[-1]
 
@@ -333,7 +333,7 @@ async def test_a_spoken_question_gets_spoken_reply_with_the_local_models(
     caller = resample(voice.pcm, voice.sample_rate, RATE)
     speech = SpeechProviders(create_stt("local"), create_piper_tts(variation=0.0), create_vad())
 
-    async def load(spec: AgentSpec, *, vad: str = "local") -> SpeechProviders:
+    async def load(spec: AgentSpec, *, vad: str = "local", **_: object) -> SpeechProviders:
         return speech
 
     monkeypatch.setattr("voxline.server.speech_pool.load_speech_providers", load)

@@ -26,7 +26,7 @@ AFTER = "Have a nice day."
 
 @pytest.fixture(autouse=True)
 def models(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def load(spec: AgentSpec, *, vad: str = "local") -> SpeechProviders:
+    async def load(spec: AgentSpec, *, vad: str = "local", **_: object) -> SpeechProviders:
         return fake_speech()
 
     monkeypatch.setattr("voxline.server.speech_pool.load_speech_providers", load)

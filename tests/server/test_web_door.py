@@ -48,7 +48,7 @@ def private() -> Agent:
 
 @pytest.fixture(autouse=True)
 def speech(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    async def load(spec: AgentSpec, *, vad: str = "local") -> SpeechProviders:
+    async def load(spec: AgentSpec, *, vad: str = "local", **_: object) -> SpeechProviders:
         return fake_speech()
 
     monkeypatch.setattr("voxline.server.speech_pool.load_speech_providers", load)

@@ -66,7 +66,7 @@ def helper(url: str) -> Agent:
 
 @pytest.fixture(autouse=True)
 def no_speech_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def refuse(spec: AgentSpec, *, vad: str = "local") -> Any:
+    async def refuse(spec: AgentSpec, *, vad: str = "local", **_: object) -> Any:
         raise AssertionError("a Realtime agent loaded speech models")
 
     monkeypatch.setattr("voxline.server.speech_pool.load_speech_providers", refuse)

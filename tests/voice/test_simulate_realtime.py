@@ -75,7 +75,7 @@ def runs(pcm: npt.NDArray[np.int16], level: int) -> list[tuple[float, float]]:
 
 @pytest.fixture(autouse=True)
 def no_speech_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def refuse(spec: AgentSpec, *, vad: str = "local") -> Any:
+    async def refuse(spec: AgentSpec, *, vad: str = "local", **_: object) -> Any:
         raise AssertionError("a Realtime agent loaded speech models")
 
     monkeypatch.setattr("voxline.voice.providers.load_speech_providers", refuse)
