@@ -86,3 +86,59 @@ def test_streaming_in_any_pieces_gives_the_same_chunks(step: int) -> None:
 def test_rejects_inconsistent_limits() -> None:
     with pytest.raises(ValueError):
         SentenceChunker(max_chars=10, min_clause_chars=10)
+
+
+# -- the opening phrase (first_words) -----------------------------------------------------------
+def test_the_first_chunk_ends_at_the_first_clause_then_whole_sentences_follow() -> None:
+    text = "Sure, I can help with that. Which order is it, the blue one or the red one?"
+    assert split_sentences(text, first_words=4) == [
+        "Sure,",
+        "I can help with that.",
+        "Which order is it, the blue one or the red one?",
+    ]
+
+
+def test_a_short_first_sentence_is_kept_whole() -> None:
+    assert split_sentences("The capital of France is Paris.", first_words=4) == [
+        "The capital of France is Paris."
+    ]
+    assert split_sentences("Certainly! Try Dune.", first_words=4) == ["Certainly!", "Try Dune."]
+
+
+def test_a_long_opening_is_cut_before_a_conjunction_after_enough_words() -> None:
+    text = "Dogs are loyal companions and they love to play outside. Yes."
+    assert split_sentences(text, first_words=4) == [
+        "Dogs are loyal companions",
+        "and they love to play outside.",
+        "Yes.",
+    ]
+    # "of" at word three is too early to cut at; the break waits for four words.
+    assert split_sentences("A cup of tea with milk is nice.", first_words=4)[0] == ("A cup of tea")
+
+
+def test_an_opening_with_no_break_is_cut_after_twice_the_words_never_on_an_article() -> None:
+    text = "Reading good mystery novels every single evening is the best habit ever."
+    assert split_sentences(text, first_words=3) == [
+        "Reading good mystery novels every single",
+        "evening is the best habit ever.",
+    ]
+    dangling = "You could maybe just try the classic novels tonight."
+    assert split_sentences(dangling, first_words=3)[0] == "You could maybe just try the classic"
+
+
+def test_without_first_words_the_first_chunk_is_a_whole_sentence() -> None:
+    text = "Sure, I can help with that. Anything else?"
+    assert split_sentences(text) == ["Sure, I can help with that.", "Anything else?"]
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5, 1000])
+def test_the_opening_phrase_is_the_same_in_any_pieces(step: int) -> None:
+    for text in (
+        "Dogs are loyal companions and they love to play outside. Yes.",
+        "Well - it depends on the day, really. Mostly sunny.",
+        "Reading good mystery novels every single evening is the best habit ever.",
+        "Hi.",
+    ):
+        expected = split_sentences(text, first_words=4)
+        assert feed_all(text, step, first_words=4) == expected
+        assert " ".join(expected) == text
