@@ -1,12 +1,18 @@
 """Voice latency with the embedded models: caller speech in, first bot audio out.
 
-    .venv/bin/python benchmarks/voice_latency.py [--runs 2] [--tools]
+    .venv/bin/python benchmarks/voice_latency.py [--runs 2] [--tools] [--baseline | --compare]
 
 Each utterance is synthesised with espeak-ng (or Piper when espeak-ng is missing), framed with
 silence and streamed in real time through `VoicePipeline` (Silero VAD, Whisper tiny.en, the
 local Qwen 1.5B, Piper), exactly as `voxline simulate` does. Prints p50/p95 of each stage, in
 ms from the end of the caller's speech. `--tools` gives the agent a weather tool, which moves
 every reply onto the slower schema-constrained path of the local model.
+
+By default the pipeline runs as shipped: a speculative reply started at the caller's pause and
+the reply's opening phrase spoken at its first clause. `--baseline` turns both off (the model
+starts when the turn ends, TTS waits for the first whole sentence); `--compare` runs every
+utterance both ways, alternating, so a busy machine's load falls on both alike, and prints a
+table for each. The load average is printed at the start and the end.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from voxline.providers.tts.base import TTS
 from voxline.settings import Settings
 from voxline.simulate import simulate_call
 from voxline.voice.metrics import STAGES, TurnLatency, percentile
+from voxline.voice.pipeline import VoiceOptions
 from voxline.voice.providers import load_speech_providers
 
 UTTERANCES = [
@@ -38,6 +45,10 @@ UTTERANCES = [
     "Can you recommend a good book?",
 ]
 INSTRUCTIONS = "You are a voice assistant on the phone. Answer in one short sentence."
+VARIANTS = {
+    "shipped": VoiceOptions(),
+    "baseline": VoiceOptions(speculate=False, first_chunk_words=None),
+}
 
 
 async def speak(text: str, tts: TTS) -> AudioFrame:
@@ -62,7 +73,16 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2, help="passes over the utterances")
     parser.add_argument("--tools", action="store_true", help="give the agent a weather tool")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--baseline", action="store_true", help="no speculative reply, whole first sentence"
+    )
+    which.add_argument("--compare", action="store_true", help="run shipped and baseline alike")
     args = parser.parse_args()
+    names = (
+        ["shipped", "baseline"] if args.compare else ["baseline" if args.baseline else "shipped"]
+    )
+    print(f"load average at start: {_load()}")
     settings = Settings()
     tools: list[object] = []
     if args.tools:
@@ -73,28 +93,41 @@ async def main() -> None:
     speech = await load_speech_providers(agent.spec)
     llm = create_llm("local", settings)
     callers = [await speak(text, speech.tts) for text in UTTERANCES]
-    turns: list[TurnLatency] = []
+    turns: dict[str, list[TurnLatency]] = {name: [] for name in names}
     for run in range(args.runs):
         for text, caller in zip(UTTERANCES, callers, strict=True):
-            result = await simulate_call(caller, agent, speech, settings=settings, llm=llm)
-            turns += result.latencies
-            reply = next((t for who, t in reversed(result.transcript) if who == "agent"), "")
-            v2v = (
-                result.latencies[0].milliseconds()["voice_to_voice_ms"]
-                if result.latencies
-                else None
-            )
-            print(f"run {run + 1}: {text!r} -> {reply[:60]!r} (voice to voice {v2v} ms)")
+            for name in names:
+                result = await simulate_call(
+                    caller, agent, speech, settings=settings, llm=llm, options=VARIANTS[name]
+                )
+                turns[name] += result.latencies
+                reply = next((t for who, t in reversed(result.transcript) if who == "agent"), "")
+                v2v = (
+                    result.latencies[0].milliseconds()["voice_to_voice_ms"]
+                    if result.latencies
+                    else None
+                )
+                print(f"run {run + 1} {name}: {text!r} -> {reply[:60]!r} (voice to voice {v2v} ms)")
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}; {len(turns)} turns, agent tools: {len(tools)}"
+        f"{platform.python_version()}; agent tools: {len(tools)}; load average at end: {_load()}"
     )
-    print(f"{'stage (ms from end of speech)':<32} {'p50':>6} {'p95':>6} {'n':>3}")
-    for stage in STAGES:
-        values = [v for t in turns if (v := getattr(t, stage)) is not None]
-        if values:
-            p50, p95 = percentile(values, 50), percentile(values, 95)
-            print(f"{stage:<32} {p50 * 1000:>6.0f} {p95 * 1000:>6.0f} {len(values):>3}")
+    for name in names:
+        print(f"\n{name} ({len(turns[name])} turns)")
+        print(f"{'stage (ms from end of speech)':<32} {'p50':>6} {'p95':>6} {'n':>3}")
+        for stage in STAGES:
+            values = [v for t in turns[name] if (v := getattr(t, stage)) is not None]
+            if values:
+                p50, p95 = percentile(values, 50), percentile(values, 95)
+                print(f"{stage:<32} {p50 * 1000:>6.0f} {p95 * 1000:>6.0f} {len(values):>3}")
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages: numbers from a busy machine say so."""
+    try:
+        return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":
