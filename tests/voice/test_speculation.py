@@ -141,6 +141,19 @@ async def test_a_guess_is_not_served_when_the_history_changed_since(
     await session.close()
 
 
+async def test_no_guess_is_made_for_an_agent_that_screens_the_callers_words(
+    store: Store, settings: Settings
+) -> None:
+    guarded = {"input": {"blocked_topics": {"keywords": ["lawsuit"], "response": "Not that."}}}
+    agent = Agent(name="guarded", guardrails=guarded)
+    llm = FakeLLM([FakeReply("About your lawsuit...")])
+    session = Session(agent, llm=llm, store=store, settings=settings)
+    await session.start(greet=False)
+    assert session.speculate("tell me about my lawsuit") is None
+    assert llm.requests == []  # the model never saw words the guardrail had not checked
+    await session.close()
+
+
 def counting_weather() -> tuple[Any, list[str]]:
     runs: list[str] = []
 

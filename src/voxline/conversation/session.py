@@ -293,11 +293,15 @@ class Session:
         nothing: no user turn, no delta, no tool run. The voice pipeline calls this when the
         caller pauses, and commits the guess with `send_text(final, speculation=guess)` or
         drops it with `guess.cancel()`. None when no guess can be made now (not started,
-        closed, a reply or tool in flight, or a speech-to-speech engine answering)."""
-        if self._closed or self._engine is None or self._llm is None or self._responder:
+        closed, a reply or tool in flight, or a speech-to-speech engine answering), and for an
+        agent whose input guardrails check the caller's words before the model may see them."""
+        engine = self._engine
+        if self._closed or engine is None or self._llm is None or self._responder:
             return None
-        if self._reply_lock.locked() or self._engine.tools_running:
+        if self._reply_lock.locked() or engine.tools_running:
             return None  # the history is about to change: a guess would not fit
+        if engine.guardrails is not None and engine.guardrails.screens_input:
+            return None  # unchecked words would reach the model
         config = self.agent.llm_config()
         messages = build_messages(self.agent.instructions(), self.turns)
         messages.append(ChatMessage(role="user", content=text))
