@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
 
@@ -71,3 +72,42 @@ async def close_call(
         await writer
     if feed is not None:
         feed.publish("call_ended", **ended)
+
+
+class Hosted(LiveCall, Finishing, Protocol):
+    """A voice call a route hosts: injectable while it lives, settled when its socket ends."""
+
+
+@contextlib.asynccontextmanager
+async def hosting_call(
+    calls: LiveCalls[Any],
+    connection_id: str,
+    conversation_id: str,
+    call: Hosted,
+    writer: Coroutine[Any, Any, Any],
+    feed: CallEnded | None,
+    *,
+    call_sid: str | None,
+    caller: str | None,
+    listener_id: str | None,
+    turns: Callable[[], int],
+) -> AsyncIterator[None]:
+    """The bracket every Twilio voice route puts around a call: register it (so call-control
+    tools and injection find it), start its `writer`, tell the debug feed it started, and on
+    the way out, however the body ended, `close_call` it. `turns` is read at the end (a
+    callable returning the number of turns the call left), so the feed's `call_ended` counts
+    what really happened."""
+    calls.add(connection_id, conversation_id, call)
+    task = asyncio.create_task(writer)
+    if feed is not None:
+        feed.publish(
+            "call_started",
+            channel="voice",
+            call_sid=call_sid,
+            caller=caller,
+            listener_id=listener_id,
+        )
+    try:
+        yield
+    finally:
+        await close_call(calls, connection_id, call, task, feed, call_sid=call_sid, turns=turns())

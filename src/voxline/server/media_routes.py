@@ -18,7 +18,6 @@ is closed from our side as well.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 
@@ -42,7 +41,7 @@ from voxline.providers.realtime.registry import realtime_part
 from voxline.server.call_admission import CallAdmission, CallFacts
 from voxline.server.config import HostedAgent
 from voxline.server.hub import Contact, ConversationHub, SessionOptions
-from voxline.server.live_calls import close_call
+from voxline.server.live_calls import hosting_call
 from voxline.server.speech_pool import SpeechPool
 from voxline.server.twilio_guard import TwilioGuard
 from voxline.tools.base import Tool
@@ -207,30 +206,20 @@ class MediaRoutes:
             call = MediaCall(
                 session, start.stream_sid, speech, call_sid=start.call_sid, rest=self.rest
             )
-            self.hub.calls.add(session.connection_id, conversation_id, call)
-            writer = asyncio.create_task(_send_until_closed(call.transport, websocket))
-            feed = self.hub.feeds.get(conversation_id)
-            if feed is not None:
-                feed.publish(
-                    "call_started",
-                    channel="voice",
-                    call_sid=start.call_sid,
-                    caller=caller,
-                    listener_id=listener_id,
-                )
-            try:
+            async with hosting_call(
+                self.hub.calls,
+                session.connection_id,
+                conversation_id,
+                call,
+                _send_until_closed(call.transport, websocket),
+                self.hub.feeds.get(conversation_id),
+                call_sid=start.call_sid,
+                caller=caller,
+                listener_id=listener_id,
+                turns=lambda: len(session.turns),
+            ):
                 await call.start(agent.twilio.greeting_for(agent.spec), returning=returning)
                 await read_until_over(_feed(events, call), call.over)
-            finally:
-                await close_call(
-                    self.hub.calls,
-                    session.connection_id,
-                    call,
-                    writer,
-                    feed,
-                    call_sid=start.call_sid,
-                    turns=len(session.turns),
-                )
         log.info("media call finished", agent=agent.name, turns=len(session.turns))
 
     async def _run_realtime(
@@ -252,18 +241,18 @@ class MediaRoutes:
         except ConfigurationError as exc:
             log.error("media stream refused: Realtime model misconfigured", error=str(exc))
             return
-        self.hub.calls.add(session.connection_id, session.id, call)
-        writer = asyncio.create_task(call.port.write(websocket.send_text))
-        feed = self.hub.feeds.get(session.id)
-        if feed is not None:
-            feed.publish(
-                "call_started",
-                channel="voice",
-                call_sid=start.call_sid,
-                caller=facts.caller,
-                listener_id=facts.listener,
-            )
-        try:
+        async with hosting_call(
+            self.hub.calls,
+            session.connection_id,
+            session.id,
+            call,
+            call.port.write(websocket.send_text),
+            self.hub.feeds.get(session.id),
+            call_sid=start.call_sid,
+            caller=facts.caller,
+            listener_id=facts.listener,
+            turns=lambda: len(session.turns),
+        ):
             try:
                 await call.start(
                     agent.twilio.greeting_for(agent.spec),
@@ -274,16 +263,6 @@ class MediaRoutes:
                 log.error("media stream ended: Realtime model unreachable", error=str(exc))
                 return
             await read_until_over(call.feed(events), call.over)
-        finally:
-            await close_call(
-                self.hub.calls,
-                session.connection_id,
-                call,
-                writer,
-                feed,
-                call_sid=start.call_sid,
-                turns=len(session.turns),
-            )
         log.info("realtime media call finished", agent=agent.name, turns=len(session.turns))
 
 

@@ -10,7 +10,6 @@ from the store at each call, so an update takes effect from the next call.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 
@@ -42,7 +41,7 @@ from voxline.server.config import HostedAgent
 from voxline.server.feed import FeedPublisher
 from voxline.server.hub import Contact, ConversationHub, SessionOptions
 from voxline.server.listeners import WS_PREFIX, ListenerDirectory
-from voxline.server.live_calls import close_call
+from voxline.server.live_calls import hosting_call
 from voxline.server.media_routes import media_stream_twiml
 from voxline.server.twilio_guard import SIGNATURE_HEADER, TwilioGuard
 from voxline.store.base import ListenerRecord, PlatformStore
@@ -312,30 +311,21 @@ class TwilioRoutes:
         ) as session:
             feed = self.hub.feeds.get(conversation_id)
             call = RelayCall(session, call_sid=setup.call_sid, on_prompt=_partials_to(feed))
-            self.hub.calls.add(session.connection_id, conversation_id, call)
-            writer = asyncio.create_task(_pump(call, websocket))
-            if feed is not None:
-                feed.publish(
-                    "call_started",
-                    channel="voice",
-                    call_sid=setup.call_sid,
-                    caller=setup.remote_party,
-                    listener_id=listener_id,
-                )
-            try:
+            async with hosting_call(
+                self.hub.calls,
+                session.connection_id,
+                conversation_id,
+                call,
+                _pump(call, websocket),
+                feed,
+                call_sid=setup.call_sid,
+                caller=setup.remote_party,
+                listener_id=listener_id,
+                turns=lambda: len(session.turns),
+            ):
                 await call.start(_greeting_mode(mode), greeting)
                 # Until Twilio hangs up, or the peer stopped reading our frames (`over`).
                 await read_until_over(_handle_all(frames, call), call.over)
-            finally:
-                await close_call(
-                    self.hub.calls,
-                    session.connection_id,
-                    call,
-                    writer,
-                    feed,
-                    call_sid=setup.call_sid,
-                    turns=len(session.turns),
-                )
         log.info("call finished", agent=agent.name, turns=len(session.turns))
 
     async def _direct_greeting(
