@@ -1,4 +1,4 @@
-"""The audit log on Redis, as a mixin of `RedisStore` (which is long enough already).
+"""The audit log on Redis, a part `RedisStore` delegates to (it is long enough already).
 
 Layout, with `P` for the store's prefix:
 
@@ -15,6 +15,7 @@ index newest first and filters the rest of the query on the decoded entries.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -30,13 +31,14 @@ _PAGE = 200  # ids read per round trip while filtering
 
 
 class RedisAuditLog:
-    """`append_audit` and `list_audit` for a store that provides `_redis` and `_key`."""
+    """`append_audit` and `list_audit` over the store's client and key scheme.
 
-    def _redis(self) -> Redis:
-        raise NotImplementedError
+    It takes the store's `client` getter (not a client) because the store connects in `open()`,
+    after this part exists, and refuses with a clear error while it is closed."""
 
-    def _key(self, *parts: str) -> str:
-        raise NotImplementedError
+    def __init__(self, client: Callable[[], Redis], key: Callable[..., str]) -> None:
+        self._redis = client
+        self._key = key
 
     async def append_audit(self, record: AuditRecord) -> None:
         keys = [self._key("audit_entries"), self._key("audit")]

@@ -46,6 +46,8 @@ from voxline.store.base import (
     ApiKeyRecord,
     ApprovalRecord,
     ApprovalStatus,
+    AuditQuery,
+    AuditRecord,
     ConversationRecord,
     ListenerRecord,
 )
@@ -92,13 +94,14 @@ def _listener_address(kind: str, address: str) -> str:
     return f"{kind} {address}"  # a kind has no spaces, so this is unambiguous
 
 
-class RedisStore(RedisAuditLog):
+class RedisStore:
     """A `PlatformStore` on the Redis at `url` (redis:// or rediss://), keys under `prefix`."""
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._url = url
         self._prefix = prefix
         self._client: Redis | None = None
+        self._audit = RedisAuditLog(self._redis, self._key)
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self._prefix!r})"  # the URL may carry a password
@@ -130,6 +133,13 @@ class RedisStore(RedisAuditLog):
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
+
+    # -- audit (redis_audit.py) ----------------------------------------------------------------
+    async def append_audit(self, record: AuditRecord) -> None:
+        await self._audit.append_audit(record)
+
+    async def list_audit(self, query: AuditQuery | None = None) -> list[AuditRecord]:
+        return await self._audit.list_audit(query)
 
     async def _transaction(self, body: Callable[[Pipeline], Awaitable[None]], *watch: str) -> None:
         """Run `body` (reads, then `pipe.multi()`, then writes) until no watched key changed."""
