@@ -1,9 +1,13 @@
 """N voxline calls: a Session on FakeLLM behind a VoicePipeline, with instant STT and TTS.
 
 Each caller's frame is decoded from mu-law at the channel edge and handed to
-`VoicePipeline.push_audio`, which does everything inbound inline (resample, VAD, turn taking),
-so a frame is done when the call returns. Replies are spoken through a transport that discards
-the frames: the pipeline still resamples and paces them at real time, as it would for a phone.
+`VoicePipeline.push_audio`, which resamples it and cuts it into VAD windows inline. With the
+scripted VAD the gate decides inline too, so a frame is done when the call returns. With Silero
+the windows of every call handled in the same loop turn run as one batched inference at the
+start of the next turn (`voxline.providers.vad.batch`): such a frame counts as done only when
+that batch has run and its gate has decided, timed by a callback queued behind the batch.
+Replies are spoken through a transport that discards the frames: the pipeline still resamples
+and paces them at real time, as it would for a phone.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from voxline.providers.llm.fake import FakeLLM, FakeReply
 from voxline.providers.stt.base import PCM16, Transcript
 from voxline.providers.tts.base import AudioChunk
 from voxline.providers.vad.base import VAD, VADStream
+from voxline.providers.vad.silero import SileroVAD
 from voxline.store.sql import SqlStore
 from voxline.voice import VoicePipeline
 
@@ -108,15 +113,32 @@ async def run_voxline(
             calls.append((session, pipeline))
 
         def pusher(pipeline: VoicePipeline) -> Push:
+            gate = pipeline.listener.gate
+
+            def decided(deadline: float) -> None:
+                timings.record(deadline, loop.time())
+
             async def push(payload: bytes, deadline: float) -> None:
                 pipeline.push_audio(mulaw_decode(payload))
-                timings.record(deadline, loop.time())
+                if gate.pending:  # queued behind the batch that answers this frame's window
+                    loop.call_soon(decided, deadline)
+                else:
+                    timings.record(deadline, loop.time())
 
             return push
 
         wall, cpu = await drive(
             [pusher(p) for _, p in calls], script, timings, warmup=warmup, seconds=seconds
         )
+        if isinstance(silero, SileroVAD):
+            stats = silero.batch_stats()
+            print(
+                f"# VAD batches: {stats.inferences} inferences, {stats.windows} windows, "
+                f"mean {stats.mean_batch:.1f}, largest {stats.largest}, "
+                f"overflows {stats.overflows}, batched "
+                f"{sum(p.listener.gate.batched for _, p in calls)}/{len(calls)} calls",
+                flush=True,
+            )
         turns = 0
         for session, pipeline in calls:
             turns += (await pipeline.close()).turns

@@ -9,7 +9,12 @@ lateness (frame due -> all its inbound work done) at p50/p99. The concurrency ra
 bisects between the last good and the first bad count: that is the sessions per core.
 
     python benchmarks/pipeline_overhead.py [--sessions 10,25,50,100,200,400] [--seconds 10]
-        [--vad scripted|silero] [--turn-every 10] [--core N]
+        [--vad scripted|silero] [--turn-every 10] [--core N] [--vad-costs]
+
+With `--vad silero` it first prints what one 32 ms window costs: both sides' models inline, and
+voxline's batched at several batch sizes (calls whose windows share one inference), then a
+lone call's time from a window's arrival to its gate decision, inline and batched (the batch
+must not slow one call down). `--vad-costs` prints only that.
 
 Needs `pipecat-ai` for the comparison (without it only voxline runs) and `espeak-ng` for a real
 utterance (else speech-shaped noise, which only the scripted VAD takes for speech).
@@ -111,7 +116,10 @@ def run(framework: str, sessions: int, args: argparse.Namespace) -> RunResult:
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{framework} x{sessions} failed:\n{done.stderr[-3000:]}")
-    result = RunResult(**json.loads(done.stdout.strip().splitlines()[-1]))
+    lines = done.stdout.strip().splitlines()
+    result = RunResult(**json.loads(lines[-1]))
+    for note in (line for line in lines[:-1] if line.startswith("#")):
+        print(f"    {note}", flush=True)
     print(
         f"  {framework:<8} x{sessions:<5} {result.per_session:6.3f}% of a core per call, "
         f"core {result.core_share:4.0%}, p50 {result.p50_ms:7.2f} ms, "
@@ -195,8 +203,7 @@ def silero_costs(chunks: int = 500) -> tuple[float, float]:
 
     from voxline.providers.vad.silero import create_silero_vad
 
-    audio = np.random.default_rng(3).normal(0, 2000, 512 * chunks).astype(np.int16)
-    windows = audio.reshape(chunks, 512)
+    windows = _noise_windows(chunks)
     stream = create_silero_vad().stream()
     analyzer = SileroVADAnalyzer(sample_rate=16000)
     analyzer.set_sample_rate(16000)
@@ -209,6 +216,99 @@ def silero_costs(chunks: int = 500) -> tuple[float, float]:
             process(window)
         costs.append((time.process_time() - start) / chunks * 1e6)
     return costs[0], costs[1]
+
+
+def _noise_windows(chunks: int) -> np.ndarray[Any, np.dtype[np.int16]]:
+    audio = np.random.default_rng(3).normal(0, 2000, 512 * chunks).astype(np.int16)
+    return audio.reshape(chunks, 512)
+
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def batched_silero_costs(sizes: tuple[int, ...] = BATCH_SIZES) -> dict[int, float]:
+    """Microseconds per window when `size` calls' windows run as one inference (voxline's v6,
+    rewritten to batch), scheduling and per-call state handling included."""
+    from voxline.providers.vad.silero import create_silero_vad
+
+    vad = create_silero_vad()
+
+    async def measure(size: int) -> float:
+        streams = [vad.batched_stream(lambda p: None) for _ in range(size)]
+        scheduler = vad.schedulers.current()
+        windows = _noise_windows(64)
+        rounds = max(20, 4000 // size)
+        spent = 0.0
+        for index in range(rounds + 5):
+            start = time.process_time()
+            for stream in streams:
+                assert stream is not None
+                stream.submit(windows[index % len(windows)])
+            scheduler.run()
+            if index >= 5:  # warm-up rounds left out
+                spent += time.process_time() - start
+        return spent / rounds / size * 1e6
+
+    return {size: asyncio.run(measure(size)) for size in sizes}
+
+
+def single_call_latency(windows: int = 200) -> tuple[list[float], list[float]]:
+    """A lone call's time from a frame that completes a window arriving to its gate decision,
+    in microseconds: inline (the VAD runs inside `push`) and batched (the decision comes from
+    the batch run at the start of the next loop turn: timed by a callback queued behind it).
+    Two gates take the same frames 10 ms apart, each every 20 ms as on a phone line, so each
+    window is a batch of one and a load burst on the machine hits both alike."""
+    from voxline.audio.turn_taking import SpeechGate
+    from voxline.providers.vad.silero import create_silero_vad
+
+    vad = create_silero_vad()
+    audio = _noise_windows(windows).reshape(-1)
+    frames = [audio[i : i + 320] for i in range(0, len(audio) - 319, 320)]
+
+    async def lone_calls() -> tuple[list[float], list[float]]:
+        loop = asyncio.get_running_loop()
+        inline = SpeechGate(vad)
+        batched = SpeechGate(vad, on_events=lambda events: None)
+        assert batched.batched and not inline.batched
+        latencies: dict[SpeechGate, list[float]] = {inline: [], batched: []}
+
+        def decided(gate: SpeechGate, arrived: float) -> None:
+            latencies[gate].append((time.perf_counter() - arrived) * 1e6)
+
+        for frame in frames:
+            for gate in (inline, batched):
+                await asyncio.sleep(0.01)
+                arrived = time.perf_counter()
+                before = gate.time
+                gate.push(frame)
+                if gate.pending:
+                    loop.call_soon(decided, gate, arrived)
+                elif gate.time > before:  # a window was decided inline
+                    decided(gate, arrived)
+        await asyncio.sleep(0.01)
+        return latencies[inline][5:], latencies[batched][5:]
+
+    return asyncio.run(lone_calls())
+
+
+def print_vad_costs() -> None:
+    ours, theirs = silero_costs()
+    print(
+        f"Silero per 32 ms window, inline: voxline v6 {ours:.0f} µs, "
+        f"Pipecat's bundled v5 {theirs:.0f} µs"
+    )
+    costs = batched_silero_costs()
+    print("voxline v6 batched across calls, µs per window (CPU):")
+    print("  " + "  ".join(f"{size:>5}" for size in costs) + "   <- calls in the batch")
+    print("  " + "  ".join(f"{cost:>5.0f}" for cost in costs.values()))
+    inline, batched = single_call_latency()
+    for label, values in (("inline", inline), ("batched", batched)):
+        p50, p99 = np.percentile(values, [50, 99])
+        print(
+            f"a lone call, window arrival -> gate decision, {label:<7}: "
+            f"p50 {p50:6.0f} µs, p99 {p99:6.0f} µs ({len(values)} windows)"
+        )
+    print()
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -298,6 +398,9 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=2, help="re-runs of a suspect run")
     parser.add_argument("--core", type=int, help="CPU to pin to (default: the last one allowed)")
     parser.add_argument("--only", choices=FRAMEWORKS, help="run one framework")
+    parser.add_argument(
+        "--vad-costs", action="store_true", help="print the Silero window costs and stop"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -319,12 +422,10 @@ def main() -> None:
         f"{args.vad} VAD, {speech}, "
         f"{args.warmup:g} s warm-up + {args.seconds:g} s measured per run\n"
     )
-    if args.vad == "silero" and "pipecat" in frameworks:
-        ours, theirs = silero_costs()
-        print(
-            f"Silero per 32 ms window, inline: voxline v6 {ours:.0f} µs, "
-            f"Pipecat's bundled v5 {theirs:.0f} µs\n"
-        )
+    if args.vad_costs or (args.vad == "silero" and "pipecat" in frameworks):
+        print_vad_costs()
+        if args.vad_costs:
+            return
     runs: dict[str, list[RunResult]] = {}
     capacity: dict[str, int] = {}
     for framework in frameworks:

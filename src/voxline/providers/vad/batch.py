@@ -29,6 +29,10 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Generic, Protocol, TypeVar
 
+# The running loop or None, without an exception when there is none: the submit path asks
+# it for every window, so the cheap form matters.
+asyncio_running_loop = asyncio.events._get_running_loop
+
 
 class BatchMember(Hashable, Protocol):
     """A stream the scheduler can batch: `pending` windows wait in it, oldest first."""
@@ -66,13 +70,21 @@ class BatchScheduler(Generic[M]):
     """Collects the streams with windows waiting and runs `infer` over them once per loop turn.
 
     `infer(members)` must take exactly one window from each member (the oldest), run them as one
-    batch and deliver each member's answer; it is only given members with `pending > 0`.
+    batch and deliver each member's answer; it is only given members with `pending > 0`. `loop`
+    is the event loop whose turns it follows; None runs every window at once.
     """
 
-    def __init__(self, infer: Callable[[list[M]], None], *, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        infer: Callable[[list[M]], None],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        max_batch: int = 256,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._infer = infer
+        self.loop = loop
         self.max_batch = max_batch
         self._ready: dict[M, None] = {}  # insertion-ordered set: oldest waiting first
         self._scheduled = False
@@ -84,18 +96,16 @@ class BatchScheduler(Generic[M]):
         return len(self._ready)
 
     def ready(self, member: M) -> None:
-        """`member` has a new window; it is answered in this loop turn's run (at once when no
-        event loop runs in this thread)."""
+        """`member` has a new window; it is answered in this loop turn's run (at once without
+        a loop)."""
         self._ready[member] = None
         if self._scheduled:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        if self.loop is None:
             self.run()
             return
         self._scheduled = True
-        loop.call_soon(self._scheduled_run)
+        self.loop.call_soon(self._scheduled_run)
 
     def discard(self, member: M) -> None:
         """`member` left (a call hung up, a gate reset): its queued windows are not run."""
@@ -132,15 +142,15 @@ class LoopSchedulers(Generic[M]):
 
     def current(self) -> BatchScheduler[M]:
         """The running loop's scheduler (one that runs at once when no loop runs)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = asyncio_running_loop()
+        if loop is None:
             if self._unlooped is None:
                 self._unlooped = BatchScheduler(self._infer, max_batch=self._max_batch)
             return self._unlooped
         scheduler = self._by_loop.get(loop)
         if scheduler is None:
-            scheduler = self._by_loop[loop] = BatchScheduler(self._infer, max_batch=self._max_batch)
+            scheduler = BatchScheduler(self._infer, loop=loop, max_batch=self._max_batch)
+            self._by_loop[loop] = scheduler
         return scheduler
 
     def stats(self) -> BatchStats:

@@ -32,7 +32,7 @@ import numpy.typing as npt
 import structlog
 
 from voxline.providers.llm.base import ConfigurationError
-from voxline.providers.vad.batch import BatchStats, LoopSchedulers
+from voxline.providers.vad.batch import BatchStats, LoopSchedulers, asyncio_running_loop
 
 SAMPLE_RATE = 16000
 CHUNK_SAMPLES = 512
@@ -108,10 +108,10 @@ class SileroBatchStream:
             raise RuntimeError("the VAD stream is closed")
         if len(chunk) != CHUNK_SAMPLES:
             raise ValueError(f"Silero takes {CHUNK_SAMPLES} samples per chunk, got {len(chunk)}")
-        scheduler = self._model.schedulers.current()
-        if scheduler is not self._scheduler:  # first use on this loop
-            self._scheduler.discard(self)
-            self._scheduler = scheduler
+        scheduler = self._scheduler
+        if scheduler.loop is not asyncio_running_loop():  # first window on this loop
+            scheduler.discard(self)
+            scheduler = self._scheduler = self._model.schedulers.current()
         if len(self._windows) >= self.max_pending:
             scheduler.stats.overflows += 1
             scheduler.run()  # bounded: answer what waits now rather than drop audio
