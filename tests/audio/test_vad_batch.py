@@ -50,7 +50,7 @@ class Recorder:
 
 async def test_every_window_of_a_loop_turn_goes_into_one_inference() -> None:
     model = Recorder()
-    scheduler: BatchScheduler[Member] = BatchScheduler(model)
+    scheduler: BatchScheduler[Member] = BatchScheduler(model, loop=asyncio.get_running_loop())
     members = [Member(name) for name in "abc"]
     for member in members:
         member.windows.append(1)
@@ -63,7 +63,7 @@ async def test_every_window_of_a_loop_turn_goes_into_one_inference() -> None:
 
 async def test_a_lone_window_is_answered_in_the_next_loop_turn() -> None:
     model = Recorder()
-    scheduler: BatchScheduler[Member] = BatchScheduler(model)
+    scheduler: BatchScheduler[Member] = BatchScheduler(model, loop=asyncio.get_running_loop())
     member = Member("a")
     member.windows.append(7)
     scheduler.ready(member)
@@ -74,7 +74,7 @@ async def test_a_lone_window_is_answered_in_the_next_loop_turn() -> None:
 
 async def test_a_stream_with_several_windows_takes_one_per_inference_in_order() -> None:
     model = Recorder()
-    scheduler: BatchScheduler[Member] = BatchScheduler(model)
+    scheduler: BatchScheduler[Member] = BatchScheduler(model, loop=asyncio.get_running_loop())
     many, one = Member("many"), Member("one")
     many.windows += [1, 2, 3]
     one.windows.append(9)
