@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import structlog
@@ -202,9 +202,24 @@ class RealtimeWebPort:
             await self.outbox.push(self._queue.popleft())
 
 
+class CallAudio(Protocol):
+    """Where a browser call's audio travels: `WebTransport` (binary frames in the outbox, the
+    socket door) or `RtcTransport` (media tracks, channels/webrtc.py). The pipeline needs no
+    more than an `AudioTransport`; the page's `hello` announces these rates."""
+
+    input_rate: int
+    output_rate: int
+    reports_playback: bool
+
+    async def send(self, frame: AudioFrame) -> None: ...
+
+    def clear(self) -> None: ...
+
+
 class WebCall:
     """One browser call on a started session: `start`, then feed it frames with `handle_text`
-    and `handle_audio` while draining `outbox`, then `finish` (before the session closes)."""
+    and `handle_audio` (or `handle_pcm`) while draining `outbox`, then `finish` (before the
+    session closes). `audio` chooses the transport: by default the socket's."""
 
     def __init__(
         self,
@@ -213,12 +228,16 @@ class WebCall:
         *,
         output_rate: int,
         options: VoiceOptions = BROWSER_OPTIONS,
+        audio: Callable[[Outbox], CallAudio] | None = None,
     ) -> None:
         self._call_state(session)
-        self.transport = WebTransport(self.outbox, output_rate)
+        self.transport: CallAudio = (
+            WebTransport(self.outbox, output_rate) if audio is None else audio(self.outbox)
+        )
         self.pipeline = VoicePipeline(
             session, self.transport, stt=speech.stt, tts=speech.tts, vad=speech.vad, options=options
         )
+        self.pipeline.listener.on_words = self._on_words
         self._unsubscribe = self._listen(session)
 
     def _call_state(self, session: Session) -> None:
@@ -310,6 +329,11 @@ class WebCall:
             self._refuse(exc)
             return
         if not self._ending:  # the goodbye is not for barging in on
+            self._heard(pcm)
+
+    def handle_pcm(self, pcm: PCM16) -> None:
+        """Caller audio already decoded at the transport's input rate (a WebRTC track)."""
+        if not self._ending:
             self._heard(pcm)
 
     # What speaks for the call (the cascaded pipeline here; a Realtime model in
@@ -439,6 +463,13 @@ class WebCall:
             status=status,
             result=outcome.content[:TOOL_RESULT_CHARS],
         )
+
+    def _on_words(self, text: str) -> None:
+        """The caller's words so far, while they still speak (the page's pending bubble); a
+        late one, after the turn ended, would land after its final transcript, so it is not
+        sent."""
+        if self.pipeline.listener.user_speaking:
+            self._send("interim", text=text)
 
     def _on_state(self, new: SessionState, **_: Any) -> None:
         self._send("state", state=new.value)

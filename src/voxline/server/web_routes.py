@@ -39,14 +39,14 @@ import hmac
 import html
 import math
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol
 from urllib.parse import urlsplit
 
 import structlog
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -85,6 +85,7 @@ from voxline.voice.providers import SpeechProviders
 log = structlog.get_logger("voxline.web")
 
 CALL_PATH = "/web/call"
+RTC_PREFIX = "/web/rtc/"  # the WebRTC door: POST offer, DELETE a call (server/webrtc_routes.py)
 AGENTS_PATH = "/web/agents"
 SUBPROTOCOL = "voxline"  # what the server selects when a client offers it
 TOKEN_SUBPROTOCOL = "voxline.token."  # + the session token or API key, offered beside it
@@ -105,6 +106,7 @@ _STATIC_TYPES = {
     "app.js": "text/javascript; charset=utf-8",
     "mic-worklet.js": "text/javascript; charset=utf-8",
     "panels.js": "text/javascript; charset=utf-8",
+    "rtc.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 _HEADERS = {
@@ -118,7 +120,7 @@ _HEADERS = {
 }
 
 
-class _CallRefused(Exception):
+class CallRefused(Exception):
     """Why a call cannot go ahead, in words for the person at the browser."""
 
     def __init__(self, message: str, code: int = POLICY_VIOLATION) -> None:
@@ -127,12 +129,24 @@ class _CallRefused(Exception):
 
 
 @dataclass(frozen=True)
-class _Admission:
-    """Why a socket may call: a session token's claims, an API key, or being local."""
+class Admission:
+    """Why a client may call: a session token's claims, an API key, or being local."""
 
     client: str
     how: str  # "token", "api key" or "localhost"
     claims: WebClaims | None = None
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """What an admitted browser call opens, before its session does (`WebRoutes.plan_call`)."""
+
+    agent: HostedAgent
+    conversation_id: str
+    subject: str
+    realtime: str | None  # the agent's Realtime model, which hears and speaks for itself
+    speech: SpeechProviders | None  # the shared speech models, for every other agent
+    output_rate: int | None  # what the client asked for, if anything
 
 
 def _static(name: str) -> bytes:
@@ -173,7 +187,25 @@ class WebRoutes:
             Route(AGENTS_PATH, self.agents),
             Route(STATIC_PREFIX + "{name}", self.static),
             WebSocketRoute(CALL_PATH, self.call),
+            *self._webrtc_routes(),
         ]
+
+    def _webrtc_routes(self) -> list[BaseRoute]:
+        """The WebRTC door (server/webrtc_routes.py), or, without the `webrtc` extra, an
+        answer that sends the page to the socket."""
+        try:
+            from voxline.server.webrtc_routes import WebRtcRoutes
+        except ImportError as exc:  # aiortc is an extra
+            reason = (
+                f"WebRTC is not installed on this server ({exc.name}): "
+                "pip install 'voxline[webrtc]'"
+            )
+
+            async def unavailable(request: Request) -> Response:
+                return JSONResponse({"error": reason, "fallback": "ws"}, status_code=501)
+
+            return [Route(RTC_PREFIX + "{rest:path}", unavailable, methods=["POST", "DELETE"])]
+        return WebRtcRoutes(self).routes()
 
     # -- the page --------------------------------------------------------------------------
     async def page(self, request: Request) -> Response:
@@ -208,7 +240,7 @@ class WebRoutes:
 
     # -- the call --------------------------------------------------------------------------
     async def call(self, websocket: WebSocket) -> None:
-        if not self._origin_allowed(websocket):
+        if not self.origin_allowed(websocket):
             log.warning("browser call refused: page from another origin", origin=_origin(websocket))
             await websocket.close(code=POLICY_VIOLATION)  # before accept: the upgrade gets 403
             return
@@ -217,14 +249,14 @@ class WebRoutes:
         client = client_address(websocket, self.hub.settings)
         async with self.hub.active_call():
             try:
-                admission = await self._admit(websocket, client)
-                self._claim_slot(client)
+                admission = await self.admit(websocket, client)
+                self.claim_slot(client)
                 try:
-                    self._take_new_call(client)
+                    self.take_new_call(client)
                     await self._serve(websocket, admission)
                 finally:
-                    self._release_slot(client)
-            except _CallRefused as refused:
+                    self.release_slot(client)
+            except CallRefused as refused:
                 log.warning("browser call refused", reason=str(refused), client=client)
                 with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                     await websocket.send_text(wire.event("error", message=str(refused)))
@@ -238,15 +270,15 @@ class WebRoutes:
     def _throttle(self) -> AuthThrottle:
         return throttle_for(self.hub, self.hub.settings)
 
-    async def _admit(self, websocket: WebSocket, client: str) -> _Admission:
-        """Check the socket's credential; raises `_CallRefused` with what the person can do."""
-        credential = _credential(websocket)
+    async def admit(self, connection: HTTPConnection, client: str) -> Admission:
+        """Check the client's credential; raises `CallRefused` with what the person can do."""
+        credential = _credential(connection)
         if credential is None:
-            if self.hub.settings.web_open_localhost and is_local_client(websocket):
-                return _Admission(client, "localhost")
-            raise _CallRefused(NEEDS_CREDENTIAL)
+            if self.hub.settings.web_open_localhost and is_local_client(connection):
+                return Admission(client, "localhost")
+            raise CallRefused(NEEDS_CREDENTIAL)
         if (cooling := self._throttle.retry_after(client)) > 0:
-            raise _CallRefused(
+            raise CallRefused(
                 "too many failed attempts from this address; try again in "
                 f"{max(1, math.ceil(cooling))}s",
                 TRY_AGAIN_LATER,
@@ -258,11 +290,11 @@ class WebRoutes:
                 claims = self.tokens.verify(credential)
             except WebTokenError as exc:
                 self._throttle.failed(client)
-                raise _CallRefused(f"{exc}: ask for a new link") from exc
-            return _Admission(client, "token", claims)
+                raise CallRefused(f"{exc}: ask for a new link") from exc
+            return Admission(client, "token", claims)
         if not await self._key_is_valid(credential, client):
-            raise _CallRefused("the API key is not valid")
-        return _Admission(client, "api key")
+            raise CallRefused("the API key is not valid")
+        return Admission(client, "api key")
 
     async def _key_is_valid(self, credential: str, client: str) -> bool:
         settings = self.hub.settings
@@ -276,56 +308,65 @@ class WebRoutes:
         self._throttle.failed(client)
         return False
 
-    def _claim_slot(self, client: str) -> None:
+    def claim_slot(self, client: str) -> None:
         limit = self.hub.settings.web_max_calls_per_client
         held = self._calls_of.get(client, 0)
         if held >= limit:
-            raise _CallRefused(
+            raise CallRefused(
                 f"this address already has {held} browser calls open; end one first",
                 TRY_AGAIN_LATER,
             )
         self._calls_of[client] = held + 1
 
-    def _release_slot(self, client: str) -> None:
+    def release_slot(self, client: str) -> None:
         held = self._calls_of.get(client, 0) - 1
         if held > 0:
             self._calls_of[client] = held
         else:
             self._calls_of.pop(client, None)
 
-    def _take_new_call(self, client: str) -> None:
+    def take_new_call(self, client: str) -> None:
         wait = self._new_calls.take(client)
         if wait > 0:
-            raise _CallRefused(
+            raise CallRefused(
                 f"too many new calls from this address; try again in {max(1, math.ceil(wait))}s",
                 TRY_AGAIN_LATER,
             )
 
     # -- the call --------------------------------------------------------------------------
-    async def _serve(self, websocket: WebSocket, admission: _Admission) -> None:
+    async def plan_call(self, query: Mapping[str, str], claims: WebClaims | None) -> CallPlan:
+        """What an admitted call opens (agent, conversation, speech), whichever door it came
+        through; raises `CallRefused` with what the person can do about it."""
         if self.hub.draining:
-            raise _CallRefused("the server is shutting down", SERVER_ERROR)
-        query = websocket.query_params
-        claims = admission.claims
+            raise CallRefused("the server is shutting down", SERVER_ERROR)
         name = query.get("agent") or (claims.agent if claims else self.default_agent)
         if claims is not None and name != claims.agent:
-            raise _CallRefused(f"this session token is for agent {claims.agent!r}, not {name!r}")
+            raise CallRefused(f"this session token is for agent {claims.agent!r}, not {name!r}")
         agent = await self.hub.resolve_agent(name)
         if agent is None or not open_to_web(agent, self.hub.agents):
-            raise _CallRefused(f"no agent named {name!r} is open to the browser")
+            raise CallRefused(f"no agent named {name!r} is open to the browser")
         output_rate = _output_rate(query.get("output_rate"))
         requested = _bound_conversation(claims, query.get("conversation"))
         conversation_id, subject = await self._conversation(agent, requested)
         realtime = realtime_part(agent.spec.llm)  # the model hears and speaks: no speech models
         speech = None if realtime is not None else await self._speech_for(agent)
-        options = SessionOptions(
+        return CallPlan(agent, conversation_id, subject, realtime, speech, output_rate)
+
+    def session_options(self, plan: CallPlan) -> SessionOptions:
+        return SessionOptions(
             "web",
             connection_id=new_id("web"),
-            tools=browser_tools(agent.twilio, self.web_calls),
-            on_open=_voice_delivery if realtime is None else None,
+            tools=browser_tools(plan.agent.twilio, self.web_calls),
+            on_open=_voice_delivery if plan.realtime is None else None,
         )
+
+    async def _serve(self, websocket: WebSocket, admission: Admission) -> None:
+        claims = admission.claims
+        plan = await self.plan_call(websocket.query_params, claims)
+        agent, speech, realtime = plan.agent, plan.speech, plan.realtime
+        output_rate, conversation_id = plan.output_rate, plan.conversation_id
         async with self.hub.connect(
-            agent, conversation_id, subject=subject, options=options
+            agent, conversation_id, subject=plan.subject, options=self.session_options(plan)
         ) as session:
             call: WebCall
             if speech is not None:
@@ -336,7 +377,7 @@ class WebRoutes:
             self.hub.calls.add(session.connection_id, conversation_id, call)
             log.info("browser call admitted", how=admission.how, client=admission.client)
             try:
-                await self._run(websocket, call, agent, self._bound_token(claims, session.id))
+                await self._run(websocket, call, agent, self.bound_token(claims, session.id))
             finally:
                 self.hub.calls.remove(session.connection_id)
 
@@ -345,9 +386,9 @@ class WebRoutes:
             return await self.speech.get(agent.spec)
         except Exception as exc:  # a missing extra or model; the pool retries on the next call
             log.exception("speech models could not be loaded", agent=agent.name)
-            raise _CallRefused(f"speech models are not available: {exc}", SERVER_ERROR) from exc
+            raise CallRefused(f"speech models are not available: {exc}", SERVER_ERROR) from exc
 
-    def _bound_token(self, claims: WebClaims | None, conversation_id: str) -> str | None:
+    def bound_token(self, claims: WebClaims | None, conversation_id: str) -> str | None:
         """For a token that names no conversation: one bound to the conversation it started,
         expiring with it, so the page can reconnect to this conversation and no other."""
         if claims is None or claims.conversation is not None or self.tokens is None:
@@ -369,7 +410,7 @@ class WebRoutes:
                 await call.start(agent=agent.name, greeting=agent.spec.greeting)
             except RealtimeConnectError as exc:
                 log.error("browser call ended: Realtime model unreachable", error=str(exc))
-                raise _CallRefused(
+                raise CallRefused(
                     "the agent's voice model cannot be reached", SERVER_ERROR
                 ) from exc
             if bound_token is not None:  # after `hello`, which stays the first event
@@ -400,29 +441,29 @@ class WebRoutes:
             or subject is None
             or (not subject.startswith(SUBJECT_PREFIX))
         ):
-            raise _CallRefused(f"no browser conversation {requested[:60]!r} with {agent.name}")
+            raise CallRefused(f"no browser conversation {requested[:60]!r} with {agent.name}")
         return record.id, subject
 
-    def _origin_allowed(self, websocket: WebSocket) -> bool:
-        origin = _origin(websocket)
+    def origin_allowed(self, connection: HTTPConnection) -> bool:
+        origin = _origin(connection)
         if origin is None:
-            return True  # not a browser: browsers always send Origin on a WebSocket upgrade
-        hosts = {websocket.headers.get("host", "")}
+            return True  # not a browser: browsers send Origin on an upgrade and on a POST
+        hosts = {connection.headers.get("host", "")}
         settings = self.hub.settings
         if settings.trust_forwarded_headers:
-            hosts.add(websocket.headers.get("x-forwarded-host", ""))
+            hosts.add(connection.headers.get("x-forwarded-host", ""))
         if settings.public_url:
             hosts.add(urlsplit(settings.public_url).netloc)
         return urlsplit(origin).netloc.lower() in {h.lower() for h in hosts if h}
 
 
-def _credential(websocket: WebSocket) -> str | None:
-    """The session token or API key a client sent: as a subprotocol (what a browser can send),
-    or as `Authorization: Bearer` (any other client)."""
-    for offered in websocket.scope.get("subprotocols") or []:
+def _credential(connection: HTTPConnection) -> str | None:
+    """The session token or API key a client sent: as a subprotocol (what a browser's socket
+    can send), or as `Authorization: Bearer` (a page's fetch, and any other client)."""
+    for offered in connection.scope.get("subprotocols") or []:
         if isinstance(offered, str) and offered.startswith(TOKEN_SUBPROTOCOL):
             return offered[len(TOKEN_SUBPROTOCOL) :] or None
-    return bearer_token(websocket.headers.get("authorization", ""))
+    return bearer_token(connection.headers.get("authorization", ""))
 
 
 def _bound_conversation(claims: WebClaims | None, requested: str | None) -> str | None:
@@ -431,10 +472,10 @@ def _bound_conversation(claims: WebClaims | None, requested: str | None) -> str 
         return requested
     if claims.conversation is None:
         if requested:
-            raise _CallRefused("this session token can only start a new conversation")
+            raise CallRefused("this session token can only start a new conversation")
         return None
     if requested and requested != claims.conversation:
-        raise _CallRefused("this session token is for another conversation")
+        raise CallRefused("this session token is for another conversation")
     return claims.conversation
 
 
@@ -447,8 +488,8 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def _origin(websocket: WebSocket) -> str | None:
-    return websocket.headers.get("origin")
+def _origin(connection: HTTPConnection) -> str | None:
+    return connection.headers.get("origin")
 
 
 def _output_rate(value: str | None) -> int | None:
@@ -459,7 +500,7 @@ def _output_rate(value: str | None) -> int | None:
     except ValueError:
         rate = 0
     if rate not in wire.OUTPUT_RATES:
-        raise _CallRefused("output_rate must be a whole number of Hz from 8000 to 48000")
+        raise CallRefused("output_rate must be a whole number of Hz from 8000 to 48000")
     return rate
 
 
@@ -469,7 +510,7 @@ def _realtime_call(session: Session, spec: str, output_rate: int) -> WebCall:
         return RealtimeWebCall(session, spec, output_rate=output_rate)
     except ConfigurationError as exc:
         log.error("browser call refused: Realtime model misconfigured", error=str(exc))
-        raise _CallRefused(
+        raise CallRefused(
             "the agent's voice model is not set up on this server", SERVER_ERROR
         ) from exc
 

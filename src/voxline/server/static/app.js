@@ -1,5 +1,8 @@
-// The voxline talk page: one WebSocket call (/web/call) carrying microphone audio up and the
-// agent's audio and events down. The wire protocol is in docs/browser.md.
+// The voxline talk page: one call carrying microphone audio up and the agent's audio and events
+// down, over WebRTC where the browser and server have it (rtc.js: Opus on media tracks, events
+// on a data channel) and otherwise over a WebSocket (/web/call: PCM frames and JSON events).
+// `?transport=ws` forces the socket, `?transport=webrtc` forbids falling back to it. The wire
+// protocol and the events are in docs/browser.md; both transports carry the same events.
 //
 // A link from POST /api/web/tokens carries a session token in its fragment (#token=...), which
 // browsers never send to a server. The page takes it out of the address bar, keeps it in this
@@ -28,6 +31,7 @@
   let agentName = $("agent-name").textContent;
   let conversationId = params.get("conversation");
   let call = null;
+  const transport = params.get("transport"); // "ws", "webrtc", or the best available
 
   // -- session tokens ----------------------------------------------------------------------
   const PROTOCOL = "voxline";
@@ -115,6 +119,16 @@
     }
   }
 
+  // Over WebRTC the browser plays the server's track itself: the server paces it, confirms what
+  // it sent and drops its queue on a barge-in, so there is nothing to schedule or clear here.
+  class StreamPlayer {
+    constructor(current) { this.current = current; }
+    play() {}
+    get playing() { return this.current.state === "speaking"; }
+    confirm() {}
+    clear() {}
+  }
+
   // -- the transcript ----------------------------------------------------------------------
   function entry(id, role) {
     let node = document.getElementById(id);
@@ -170,12 +184,14 @@
     scrollDown();
   }
 
-  // What the server has before a spoken turn's text: that it is transcribing one.
-  function showInterim() {
-    if (document.getElementById("interim")) return;
+  // The pending user bubble: the words heard so far (`interim`, while the caller speaks), or
+  // "…" once the server is transcribing a turn it has no words for yet.
+  function showInterim(text) {
     const node = entry("interim", "user");
     node.classList.add("interim");
-    node.querySelector(".text").textContent = "…";
+    const shown = node.querySelector(".text");
+    if (text) shown.textContent = text;
+    else if (!shown.textContent) shown.textContent = "…";
     scrollDown();
   }
 
@@ -280,8 +296,9 @@
         if (msg.agent && msg.agent !== agentName) agentName = $("agent-name").textContent = msg.agent;
         history.replaceState(null, "", "/?" + new URLSearchParams(
           agent ? { agent, conversation: conversationId } : { conversation: conversationId }));
-        call.player = new Player(call.ctx, msg.output_rate, (position) =>
-          send(call, JSON.stringify({ type: "played", position })));
+        call.player = call.link?.kind === "ws"
+          ? new Player(call.ctx, msg.output_rate, (position) => send(call, JSON.stringify({ type: "played", position })))
+          : new StreamPlayer(call);
         call.ticker = setInterval(() => { call.player.confirm(); indicate(); }, 50);
         for (const node of ui.transcript.querySelectorAll(".turn")) node.remove();
         call.ready = true;
@@ -290,8 +307,11 @@
       case "transcript": showTranscript(msg); break;
       case "bot_text": typedMark(call, "llm_first_token_ms"); showDelta(msg); break;
       case "tool": showTool(msg); break;
+      case "interim": showInterim(msg.text); break;
+      case "end": call.ended = msg.reason; break;
       case "state":
         call.state = msg.state;
+        if (msg.state === "speaking" && call.link?.kind !== "ws") typedMark(call, "first_audio_ms");
         if (msg.state === "transcribing") showInterim();
         else if (msg.state === "listening") { document.getElementById("interim")?.remove(); finishTyped(call); }
         break;
@@ -316,12 +336,19 @@
   }
 
   function send(call, data) {
-    if (call.ws.readyState === WebSocket.OPEN) call.ws.send(data);
+    call.link?.send(data);
   }
 
-  function connect() {
-    const ctx = new AudioContext({ latencyHint: "interactive" });
-    const query = { output_rate: String(ctx.sampleRate) };
+  // The link is the transport: {kind, send(text), close()}, and over WebRTC useMicrophone(track).
+  function linked(current, link) {
+    current.link = link;
+    if (current.mic && link.useMicrophone) link.useMicrophone(current.mic.stream.getAudioTracks()[0]);
+    document.body.dataset.transport = link.kind;
+    $("transport-name").textContent = link.kind === "ws" ? "WebSocket" : "WebRTC";
+  }
+
+  function openSocket(current) {
+    const query = { output_rate: String(current.ctx.sampleRate) };
     if (agent) query.agent = agent;
     if (conversationId) query.conversation = conversationId;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -329,8 +356,11 @@
     const protocols = token ? [PROTOCOL, TOKEN_PROTOCOL + token] : [PROTOCOL];
     const ws = new WebSocket(`${scheme}://${location.host}/web/call?${new URLSearchParams(query)}`, protocols);
     ws.binaryType = "arraybuffer";
-    const current = { ws, ctx, ready: false, state: "idle", player: null, mic: null, muted: false };
-    current.whenReady = new Promise((resolve) => { current.resolveReady = resolve; });
+    linked(current, {
+      kind: "ws",
+      send(data) { if (ws.readyState === WebSocket.OPEN) ws.send(data); },
+      close() { if (ws.readyState <= WebSocket.OPEN) ws.close(1000); },
+    });
     ws.onmessage = (event) => {
       if (typeof event.data === "string") handle(current, JSON.parse(event.data));
       else { typedMark(current, "first_audio_ms"); current.player?.play(event.data); }
@@ -341,7 +371,47 @@
         hangUp();
       }
     };
+  }
+
+  async function openRtc(current) {
+    try {
+      const link = await window.VoxlineRtc.open({
+        agent,
+        conversation: conversationId,
+        token: tokenFor(conversationId),
+        audio: $("bot-audio"),
+        onMessage: (msg) => { if (call === current) handle(current, msg); },
+        onClose: (reason) => {
+          if (call !== current) return;
+          if (!ui.notice.textContent) {
+            const why = current.ended || reason;
+            notify(why ? `The call ended: ${why}.` : "The call ended.");
+          }
+          hangUp();
+        },
+      });
+      if (call !== current) { link.close(); return; }
+      linked(current, link);
+    } catch (error) {
+      if (call !== current) return;
+      if (error.fallback && transport !== "webrtc") {
+        console.info("voxline: WebRTC unavailable, using the WebSocket:", error.message);
+        openSocket(current);
+        return;
+      }
+      const refused = error.status === 429 ? "The server cannot take this call right now: " : "The call was refused: ";
+      notify(error.status ? refused + error.message : error.message);
+      hangUp();
+    }
+  }
+
+  function connect() {
+    const ctx = new AudioContext({ latencyHint: "interactive" });
+    const current = { link: null, ctx, ready: false, state: "idle", player: null, mic: null, muted: false };
+    current.whenReady = new Promise((resolve) => { current.resolveReady = resolve; });
     call = current;
+    if (transport !== "ws" && window.VoxlineRtc?.supported()) openRtc(current);
+    else openSocket(current);
     if ($("speaker-select").value) routeSpeaker(current);
     notify("");
     updateButtons();
@@ -356,7 +426,8 @@
     clearInterval(current.ticker);
     current.player?.clear();
     closeMicrophone(current);
-    if (current.ws.readyState <= WebSocket.OPEN) current.ws.close(1000);
+    current.link?.close();
+    $("bot-audio").srcObject = null;
     current.ctx.close();
     updateButtons();
     indicate();
@@ -377,7 +448,9 @@
       numberOfOutputs: 0,
       processorOptions: { targetRate: 16000, frameSamples: 320 },
     });
-    node.port.onmessage = (event) => send(current, event.data);
+    // Over the socket the worklet's PCM frames are the microphone; over WebRTC the track is.
+    node.port.onmessage = (event) => { if (current.link?.kind === "ws") send(current, event.data); };
+    current.link?.useMicrophone?.(stream.getAudioTracks()[0]);
     const source = current.ctx.createMediaStreamSource(stream);
     source.connect(node);
     const stopMeter = panels.meter(current.ctx, source);
@@ -394,8 +467,12 @@
 
   async function routeSpeaker(current) {
     const sink = $("speaker-select").value;
-    if (current && "setSinkId" in current.ctx) {
-      try { await current.ctx.setSinkId(sink); } catch (error) { notify("Could not use that speaker: " + error.message); }
+    try {
+      if (current && "setSinkId" in current.ctx) await current.ctx.setSinkId(sink);
+      const audio = $("bot-audio"); // the WebRTC track plays here
+      if ("setSinkId" in audio) await audio.setSinkId(sink);
+    } catch (error) {
+      notify("Could not use that speaker: " + error.message);
     }
   }
 
