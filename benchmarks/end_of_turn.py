@@ -1,20 +1,24 @@
 """End of turn: the 0.6 s silence rule against smart-turn v3, on synthesized callers.
 
-Each case is one espeak-ng utterance followed by 3 s of silence, pushed through voxline's own
-`Listener` (Silero VAD, Whisper tiny.en for the early transcript of each pause) in 20 ms frames
-at real-time pace, so the model's thread and the recognizer compete for the CPU as on a call.
-Printed per case and strategy: when the turn ended after the caller's last speech ("delay"),
-and the model's probability that the turn was complete. Unfinished cases must wait (not be cut
-at 0.6 s); complete questions should end sooner than 0.6 s.
+Each case is one utterance - spoken by espeak-ng (flat, robotic prosody) and by the Piper voice
+`joe` (a natural voice) - framed by 0.5 s of silence before and 3 s after, and pushed through
+voxline's own `Listener` (Silero VAD, Whisper tiny.en for the words) in 20 ms frames at
+real-time pace, so the model's thread and the recognizer compete for the CPU as on a call.
+Printed per case, voice and strategy: when the turn ended after the caller's last speech
+("delay", seconds), the model's probability that the turn was complete, the latest words the
+strategy had (while-speaking or pause transcript), and a verdict: unfinished turns must
+not end before 1 s ("CUT"), finished ones should end sooner than the 0.6 s rule ("slow").
 
-    .venv/bin/python benchmarks/end_of_turn.py
+    .venv/bin/python benchmarks/end_of_turn.py            # every case, both voices
+    .venv/bin/python benchmarks/end_of_turn.py --voice piper --only number
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -32,22 +36,38 @@ RATE = 16_000
 FRAME = 320  # 20 ms
 CASES = [  # (text, finished?)
     ("My number is four one five", False),
+    ("The account number is seven seven two", False),
     ("I'd like apples, pears and", False),
     ("Please send it to my email, which is john dot smith at", False),
-    ("The account number is seven seven two", False),
     ("What is the capital of France?", True),
     ("What's the weather in Paris tomorrow?", True),
     ("Is the store open on Sunday?", True),
     ("Can you tell me my balance, please?", True),
+    ("My number is four one five, five five five, zero one nine nine.", True),
+    ("I'd like to book a table for two people at seven.", True),
 ]
 
 
-def speak(text: str, folder: Path) -> np.ndarray:
+def espeak(text: str, folder: Path) -> np.ndarray:
     path = folder / "case.wav"
     subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
     voice = read_wav(path)
-    pcm = resample(voice.pcm, voice.sample_rate, RATE)
-    return np.concatenate([np.zeros(RATE // 2, np.int16), pcm, np.zeros(RATE * 3, np.int16)])
+    return resample(voice.pcm, voice.sample_rate, RATE)
+
+
+async def piper(text: str) -> np.ndarray:
+    from voxline.providers.tts.piper import create_piper_tts
+
+    tts = create_piper_tts()  # the voice's own prosody noise: natural, not repeatable
+    pieces = [resample(chunk.pcm, chunk.sample_rate, RATE) async for chunk in tts.synthesize(text)]
+    return np.concatenate(pieces)
+
+
+def framed(pcm: np.ndarray) -> np.ndarray:
+    """The synthesizer's own leading/trailing silence cut, then 0.5 s before and 3 s after."""
+    loud = np.nonzero(np.abs(pcm.astype(np.int32)) > 300)[0]
+    core = pcm[max(0, loud[0] - 800) : loud[-1] + 800] if len(loud) else pcm
+    return np.concatenate([np.zeros(RATE // 2, np.int16), core, np.zeros(RATE * 3, np.int16)])
 
 
 async def run_case(pcm: np.ndarray, strategy: EndOfTurnStrategy) -> SpeechEnded | None:
@@ -60,34 +80,59 @@ async def run_case(pcm: np.ndarray, strategy: EndOfTurnStrategy) -> SpeechEnded 
     )
     loop = asyncio.get_running_loop()
     start = loop.time()
-    for n, offset in enumerate(range(0, len(pcm), FRAME)):
-        for event in listener.push(pcm[offset : offset + FRAME]):
-            if isinstance(event, SpeechEnded):
-                return event
-        await asyncio.sleep(max(0.0, start + (n + 1) * FRAME / RATE - loop.time()))
-    return None
+    try:
+        for n, offset in enumerate(range(0, len(pcm), FRAME)):
+            for event in listener.push(pcm[offset : offset + FRAME]):
+                if isinstance(event, SpeechEnded):
+                    return event
+            await asyncio.sleep(max(0.0, start + (n + 1) * FRAME / RATE - loop.time()))
+        return None
+    finally:
+        listener.close()
+        await asyncio.sleep(0.5)  # let a transcription still on the recognizer's thread end
 
 
 async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--voice", choices=["espeak", "piper", "both"], default="both")
+    parser.add_argument("--only", default="", help="run the cases whose text contains this")
+    args = parser.parse_args()
     SmartTurnModel.shared()
     create_stt("local").load()  # type: ignore[attr-defined]
+    voices = ["espeak", "piper"] if args.voice == "both" else [args.voice]
+    cases = [(text, done) for text, done in CASES if args.only.lower() in text.lower()]
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'voice':6} {'case':44} {'rule':11} {'delay':>5}  {'p':>4}  verdict  words")
+    tally: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        audio = [(text, done, speak(text, Path(tmp))) for text, done in CASES]
-        print(f"{'case':58} {'rule':12} {'delay':>6}  p(complete)  verdict")
-        for text, done, pcm in audio:
-            strategies: list[tuple[str, EndOfTurnStrategy]] = [
-                ("silence 0.6", SilenceEndOfTurn(0.6)),
-                ("smart-turn", SmartTurnEndOfTurn()),
-            ]
-            for name, strategy in strategies:
-                ended = await run_case(pcm, strategy)
-                delay = ended.t - ended.speech_end if ended else float("nan")
-                probs = getattr(strategy, "decisions", [])
-                p = " ".join(f"{x:.2f}" for x in probs) or "-"
-                ok = (delay > 1.0) if not done else (delay < 0.6)
-                verdict = "ok" if ok else ("CUT" if not done else "slow")
-                print(f"{text[:58]:58} {name:12} {delay:6.2f}  {p:11}  {verdict}")
-    sys.stdout.flush()
+        for voice in voices:
+            for text, done in cases:
+                spoken = espeak(text, Path(tmp)) if voice == "espeak" else await piper(text)
+                pcm = framed(spoken)
+                strategies: list[tuple[str, EndOfTurnStrategy]] = [
+                    ("silence 0.6", SilenceEndOfTurn(0.6)),
+                    ("smart-turn", SmartTurnEndOfTurn()),
+                ]
+                for name, strategy in strategies:
+                    ended = await run_case(pcm, strategy)
+                    delay = ended.t - ended.speech_end if ended else float("nan")
+                    probs = getattr(strategy, "decisions", [])
+                    p = " ".join(f"{x:.2f}" for x in probs) or "-"
+                    ok = (delay > 1.0) if not done else (delay < 0.6)
+                    verdict = "ok" if ok else ("CUT" if not done else "slow")
+                    tally.setdefault(name, [0, 0])[0] += ok
+                    tally[name][1] += 1
+                    words = ""
+                    if isinstance(strategy, SmartTurnEndOfTurn):
+                        words = repr(strategy.words)
+                    print(
+                        f"{voice:6} {text[:44]:44} {name:11} {delay:5.2f}  {p:>4}  "
+                        f"{verdict:7}  {words}",
+                        flush=True,
+                    )
+    for name, (ok, total) in tally.items():
+        print(f"{name}: {ok}/{total} cases ok")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -198,18 +199,22 @@ _DIGITS = frozenset(
     ["zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 )
 _NUMBER_CUES = ("number", "phone", "card", "code", "zip", "account", "digits")
+_EMAIL_CUES = ("email", "e-mail", "mail address")
+_ANNOUNCED = re.compile(r"\b(is|it's|its|was)\b|:")
+# the domain part of an address as Whisper writes it: "@example.com", "at example dot com"
+_DOMAIN = re.compile(
+    r"(@|\bat\b)\s*[\w.\s-]*?(\.|\bdot\b)\s*(com|org|net|edu|gov|io|co|us|uk|ca|de|fr|info)\b"
+)
 
 
-def sounds_unfinished(text: str) -> bool:
-    """The transcript stops where no sentence does: on a conjunction, article or preposition,
-    or a phone/card/account number shorter than any real one (fewer than 7 digits)."""
+def _words(text: str) -> list[str]:
     words = [w.strip(".,!?;:'\"").lower() for w in text.split()]
-    words = [w for w in words if w]
-    if not words:
-        return False
-    if words[-1] in _TRAILING:
-        return True
-    digits = 0
+    return [w for w in words if w]
+
+
+def _trailing_digits(words: list[str]) -> tuple[int, int]:
+    """(digits, words) of the run of spoken or written digits that ends `words`."""
+    digits = count = 0
     for word in reversed(words):
         plain = word.replace("-", "")
         if plain.isdigit():
@@ -218,17 +223,73 @@ def sounds_unfinished(text: str) -> bool:
             digits += 1
         else:
             break
+        count += 1
+    return digits, count
+
+
+def _number_unfinished(text: str, words: list[str]) -> bool:
+    """A phone/card/account number shorter than any real one (fewer than 7 digits)."""
+    digits, _ = _trailing_digits(words)
     lowered = text.lower()
     return 0 < digits < 7 and any(cue in lowered for cue in _NUMBER_CUES)
 
 
-class SmartTurnEndOfTurn:
-    """End-of-turn strategy that asks smart-turn v3 (see the module doc).
+def _email_unfinished(text: str) -> bool:
+    """An e-mail address announced ("my email is ...", "email, which is ...") whose domain
+    has not been said yet."""
+    lowered = text.lower()
+    at = max(lowered.rfind(cue) for cue in _EMAIL_CUES)
+    if at < 0:
+        return False
+    announced = _ANNOUNCED.search(lowered, at)
+    return announced is not None and _DOMAIN.search(lowered, announced.end()) is None
 
-    `listen(source)` gives it the turn's audio so far (the listener's `speech_so_far`);
-    without a source it can only apply the silence rule. With `wait_for_words` a "complete"
-    verdict also waits for the pause's transcript (or for `silence`), which then may veto it.
-    `decisions` records, per pause that reached the model, its probability (logs, benchmarks).
+
+def sounds_unfinished(text: str) -> bool:
+    """The transcript of a whole turn stops where no sentence does: on a conjunction, article
+    or preposition, inside a phone/card/account number shorter than any real one (fewer than
+    7 digits), or inside an announced e-mail address before its domain."""
+    words = _words(text)
+    if not words:
+        return False
+    return words[-1] in _TRAILING or _number_unfinished(text, words) or _email_unfinished(text)
+
+
+def still_dictating(text: str) -> bool:
+    """A transcript of the turn's *beginning* (taken while the caller was still talking) shows
+    them reading out a number or an e-mail address that it does not yet complete.
+
+    Only cues that later words cannot make harmless count: unlike `sounds_unfinished`, a prefix
+    ending on "of" says nothing (the question may well end after it). This is where smart-turn
+    is known to be wrong - read-out digits have the flat, falling pitch of a finished sentence -
+    so such a turn waits for the words of the whole pause instead of the voice's verdict."""
+    words = _words(text)
+    if not words:
+        return False
+    if _number_unfinished(text, words) or _email_unfinished(text):
+        return True
+    digits, count = _trailing_digits(words)
+    if count == len(words) and digits < 7:
+        return True  # the turn so far is nothing but digits
+    cue = max((i for i, w in enumerate(words) if any(c in w for c in _NUMBER_CUES)), default=-1)
+    # a number announced whose digits have not been heard yet: "my number", "my number is"
+    return cue >= 0 and all(w in {"is", "it's", "its", "was"} for w in words[cue + 1 :])
+
+
+class SmartTurnEndOfTurn:
+    """End-of-turn strategy that asks smart-turn v3, with the words as a check (module doc).
+
+    Its inputs beyond the silence: `listen(source)`, the turn's audio so far (the listener's
+    `speech_so_far`; without it only the silence rule applies); `update_partial(text)`, words of
+    the turn's beginning transcribed while the caller talked (the listener does this every
+    `transcribe_every` seconds of speech); `update_transcript(text)`, the words of the whole
+    turn up to the current pause (the listener's early transcript of each pause).
+
+    When the model says "complete" the turn ends at once, unless the words already heard show
+    the caller reading out a number or an address (`still_dictating`): then it waits for the
+    pause's own words, which end it if they sound finished and hold it open to `max_silence`
+    if not (`sounds_unfinished`). `wait_for_words=True` always waits for them (or for
+    `silence`). `decisions` records, per pause that reached the model, its probability.
     """
 
     def __init__(
@@ -239,7 +300,9 @@ class SmartTurnEndOfTurn:
         max_silence: float = 2.0,
         silence: float = 0.6,
         threshold: float = 0.5,
-        wait_for_words: bool = True,
+        wait_for_words: bool = False,
+        transcribe_every: float | None = 0.5,
+        max_unheard: float = 1.0,
     ) -> None:
         if not 0 < ask_after <= silence <= max_silence:
             raise ValueError(
@@ -250,15 +313,21 @@ class SmartTurnEndOfTurn:
         self.max_silence = max_silence
         self.silence = silence  # the rule when the model cannot answer
         self.threshold = threshold
-        self.wait_for_words = wait_for_words  # "complete" needs the pause's transcript too
+        self.wait_for_words = wait_for_words  # "complete" always needs the pause's words too
+        self.transcribe_every = transcribe_every  # read by the listener (see the class doc)
+        self.max_unheard = max_unheard  # speech the while-speaking words may miss
         self.decisions: list[float] = []
         self._model = model
         self._source: Callable[[], PCM16] | None = None
         self._future: Future[float] | None = None
         self._verdict: float | None = None
+        self._rechecked = False  # this pause's model has been asked a second time
         self._failed = False
         self._last = 0.0
-        self._text: str | None = None
+        self._text: str | None = None  # the words up to this pause
+        self._partial: str | None = None  # the words of an earlier moment of this turn
+        self._covered = 0.0  # seconds of the turn's audio `_partial` covers
+        self._spoken = 0.0  # seconds of the turn's audio up to the current pause
         _worker().submit(self._load)  # load while the first caller is still talking
 
     def _load(self) -> None:
@@ -283,6 +352,11 @@ class SmartTurnEndOfTurn:
         if self._failed or self._source is None:
             return silence >= self.silence
         if self._future is None and silence >= self.ask_after:
+            pcm = self._source()
+            self._spoken = len(pcm) / SAMPLE_RATE - silence  # the turn up to its last speech
+            self._future = _worker().submit(self._predict, pcm)
+        elif self._recheck(silence):
+            self._rechecked, self._verdict = True, None
             self._future = _worker().submit(self._predict, self._source())
         if self._verdict is None and self._future is not None and self._future.done():
             error = self._future.exception()
@@ -292,20 +366,58 @@ class SmartTurnEndOfTurn:
                 return silence >= self.silence
             self._verdict = self._future.result()
             self.decisions.append(self._verdict)
-        if self._text is not None and sounds_unfinished(self._text):
-            return False  # the words say more is coming, whatever the voice says
+        if self._text is not None:  # the words of the whole turn are in
+            if sounds_unfinished(self._text):
+                return False  # the words say more is coming, whatever the voice says
+            if self._verdict is None:  # the model is behind other calls: words and rule agree
+                return not self._rechecked and silence >= self.silence
+            return self._verdict >= self.threshold
         if self._verdict is None or self._verdict < self.threshold:
             return False
-        return self._text is not None or not self.wait_for_words or silence >= self.silence
+        if self.wait_for_words:
+            return silence >= self.silence
+        # The voice sounds finished. Words that miss more than the last `max_unheard` s of
+        # speech could miss the start of a number (which takes longer than that to read out):
+        # wait for the pause's words. Otherwise only a number or address being read out waits.
+        if self._spoken - self._covered > self.max_unheard:
+            return False
+        return self._partial is None or not still_dictating(self._partial)
+
+    def _recheck(self, silence: float) -> bool:
+        """Ask once more at the silence rule's time when the voice sounded unfinished but the
+        pause's words do not: with more of the pause to hear, the model often changes its mind
+        (flat read-out speech), and the words still veto what they must."""
+        return (
+            not self._rechecked
+            and silence >= self.silence
+            and self._verdict is not None
+            and self._verdict < self.threshold
+            and self._text is not None
+            and not sounds_unfinished(self._text)
+        )
+
+    def update_partial(self, text: str, covers: float) -> None:
+        """Words of this turn's first `covers` seconds of audio (transcribed while the caller
+        talked): enough to see a number or an address being read out, not to judge the end."""
+        if self._text is None and covers >= self._covered:
+            self._partial, self._covered = text, covers
 
     def update_transcript(self, text: str) -> None:
-        """The words of the turn so far (the listener transcribes each pause early): a turn
-        that ends on "and" or mid-way through a phone number is not over, however final the
-        voice sounded - the model misjudges flat synthetic and tired voices."""
+        """The words of the turn up to this pause (the listener transcribes each pause early):
+        a turn that ends on "and" or mid-way through a phone number is not over, however final
+        the voice sounded - the model misjudges flat synthetic and read-out speech."""
         self._text = text
+        if self._source is not None:  # all of it: only silence came after the pause began
+            self._covered = len(self._source()) / SAMPLE_RATE
+
+    @property
+    def words(self) -> str | None:
+        """The latest words of the turn this strategy has (logs, benchmarks)."""
+        return self._text if self._text is not None else self._partial
 
     def reset(self) -> None:
         self._forget()
+        self._partial, self._covered = None, 0.0
         self._last = 0.0
 
     def _forget(self) -> None:
@@ -313,4 +425,7 @@ class SmartTurnEndOfTurn:
             self._future.cancel()  # still queued behind another call's: never run it
         self._future = None
         self._verdict = None
+        self._rechecked = False
+        if self._text is not None:  # the words to a pause the caller talked past
+            self._partial = self._text
         self._text = None
