@@ -309,3 +309,45 @@ async def test_a_remote_client_needs_a_credential_and_has_a_call_limit(
             async with httpx.AsyncClient(base_url=env.twilio.base) as http:
                 second = await http.post("/web/rtc/offer", json={"type": "offer", "sdp": "v=0"})
             assert second.status_code == 429 and "already has 1" in second.json()["error"]
+
+
+# -- the server's track on its own ----------------------------------------------------------
+
+
+async def test_the_track_sends_whole_frames_reports_them_played_and_fills_gaps_with_silence() -> (
+    None
+):
+    played: list[float] = []
+    track = BotAudioTrack(played.append)
+    await track.put(AudioFrame(np.full(960 + 480, 1000, dtype=np.int16), OPUS_RATE, 1.0))
+    first, second, third = [await track.recv() for _ in range(3)]
+    assert [f.samples for f in (first, second, third)] == [960, 960, 960]
+    assert [f.pts for f in (first, second, third)] == [0, 960, 1920]  # one clock, no gaps
+    assert first.sample_rate == OPUS_RATE and first.layout.name == "mono"
+    pcm = second.to_ndarray().reshape(-1)
+    assert (pcm[:480] == 1000).all() and (pcm[480:] == 0).all()  # the short rest is padded
+    assert not third.to_ndarray().any()  # nothing queued: silence
+    assert played == [pytest.approx(1.02), pytest.approx(1.03)]  # the frame's end, not padding
+    assert track.sent_frames == 2
+    track.stop()
+
+
+async def test_clear_drops_every_queued_frame_at_once() -> None:
+    played: list[float] = []
+    track = BotAudioTrack(played.append)
+    await track.put(AudioFrame(np.full(960 * 10, 1000, dtype=np.int16), OPUS_RATE))
+    assert track.queued == 10
+    assert track.clear() == 10
+    frame = await track.recv()
+    assert not frame.to_ndarray().any() and played == []
+    assert track.cleared_frames == 10 and track.sent_frames == 0
+    track.stop()
+
+
+async def test_a_track_nobody_reads_drops_frames_and_counts_them_rather_than_block() -> None:
+    track = BotAudioTrack(limit=2, stall=0.05)
+    await track.put(AudioFrame(np.ones(960 * 3, dtype=np.int16), OPUS_RATE))
+    assert track.queued == 2 and track.dropped_frames == 1
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await track.recv()
