@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -140,6 +141,7 @@ class ElevenLabsStream:
     audio: bytearray = field(default_factory=bytearray)  # what the fake sent, decoded
     final: bool = False  # isFinal was sent
     closed_early: bool = False  # the client closed the socket before isFinal
+    close_code: int | None = None  # of the client's close frame (None: no close frame came)
 
     @property
     def text(self) -> str:
@@ -208,8 +210,9 @@ class FakeElevenLabs(_SocketFake):
             await ws.send(json.dumps({"isFinal": True}))
             stream.final = True
             await ws.close()
-        except ConnectionClosed:
+        except ConnectionClosed as exc:
             stream.closed_early = not stream.final
+            stream.close_code = exc.rcvd.code if exc.rcvd is not None else None
 
 
 def audio_output(audio: bytes, said: str) -> dict[str, Any]:
@@ -377,20 +380,27 @@ def _cartesia_error(context_id: str, message: str) -> dict[str, Any]:
 class SpeechRequest:
     path: str
     headers: dict[str, str]  # names lower-cased
-    body: dict[str, Any]
+    body: dict[str, Any]  # the JSON of a speech request
+    raw: bytes = b""  # the body as it came
     audio: bytearray = field(default_factory=bytearray)  # what the fake sent back
     complete: bool = False  # the whole body went out
 
 
 class FakeOpenAISpeech:
     """`POST /v1/audio/speech` with `response_format: "pcm"`: 24 kHz PCM16 in a chunked body,
-    or OpenAI's JSON error (`{"error": {"message", "type", "code"}}`)."""
+    or OpenAI's JSON error (`{"error": {"message", "type", "code"}}`).
+
+    `others`, an ASGI app, answers every other path: OpenAI's speech and transcription
+    endpoints share one base URL (and one `VOXLINE_OPENAI_BASE_URL`), so a call that both
+    listens and speaks through OpenAI needs them on one server (the transcription fake of
+    stt_fakes.py is such an app)."""
 
     RATE = 24000
 
-    def __init__(self, behaviour: Behaviour | None = None) -> None:
+    def __init__(self, behaviour: Behaviour | None = None, *, others: Any = None) -> None:
         self.behaviour = behaviour or Behaviour()
         self.requests: list[SpeechRequest] = []
+        self._others = others
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -413,7 +423,10 @@ class FakeOpenAISpeech:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await _read_request(reader)
-            if request is not None:
+            if request is not None and request.path != "/v1/audio/speech" and self._others:
+                await self._forward(request, writer)
+            elif request is not None:
+                request.body = json.loads(request.raw) if request.raw else {}
                 self.requests.append(request)
                 await self._answer(request, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -423,6 +436,18 @@ class FakeOpenAISpeech:
                 writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    async def _forward(self, request: SpeechRequest, writer: asyncio.StreamWriter) -> None:
+        """Another endpoint's request, answered by `others` as it is (body and headers)."""
+        transport = httpx.ASGITransport(app=self._others)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fake") as client:
+            headers = {k: v for k, v in request.headers.items() if k != "host"}
+            answer = await client.post(request.path, content=request.raw, headers=headers)
+        head = f"HTTP/1.1 {answer.status_code} {answer.reason_phrase}\r\n"
+        head += f"content-type: {answer.headers.get('content-type', 'application/json')}\r\n"
+        head += f"content-length: {len(answer.content)}\r\nconnection: close\r\n\r\n"
+        writer.write(head.encode() + answer.content)
+        await writer.drain()
 
     async def _answer(
         self, request: SpeechRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -471,8 +496,8 @@ async def _read_request(reader: asyncio.StreamReader) -> SpeechRequest | None:
         name, _, value = header.decode("latin-1").partition(":")
         headers[name.strip().lower()] = value.strip()
     length = int(headers.get("content-length", "0"))
-    body = json.loads(await reader.readexactly(length)) if length else {}
-    return SpeechRequest(path, headers, body)
+    raw = await reader.readexactly(length) if length else b""
+    return SpeechRequest(path, headers, {}, raw)
 
 
 def _openai_error(message: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """A Media Streams call end to end with a hosted recognizer: an agent JSON with
 `"stt": "deepgram:nova-3"` (or Flux), the server on loopback, Twilio's side emulated, and
 Deepgram played by the loopback fake of its WebSocket protocol (its key and base URL from the
-environment, as an operator would set them).
+environment, as an operator would set them; the voice tests hand theirs over as `Settings`).
 
 The caller's µ-law reaches the fake byte for byte (no decode/encode/resample on the way); the
 fake's transcript becomes the user turn and the agent answers aloud; an agent asking for
@@ -16,7 +16,6 @@ the caller "says" a phrase by the amplitude of the tone it sends.
 from __future__ import annotations
 
 import asyncio
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,15 +23,15 @@ import pytest
 
 from tests.providers.stt_fakes import FakeDeepgram, frames, mulaw_tone
 from tests.server.browser import LoudnessVAD, ToneTTS
-from tests.server.conftest import Env, EnvFactory
-from tests.server.media_emulator import SILENCE, MediaClient, media_call
-from tests.server.twilio_emulator import eventually, voice_params
+from tests.server.conftest import EnvFactory
+from tests.server.hosted_calls import CALLER, dial, greeted, stored_turns, user_turns
+from tests.server.media_emulator import SILENCE, media_call
+from tests.server.twilio_emulator import eventually
 from voxline import Agent
 from voxline.agents.spec import AgentSpec
 
 pytest.importorskip("deepgram", reason="needs deepgram-sdk (the deepgram or dev extra)")
 
-CALLER = "+14155550100"
 GREETING = "Hello, this is the shop."
 QUESTION = 5000  # the caller's amplitude: what the fake hears as the question
 STOP = 9000
@@ -69,23 +68,6 @@ def hosted_agent(stt: str = "deepgram:nova-3", **turn: Any) -> Agent:
         "turn": turn,
     }
     return Agent(AgentSpec.model_validate(spec))
-
-
-async def dial(env: Env) -> ET.Element:
-    response = await env.twilio.post("/twilio/voice", voice_params(CALLER))
-    assert response.status_code == 200, response.text
-    return ET.fromstring(response.text)
-
-
-async def greeted(phone: MediaClient) -> None:
-    await eventually(lambda: bool(phone.events("media")))
-    await phone.quiet()
-
-
-async def user_turns(env: Env) -> list[str]:
-    await env.idle()
-    turns = await env.store.load_turns(await env.conversation_id(f"phone:{CALLER}"))
-    return [t["data"]["content"] for t in turns if t["kind"] == "user_text"]
 
 
 async def test_the_callers_mulaw_reaches_deepgram_and_its_words_are_answered(
@@ -151,8 +133,7 @@ async def test_interim_words_stop_the_agent_mid_sentence(
             await eventually(lambda: len(env.llm.requests) == 2)
             await phone.quiet()
             await phone.stop()
-        await env.idle()  # the call's last turns are written through when it ends
-        turns = await env.store.load_turns(await env.conversation_id(f"phone:{CALLER}"))
+        turns = await stored_turns(env)  # written through when the call ends
     bot = [t["data"] for t in turns if t["kind"] == "bot_text"]
     cut = next(t for t in bot if t.get("interrupted"))
     assert LONG_REPLY.startswith(cut["content"]) and cut["content"] != LONG_REPLY

@@ -139,6 +139,10 @@ class ElevenLabsTTS:
                         yield chunk
                 if message.get("isFinal"):
                     break
+            # Closed before the last audio is handed over, so the stream ends the moment its
+            # consumer takes that audio: a speaker deciding whether more speech follows must
+            # not see a voice still busy closing a socket.
+            await ws.close()
             last = utterance.finish()
             if last is not None:
                 yield last
