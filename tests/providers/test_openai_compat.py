@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,6 +21,15 @@ from tests.providers.chat_server import (
     text_reply,
     usage_chunk,
 )
+from tests.providers.compat_requests import (
+    HOURS,
+    WEATHER,
+    ask,
+    call_delta,
+    calls_of,
+    events_of,
+    tool_request,
+)
 from voxline.providers.llm.base import (
     ChatMessage,
     ConfigurationError,
@@ -29,63 +37,12 @@ from voxline.providers.llm.base import (
     LLMEvent,
     LLMRequest,
     TextDelta,
-    ToolCallAccumulator,
     ToolCallDelta,
     ToolCallRequest,
-    ToolDefinition,
     Usage,
     complete,
 )
 from voxline.providers.llm.openai_compat import OpenAICompatibleLLM
-
-HOURS = ToolDefinition(
-    name="get_hours",
-    description="Opening hours for a day.",
-    parameters={"type": "object", "properties": {"day": {"type": "string"}}},
-)
-WEATHER = ToolDefinition(
-    name="get_weather",
-    description="The weather in a city.",
-    parameters={"type": "object", "properties": {"city": {"type": "string"}}},
-)
-
-
-def ask(text: str = "When are you open?", **kwargs: Any) -> LLMRequest:
-    return LLMRequest(messages=[ChatMessage(role="user", content=text)], **kwargs)
-
-
-def tool_request(**kwargs: Any) -> LLMRequest:
-    return ask(tools=[HOURS, WEATHER], **kwargs)
-
-
-def call_delta(**fields: Any) -> dict[str, Any]:
-    return {"tool_calls": [fields]}
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[ChatServer]:
-    async with ChatServer() as running:
-        yield running
-
-
-@pytest.fixture
-async def llm(server: ChatServer) -> AsyncIterator[OpenAICompatibleLLM]:
-    model = OpenAICompatibleLLM("test-model", base_url=server.base_url, max_retries=0)
-    yield model
-    await model.aclose()
-
-
-def calls_of(events: list[LLMEvent]) -> list[ToolCallRequest]:
-    calls = ToolCallAccumulator()
-    for event in events:
-        if isinstance(event, ToolCallDelta):
-            calls.add(event)
-    return calls.calls()
-
-
-async def events_of(llm: OpenAICompatibleLLM, request: LLMRequest) -> list[LLMEvent]:
-    return [event async for event in llm.stream(request)]
-
 
 # --- text and request shape -------------------------------------------------------------------
 
@@ -503,112 +460,6 @@ async def test_a_reply_closed_early_leaves_the_client_usable(
     await stream.aclose()  # a barge-in cancels the reply
 
     assert (await asyncio.wait_for(complete(llm, ask()), 10)).text == "again"
-
-
-# --- tool calls written as text ---------------------------------------------------------------
-
-
-def content_stream(*pieces: str) -> SSE:
-    return text_reply(*pieces, usage=None)
-
-
-@pytest.mark.parametrize(
-    "pieces",
-    [
-        ["```", "json\n", '{"name": "get_hours", ', '"arguments": {"day": "sat"}}', "\n```"],
-        ["  {", '"name": "get_hours", "arguments": "{\\"day\\": \\"sat\\"}"', "}"],
-        ['[{"name": "get_hours", "parameters": {"day": "sat"}}]'],
-    ],
-    ids=["fenced", "bare-string-arguments", "list-with-parameters"],
-)
-async def test_tool_call_written_as_text_becomes_a_call(
-    server: ChatServer, llm: OpenAICompatibleLLM, pieces: list[str]
-) -> None:
-    server.add(content_stream(*pieces))
-
-    events = await events_of(llm, tool_request())
-
-    assert not any(isinstance(e, TextDelta) for e in events)
-    [call] = calls_of(events)
-    assert (call.name, call.parsed_arguments()) == ("get_hours", {"day": "sat"})
-    assert call.id.startswith("call_")
-
-
-async def test_prose_after_a_text_tool_call_is_kept(
-    server: ChatServer, llm: OpenAICompatibleLLM
-) -> None:
-    server.add(content_stream('```json\n{"name": "get_hours", "arguments": {}}\n```', "\nOne sec."))
-
-    result = await complete(llm, tool_request())
-
-    assert result.text.strip() == "One sec."
-    assert [c.name for c in result.tool_calls] == ["get_hours"]
-
-
-async def test_prose_streams_without_waiting_for_the_end(
-    server: ChatServer, llm: OpenAICompatibleLLM
-) -> None:
-    server.add(content_stream("``", "`python\nprint(1)\n```", " done"))
-    stream = llm.stream(tool_request())
-
-    assert await anext(stream) == TextDelta("```python\nprint(1)\n```")
-    assert [e async for e in stream] == [TextDelta(" done")]
-
-
-@pytest.mark.parametrize(
-    "text",
-    ['{"name": "delete_everything", "arguments": {}}', '{"answer": 42}', "{not json at all"],
-)
-async def test_json_that_is_no_known_tool_call_stays_text(
-    server: ChatServer, llm: OpenAICompatibleLLM, text: str
-) -> None:
-    server.add(content_stream(text[:5], text[5:]))
-
-    result = await complete(llm, tool_request())
-
-    assert (result.text, result.tool_calls) == (text, [])
-
-
-async def test_text_tool_calls_are_not_parsed_without_tools(
-    server: ChatServer, llm: OpenAICompatibleLLM
-) -> None:
-    text = '{"name": "get_hours", "arguments": {}}'
-    server.add(content_stream(text))
-    assert (await complete(llm, ask())).text == text
-
-
-async def test_text_tool_call_parsing_can_be_turned_off(server: ChatServer) -> None:
-    text = '{"name": "get_hours", "arguments": {}}'
-    server.add(content_stream(text))
-    model = OpenAICompatibleLLM(
-        "m", base_url=server.base_url, max_retries=0, parse_text_tool_calls=False
-    )
-
-    result = await complete(model, tool_request())
-
-    assert (result.text, result.tool_calls) == (text, [])
-    await model.aclose()
-
-
-async def test_structured_calls_win_over_json_text(
-    server: ChatServer, llm: OpenAICompatibleLLM
-) -> None:
-    """A server that sends both must not produce the call twice, nor speak the JSON."""
-    server.add(
-        SSE(
-            [
-                chunk({"role": "assistant", "content": '{"name": "get_hours", "arguments": {}}'}),
-                chunk(call_delta(index=0, id="call_s", function={"name": "get_hours"})),
-                chunk(finish_reason="tool_calls"),
-                "[DONE]",
-            ]
-        )
-    )
-
-    result = await complete(llm, tool_request())
-
-    assert result.text == ""
-    assert result.tool_calls == [ToolCallRequest(id="call_s", name="get_hours", arguments="{}")]
 
 
 def test_server_on_a_thread_serves_synchronous_callers() -> None:
