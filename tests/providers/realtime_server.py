@@ -31,78 +31,30 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import itertools
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from tests.providers.realtime_items import (
+    Call,
+    Connection,
+    Reply,
+    new_id,
+    stream_function_call,
+    stream_speech,
+)
 from voxline.audio import mulaw_decode
 
+__all__ = ["Call", "Connection", "FakeRealtimeServer", "Reply", "realtime_server"]
+
 SPEECH_RMS = 600.0  # PCM16 level above which a 20 ms chunk counts as speech
-
-
-@dataclass
-class Call:
-    name: str
-    arguments: dict[str, Any]
-
-
-@dataclass
-class Reply:
-    """One scripted response: `transcript` spoken as `audio` (in the session's output format),
-    sent in `chunk`-byte deltas every `delay` seconds; or a function `call`. `user` is the
-    transcript of the caller speech that triggers it (server VAD only)."""
-
-    transcript: str = ""
-    audio: bytes = b""
-    chunk: int = 800
-    delay: float = 0.0
-    call: Call | None = None
-    user: str = ""
-    status: str = "completed"
-
-
-@dataclass
-class Connection:
-    ws: ServerConnection
-    model: str
-    headers: Headers
-    received: list[dict[str, Any]] = field(default_factory=list)
-    audio: bytearray = field(default_factory=bytearray)
-    truncations: list[dict[str, Any]] = field(default_factory=list)
-    outputs: list[dict[str, Any]] = field(default_factory=list)  # function_call_output items
-    items: list[dict[str, Any]] = field(default_factory=list)  # the conversation, server side
-    session: dict[str, Any] = field(default_factory=dict)
-    sent: list[dict[str, Any]] = field(default_factory=list)
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [event for event in self.received if event.get("type") == kind]
-
-    async def send(self, event: dict[str, Any]) -> None:
-        event = {"event_id": f"event_{next(_ids)}", **event}
-        self.sent.append(event)
-        with contextlib.suppress(ConnectionClosed):
-            await self.ws.send(json.dumps(event))
-
-    async def drop(self) -> None:
-        """The socket dies without a close frame (a network failure)."""
-        self.ws.transport.abort()
-
-
-_ids = itertools.count(1)
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}_{next(_ids)}"
 
 
 def _error(message: str, code: str, event_id: str | None = None) -> dict[str, Any]:
@@ -188,7 +140,7 @@ class _Session:
             "type": "realtime",
             "model": conn.model,
             "object": "realtime.session",
-            "id": _id("sess"),
+            "id": new_id("sess"),
             "output_modalities": ["audio"],
             "instructions": "",
             "audio": {
@@ -303,7 +255,7 @@ class _Session:
         now_ms = int(self.received_bytes / self._bytes_per_ms())
         if loud and not self.speaking:
             self.speaking, self.quiet_ms = True, 0
-            self.speech_item = _id("item")
+            self.speech_item = new_id("item")
             self.speech_start_ms = now_ms
             await self.conn.send(
                 {
@@ -336,7 +288,7 @@ class _Session:
                 )
             )
             return
-        await self._commit(_id("item"), create=False)
+        await self._commit(new_id("item"), create=False)
 
     async def _on_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
         self.buffer.clear()
@@ -404,7 +356,7 @@ class _Session:
                 _error("item must be a message or a function call.", "invalid_item")
             )
             return
-        item = {"id": _id("item"), "object": "realtime.item", "status": "completed", **item}
+        item = {"id": new_id("item"), "object": "realtime.item", "status": "completed", **item}
         if item["type"] == "function_call_output":
             self.conn.outputs.append(item)
         at, ids = len(self.conn.items), [known["id"] for known in self.conn.items]
@@ -464,7 +416,7 @@ class _Session:
             )
             return
         reply = self.server.script.popleft()
-        self.response_id = _id("resp")
+        self.response_id = new_id("resp")
         self.response = asyncio.create_task(self._respond(self.response_id, reply))
 
     async def _respond(self, response_id: str, reply: Reply) -> None:
@@ -484,9 +436,9 @@ class _Session:
         )
         try:
             if reply.call is not None:
-                output.append(await self._function_call(base, reply.call))
+                output.append(await stream_function_call(self.conn, base, reply.call))
             else:
-                output.append(await self._speak(base, reply))
+                output.append(await stream_speech(self.conn, base, reply))
         except asyncio.CancelledError:
             status, reason = "cancelled", "turn_detected"
         finally:
@@ -513,103 +465,6 @@ class _Session:
                     ],
                 }
             )
-
-    async def _function_call(self, base: dict[str, Any], call: Call) -> dict[str, Any]:
-        item = {
-            "id": _id("item"),
-            "object": "realtime.item",
-            "type": "function_call",
-            "status": "in_progress",
-            "call_id": _id("call"),
-            "name": call.name,
-            "arguments": "",
-        }
-        self.conn.items.append(item)
-        ids = {**base, "item_id": item["id"], "output_index": 0, "call_id": item["call_id"]}
-        await self.conn.send(
-            {"type": "response.output_item.added", **base, "output_index": 0, "item": item}
-        )
-        await self.conn.send({"type": "conversation.item.added", "item": item})
-        arguments = json.dumps(call.arguments)
-        middle = len(arguments) // 2
-        for part in (arguments[:middle], arguments[middle:]):
-            await self.conn.send(
-                {"type": "response.function_call_arguments.delta", **ids, "delta": part}
-            )
-        await self.conn.send(
-            {
-                "type": "response.function_call_arguments.done",
-                **ids,
-                "name": call.name,
-                "arguments": arguments,
-            }
-        )
-        item.update(status="completed", arguments=arguments)
-        await self.conn.send(
-            {"type": "response.output_item.done", **base, "output_index": 0, "item": item}
-        )
-        await self.conn.send({"type": "conversation.item.done", "item": item})
-        return item
-
-    async def _speak(self, base: dict[str, Any], reply: Reply) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "id": _id("item"),
-            "object": "realtime.item",
-            "type": "message",
-            "role": "assistant",
-            "status": "in_progress",
-            "content": [],
-        }
-        self.conn.items.append(item)
-        ids = {**base, "item_id": item["id"], "output_index": 0, "content_index": 0}
-        await self.conn.send(
-            {"type": "response.output_item.added", **base, "output_index": 0, "item": item}
-        )
-        await self.conn.send({"type": "conversation.item.added", "item": item})
-        await self.conn.send(
-            {
-                "type": "response.content_part.added",
-                **ids,
-                "part": {"type": "audio", "transcript": ""},
-            }
-        )
-        chunks = [reply.audio[i : i + reply.chunk] for i in range(0, len(reply.audio), reply.chunk)]
-        words = reply.transcript.split(" ")
-        per_chunk = max(1, -(-len(words) // max(1, len(chunks))))
-        said: list[str] = []
-        for index in range(max(len(chunks), 1)):
-            piece = words[index * per_chunk : (index + 1) * per_chunk]
-            if piece:  # transcript first, then its audio: the order varies on OpenAI too
-                delta = (" " if said else "") + " ".join(piece)
-                said.append(delta)
-                await self.conn.send(
-                    {"type": "response.output_audio_transcript.delta", **ids, "delta": delta}
-                )
-            if index < len(chunks):
-                audio = base64.b64encode(chunks[index]).decode()
-                await self.conn.send({"type": "response.output_audio.delta", **ids, "delta": audio})
-            if reply.delay:
-                await asyncio.sleep(reply.delay)
-        rest = words[len(chunks) * per_chunk :]
-        if rest:
-            delta = (" " if said else "") + " ".join(rest)
-            await self.conn.send(
-                {"type": "response.output_audio_transcript.delta", **ids, "delta": delta}
-            )
-        transcript = reply.transcript
-        await self.conn.send({"type": "response.output_audio.done", **ids})
-        await self.conn.send(
-            {"type": "response.output_audio_transcript.done", **ids, "transcript": transcript}
-        )
-        part = {"type": "audio", "transcript": transcript}
-        await self.conn.send({"type": "response.content_part.done", **ids, "part": part})
-        item.update(status=reply.status if reply.status != "completed" else "completed")
-        item["content"] = [{"type": "output_audio", "transcript": transcript}]
-        await self.conn.send(
-            {"type": "response.output_item.done", **base, "output_index": 0, "item": item}
-        )
-        await self.conn.send({"type": "conversation.item.done", "item": item})
-        return item
 
 
 @contextlib.asynccontextmanager
