@@ -156,6 +156,8 @@ async def test_a_typed_question_is_answered_with_tool_latency_and_events(
         await page.click("#send")
         bot = page.locator(".turn.bot .text", has_text=REPLY)
         await bot.wait_for(timeout=WAIT_MS)
+        # With no `?transport=`, the page chose WebRTC (the server has aiortc).
+        assert await page.inner_text("#transport-name") == "WebRTC"
         await page.locator(".turn.tool", has_text="lookup_order").wait_for(timeout=WAIT_MS)
         await page.locator("#latency-rows tr.typed").first.wait_for(timeout=WAIT_MS)
         assert "ms" in (await page.locator("#latency-rows tr.typed").first.inner_text())
@@ -178,22 +180,37 @@ async def test_a_typed_question_is_answered_with_tool_latency_and_events(
         await page.locator(".turn.bot .text", has_text=REPLY).first.wait_for(timeout=WAIT_MS)
 
 
+@pytest.mark.parametrize(("transport", "shown"), [("webrtc", "WebRTC"), ("ws", "WebSocket")])
 async def test_a_spoken_question_is_answered_and_a_barge_in_strikes_out_the_unheard_rest(
-    make_env: EnvFactory, browser: object, errors: list[str]
+    make_env: EnvFactory, browser: object, errors: list[str], transport: str, shown: str
 ) -> None:
+    """Over each transport, forced (`?transport=webrtc` never falls back to the socket)."""
     script = [FakeReply(LONG_REPLY, token_delay=0.005)] + [FakeReply(REPLY)] * 4
     async with make_env(script, agents=[helper()]) as env:
-        page = await browser.new_page(viewport={"width": 390, "height": 844})  # type: ignore[attr-defined]
+        page = await browser.new_page(viewport={"width": 1280, "height": 860})  # type: ignore[attr-defined]
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        await page.goto(env.twilio.base + "/")
+        await page.goto(f"{env.twilio.base}/?transport={transport}")
         await page.click("#talk")
+        await page.locator("#transport-name", has_text=shown).wait_for(timeout=WAIT_MS)
         await page.locator(".turn.user .text", has_text=HEARD).first.wait_for(timeout=WAIT_MS)
+        await page.locator(".turn.bot .text", has_text="The forecast").first.wait_for(
+            timeout=WAIT_MS
+        )
         await page.locator("#latency-rows tr.spoken").first.wait_for(timeout=WAIT_MS)
+        row = await page.locator("#latency-rows tr.spoken").first.inner_text()
+        assert row.count("ms") >= 3  # end of turn, transcript, first token, ... in ms
         level = await page.get_attribute("#level-bar", "data-level")
         assert level is not None  # the meter runs (its value depends on where the loop is)
         # The WAV loops: the question comes again while the long answer plays, and cuts it.
         await page.locator(".turn.bot.interrupted .unheard").first.wait_for(timeout=WAIT_MS)
         events = await page.locator("#events-list").inner_text()
         assert "transcribing" in events and "interrupted" in events
+        # The words heard at the question's pause reached the page before its transcript.
+        assert await page.locator("#events-list .event.interim", has_text=HEARD).count() > 0
+        assert await page.locator("#events-list .event.clear").count() > 0
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(SCREENSHOTS / "spoken-mobile.png"), full_page=True)
+        await page.screenshot(path=str(SCREENSHOTS / f"spoken-{transport}-desktop.png"))
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await page.screenshot(
+            path=str(SCREENSHOTS / f"spoken-{transport}-mobile.png"), full_page=True
+        )

@@ -100,6 +100,7 @@ window.VoxlinePanels = (() => {
       case "hello": return `${msg.agent}, conversation ${msg.conversation_id}` + (msg.resumed ? " (resumed)" : "");
       case "transcript": return `${msg.role}${msg.interrupted ? " (interrupted)" : ""}: ${msg.text}`;
       case "end": return msg.reason;
+      case "interim": return msg.text;
       default: return "";
     }
   }
