@@ -326,3 +326,14 @@ async def test_the_first_audio_starts_at_the_first_clause(store: Store, settings
     # and its last word is certain only when the stream ends (the usage event, 0.1 s later).
     assert firsts[True] == pytest.approx(0.05, abs=0.021)  # the fake TTS's delay
     assert firsts[False] == pytest.approx(0.85, abs=0.021)
+
+
+async def test_text_known_in_full_is_spoken_in_whole_sentences(
+    store: Store, settings: Settings
+) -> None:
+    call = Call(store, settings, vad=[(0.0, 0.3)], words=[], replies=[])
+    await call.start()
+    await call.session.say("Hello there, welcome to the shop. How can I help?")
+    await call.run(4.0)
+    assert call.tts.texts == ["Hello there, welcome to the shop.", "How can I help?"]
+    await call.close()

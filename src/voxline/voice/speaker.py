@@ -150,6 +150,8 @@ class Speaker:
         if self._turn is not turn:
             self.end_turn()
             self._turn, self._offset = turn, 0
+            if turn.complete:  # known in full (a greeting, a fixed line): no model to wait for,
+                self._chunker = SentenceChunker()  # so whole sentences, for the best prosody
         for sentence in self._chunker.feed(delta):
             self._enqueue(turn, sentence)
         if turn.complete:
