@@ -5,9 +5,12 @@ Each case is one utterance - spoken by espeak-ng (flat, robotic prosody) and by 
 voxline's own `Listener` (Silero VAD, Whisper tiny.en for the words) in 20 ms frames at
 real-time pace, so the model's thread and the recognizer compete for the CPU as on a call.
 Printed per case, voice and strategy: when the turn ended after the caller's last speech
-("delay", seconds), the model's probability that the turn was complete, the latest words the
-strategy had (while-speaking or pause transcript), and a verdict: unfinished turns must
-not end before 1 s ("CUT"), finished ones should end sooner than the 0.6 s rule ("slow").
+("delay", seconds), when its final transcript was ready ("words": a reply needs both), the
+model's probability that the turn was complete, the latest words the strategy had
+(while-speaking or pause transcript), and a verdict: unfinished turns must not end before 1 s
+("CUT"), finished ones should end sooner than the 0.6 s rule ("slow"). The machine's load
+average is printed before and after: on a shared 2-core box Whisper's speed, and so every
+number here, depends on it.
 
     .venv/bin/python benchmarks/end_of_turn.py            # every case, both voices
     .venv/bin/python benchmarks/end_of_turn.py --voice piper --only number
@@ -70,7 +73,11 @@ def framed(pcm: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros(RATE // 2, np.int16), core, np.zeros(RATE * 3, np.int16)])
 
 
-async def run_case(pcm: np.ndarray, strategy: EndOfTurnStrategy) -> SpeechEnded | None:
+async def run_case(
+    pcm: np.ndarray, strategy: EndOfTurnStrategy
+) -> tuple[SpeechEnded, float] | None:
+    """The turn's end, and the seconds from its last speech until its final transcript was
+    ready (what a reply really waits for: the end of turn, and the words)."""
     listener = Listener(
         create_vad("local"),
         create_stt("local"),
@@ -84,7 +91,8 @@ async def run_case(pcm: np.ndarray, strategy: EndOfTurnStrategy) -> SpeechEnded 
         for n, offset in enumerate(range(0, len(pcm), FRAME)):
             for event in listener.push(pcm[offset : offset + FRAME]):
                 if isinstance(event, SpeechEnded):
-                    return event
+                    await listener.final_transcript(event)
+                    return event, loop.time() - start - event.speech_end
             await asyncio.sleep(max(0.0, start + (n + 1) * FRAME / RATE - loop.time()))
         return None
     finally:
@@ -102,7 +110,7 @@ async def main() -> None:
     voices = ["espeak", "piper"] if args.voice == "both" else [args.voice]
     cases = [(text, done) for text, done in CASES if args.only.lower() in text.lower()]
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'voice':6} {'case':44} {'rule':11} {'delay':>5}  {'p':>4}  verdict  words")
+    print(f"{'voice':6} {'case':44} {'rule':11} {'delay':>5} {'words':>5}  p  verdict  heard")
     tally: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for voice in voices:
@@ -114,8 +122,10 @@ async def main() -> None:
                     ("smart-turn", SmartTurnEndOfTurn()),
                 ]
                 for name, strategy in strategies:
-                    ended = await run_case(pcm, strategy)
-                    delay = ended.t - ended.speech_end if ended else float("nan")
+                    result = await run_case(pcm, strategy)
+                    delay, ready = float("nan"), float("nan")
+                    if result is not None:
+                        delay, ready = result[0].t - result[0].speech_end, result[1]
                     probs = getattr(strategy, "decisions", [])
                     p = " ".join(f"{x:.2f}" for x in probs) or "-"
                     ok = (delay > 1.0) if not done else (delay < 0.6)
@@ -126,7 +136,7 @@ async def main() -> None:
                     if isinstance(strategy, SmartTurnEndOfTurn):
                         words = repr(strategy.words)
                     print(
-                        f"{voice:6} {text[:44]:44} {name:11} {delay:5.2f}  {p:>4}  "
+                        f"{voice:6} {text[:44]:44} {name:11} {delay:5.2f} {ready:5.2f}  {p:>4}  "
                         f"{verdict:7}  {words}",
                         flush=True,
                     )

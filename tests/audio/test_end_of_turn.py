@@ -44,3 +44,16 @@ def test_transcript_strategy_clamps_predictions_and_checks_its_bounds() -> None:
     assert strategy.needed == pytest.approx(0.3)
     with pytest.raises(ValueError):
         TranscriptEndOfTurn(lambda text: 0.5, silence=3.0, max_silence=2.0)
+
+
+def test_an_agent_names_smart_turn_and_its_silence_sets_the_fallback_rule() -> None:
+    from voxline.agents.spec import TurnSettings
+    from voxline.audio.end_of_turn import strategy_named
+    from voxline.audio.smart_turn import SmartTurnEndOfTurn
+
+    turn = TurnSettings(end_of_turn="smart-turn", end_of_turn_silence=0.8)
+    strategy = strategy_named(turn.end_of_turn, turn)
+    assert isinstance(strategy, SmartTurnEndOfTurn)
+    assert (strategy.ask_after, strategy.silence, strategy.max_silence) == (0.2, 0.8, 2.0)
+    assert strategy.transcribe_every  # the listener gives it words while the caller talks
+    assert strategy_named("silence", TurnSettings()) is None  # the pipeline's own default

@@ -7,11 +7,28 @@ sounds finished. Its ONNX file ships inside the `pipecat-ai` wheel; voxline depe
 (extra `smart-turn`) for the file only and never imports pipecat: the features are computed here
 (Whisper-style log-mel, numpy) and the model runs on onnxruntime.
 
-The strategy: after a short silence (`ask_after`) the audio so far goes to the model on a worker
-thread - the gate polls `is_complete` once per VAD chunk on the event loop and never waits for
-it. "Complete" ends the turn at once; "incomplete" waits for `max_silence`, which also bounds a
-model that is slow or still loading. If the model fails, the plain silence rule takes over, so a
-broken install degrades to today's behaviour instead of a stuck call.
+The features match the reference: on the same audio they are bit-identical to those of the
+wheel's own analyzer (8 s window, zero-padded in front, waveform normalised, Slaney mel), and so
+are its predictions - where it is wrong, the model is.
+
+And it is wrong in one place that matters on a phone line: read-out digits ("my number is four
+one five") and a half-said e-mail address have the flat, falling pitch of a finished sentence,
+and smart-turn calls them complete (0.86-0.96 with espeak-ng and Piper voices). So the words
+check the voice:
+
+- While the caller talks, the listener transcribes the turn so far every `transcribe_every`
+  seconds of speech (`update_partial`). Those words are late by up to a second, too late to
+  judge an ending, but early enough to see a number or an address being read out
+  (`still_dictating`): such a cue is said before the digits, and the digits take longer.
+- After a short silence (`ask_after`) the audio so far goes to the model on a worker thread (the
+  gate polls `is_complete` once per VAD chunk on the event loop and never waits for it).
+  "Complete" ends the turn at once - unless the early words show dictation or miss more than
+  `max_unheard` seconds of speech; then the pause's own transcript (`update_transcript`)
+  decides: words that stop mid-number, mid-address or on "and" keep the turn open.
+- "Incomplete" waits for `max_silence`, which also bounds a model or recognizer that is slow;
+  at the silence rule's time the model is asked once more if the pause's words sound finished.
+  If the model fails, the plain silence rule takes over, so a broken install degrades to the
+  default behaviour instead of a stuck call.
 """
 
 from __future__ import annotations
