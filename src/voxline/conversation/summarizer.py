@@ -9,6 +9,13 @@ storage follows). Three things make that safe on a call in progress:
   summarizer, unchanged since, are replaced; anything added or edited meanwhile is never lost.
 - Any failure leaves the conversation as it was: a missing summary costs tokens, a broken one
   costs the call.
+
+And the summary must stay a summary (`summary_check.py` has the rules): generation stops early
+when the model loops or runs far past the word budget, and such an answer (or one over budget)
+is asked for once more, more firmly; whatever comes back is then de-duplicated, keeps the facts
+of the earlier summary it replaces (unless a fact with the same label corrects one), gets a
+compact "Latest:" line for each of the newest replaced turns it does not mention, and is cut at
+sentence and line boundaries to the budget.
 """
 
 from __future__ import annotations
@@ -21,6 +28,14 @@ from collections.abc import Sequence
 
 import structlog
 
+from voxline.conversation.summary_check import (
+    Summary,
+    carry_facts,
+    compact_line,
+    covers,
+    loop_start,
+    words,
+)
 from voxline.conversation.summary_policy import SummaryPolicy
 from voxline.conversation.turns import (
     BotTurn,
@@ -33,7 +48,7 @@ from voxline.conversation.turns import (
     TurnStore,
     UserTurn,
 )
-from voxline.providers.llm.base import LLM, ChatMessage, LLMRequest, complete
+from voxline.providers.llm.base import LLM, ChatMessage, LLMRequest, TextDelta
 
 log = structlog.get_logger("voxline.summarizer")
 
@@ -43,6 +58,8 @@ CHARS_PER_TOKEN = 4
 # planned. Turns above it were added since, which is what debouncing counts; it is persisted with
 # the turn, so a resumed conversation debounces the same way.
 SEEN_THROUGH_SEQ = "seen_through_seq"
+RUNAWAY = 1.5  # generation stops past this many times the word budget (plus a sentence)
+NEWEST_COVERED = 2  # the newest replaced turns whose content a summary must mention
 
 
 def render_turn(turn: Turn) -> str:
@@ -120,6 +137,11 @@ def _is_summary(turn: Turn) -> bool:
     return isinstance(turn, SystemTurn) and turn.summary
 
 
+def _summaries(turns: Sequence[Turn]) -> str:
+    """The text of the earlier summaries among `turns`."""
+    return "\n".join(t.content for t in turns if isinstance(t, SystemTurn) and t.summary)
+
+
 class Summarizer:
     """Decides when a conversation is too long and replaces its older turns with a summary.
 
@@ -166,11 +188,10 @@ class Summarizer:
         versions = {turn.id: turn.version for turn in replaced}
         logger = log.bind(conversation_id=store.conversation_id, llm=self.llm.label)
         try:
-            completion = await complete(self.llm, self.build_request(replaced))
+            text = await self._write(replaced, logger)
         except Exception:
             logger.exception("summary failed; conversation left as it was")
             return None
-        text = completion.text.strip()
         if not text:
             logger.warning("summarizer returned no text; conversation left as it was")
             return None
@@ -196,10 +217,98 @@ class Summarizer:
         logger.info("conversation summarized", replaced=len(replaced), kept=len(store) - 1)
         return summary
 
-    def build_request(self, replaced: Sequence[Turn]) -> LLMRequest:
-        """The summarizer's prompt for these turns; public so a caller can inspect or log it."""
-        transcript = "\n".join(line for turn in replaced if (line := render_turn(turn)))
-        prompt = f"Summarize this transcript:\n<transcript>\n{transcript}\n</transcript>"
+    async def _write(self, replaced: Sequence[Turn], logger: structlog.BoundLogger) -> str:
+        """The checked summary text for `replaced` ("" when the model said nothing usable).
+
+        One retry, more firmly worded, for an answer that looped or ran over the budget; a
+        failing retry keeps the first answer. Then the rules of the module doc apply."""
+        budget = self.policy.max_summary_words
+        text, problem = await self._generate(self.build_request(replaced))
+        if problem is None and words(Summary.parse(text).dedupe().render()) > budget:
+            problem = f"it was {words(text)} words long"
+        if problem is not None:
+            logger.warning("summary rejected; asking again", problem=problem, words=words(text))
+            retry = (
+                f"Your previous summary was rejected: {problem}. Write it again in at most "
+                f"{budget} words, saying each thing once."
+            )
+            try:
+                second, again = await self._generate(self.build_request(replaced, retry=retry))
+            except Exception:
+                logger.warning("summary retry failed; trimming the first answer", exc_info=True)
+            else:
+                if second.strip() and (again is None or words(second) < words(text)):
+                    text = second
+        return self.finish(text, replaced)
+
+    async def _generate(self, request: LLMRequest) -> tuple[str, str | None]:
+        """Streams the model's answer, stopping early when it loops (the text is cut where the
+        loop began) or runs past `RUNAWAY` times the budget. Returns the text and the problem
+        seen, if any."""
+        runaway = self.policy.max_summary_words * RUNAWAY + 20
+        parts: list[str] = []
+        checked = 0
+        stream = self.llm.stream(request)
+        try:
+            async for event in stream:
+                if not isinstance(event, TextDelta):
+                    continue
+                parts.append(event.text)
+                checked += len(event.text)
+                if checked < 80 and not any(mark in event.text for mark in ".!?\n"):
+                    continue  # look again once a sentence may have ended
+                checked = 0
+                text = "".join(parts)
+                start = loop_start(text)
+                if start is not None:
+                    return text[:start].strip(), "it repeated itself"
+                if words(text) > runaway:
+                    return text.strip(), f"it ran past {words(text)} words"
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()  # a stop above ends the provider's stream too
+        text = "".join(parts).strip()
+        start = loop_start(text)
+        if start is not None:
+            return text[:start].strip(), "it repeated itself"
+        return text, None
+
+    def finish(self, text: str, replaced: Sequence[Turn]) -> str:
+        """The model's `text` made to follow the rules (public: the rules are the contract)."""
+        if not text.strip():
+            return ""
+        summary = Summary.parse(text).dedupe()
+        previous = Summary.parse(_summaries(replaced))
+        summary.facts += carry_facts(previous, summary)
+        newest = [line for turn in replaced if not _is_summary(turn) if (line := render_turn(turn))]
+        rendered = summary.render()
+        for line in newest[-NEWEST_COVERED:]:
+            if not covers(rendered, line):
+                summary.latest.append(compact_line(line))
+        return summary.fit(self.policy.max_summary_words).render()
+
+    def build_request(self, replaced: Sequence[Turn], *, retry: str | None = None) -> LLMRequest:
+        """The summarizer's prompt for these turns; public so a caller can inspect or log it.
+
+        An earlier summary among them is shown on its own, to be updated, so the model does not
+        take it for the conversation and copy it; `retry` says what was wrong with a first try.
+        """
+        earlier = _summaries(replaced)
+        transcript = "\n".join(
+            line for turn in replaced if not _is_summary(turn) if (line := render_turn(turn))
+        )
+        prompt = ""
+        if earlier:
+            prompt = (
+                "Update this earlier summary with the conversation that followed it: keep its "
+                "facts unless the conversation corrected them, and add what was said after it, "
+                "up to the last line.\n"
+                f"<earlier_summary>\n{earlier}\n</earlier_summary>\n"
+            )
+        prompt += f"Summarize this transcript:\n<transcript>\n{transcript}\n</transcript>"
+        if retry is not None:
+            prompt = f"{retry}\n{prompt}"
         return LLMRequest(
             messages=[
                 ChatMessage(role="system", content=self._instructions()),
