@@ -21,7 +21,7 @@ from voxline.store.sql import SqlStore
 from voxline.voice.realtime import RealtimeVoiceEngine
 from voxline.voice.realtime_summary import text_model
 
-SUMMARY = "The caller asked about orders 1 to 3. Facts:\n- order 1 shipped"
+SUMMARY = "The caller asked about orders 1 and 2: both shipped. Facts:\n- order 1 shipped"
 POLICY = {"max_turns": 5, "keep_last": 2, "max_tokens": None, "debounce_turns": 4}
 
 

@@ -278,15 +278,20 @@ class Summarizer:
         """The model's `text` made to follow the rules (public: the rules are the contract)."""
         if not text.strip():
             return ""
-        summary = Summary.parse(text).dedupe()
+        parsed = Summary.parse(text)
+        summary = parsed.dedupe()
         previous = Summary.parse(_summaries(replaced))
-        summary.facts += carry_facts(previous, summary)
+        carried = carry_facts(previous, summary)
+        summary.facts += carried
         newest = [line for turn in replaced if not _is_summary(turn) if (line := render_turn(turn))]
         rendered = summary.render()
         for line in newest[-NEWEST_COVERED:]:
             if not covers(rendered, line):
                 summary.latest.append(compact_line(line))
-        return summary.fit(self.policy.max_summary_words).render()
+        budget = self.policy.max_summary_words
+        if summary == parsed and words(text) <= budget:
+            return text.strip()  # nothing to mend: the model's own layout is kept
+        return summary.fit(budget).render()
 
     def build_request(self, replaced: Sequence[Turn], *, retry: str | None = None) -> LLMRequest:
         """The summarizer's prompt for these turns; public so a caller can inspect or log it.

@@ -24,6 +24,7 @@ LOOP_NGRAM_REPEATS = 5  # a 4-word run this often ("the user asked if") is a loo
 LATEST_LINE_WORDS = 30  # the most an appended line for an uncovered turn may take
 
 _FACTS_HEADER = re.compile(r"^\W*facts\W*$", re.IGNORECASE)
+_FACTS_TRAILING = re.compile(r"^(.*[.!?])\s+\W*facts\W*$", re.IGNORECASE)
 _FACTS_INLINE = re.compile(r"^\W*facts\s*:\s*(\S.*)$", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -112,6 +113,11 @@ class Summary:
         for raw in text.splitlines():
             line = raw.strip()
             if not line:
+                continue
+            trailing = _FACTS_TRAILING.match(line)
+            if trailing:  # "... where things stand. Facts:"
+                summary.synopsis += sentences(trailing.group(1))
+                in_facts = True
                 continue
             inline = _FACTS_INLINE.match(line)
             if _FACTS_HEADER.match(line) or inline:
