@@ -4,19 +4,16 @@ Terminate handshake, 50 ms audio messages from 20 ms phone frames, errors and a 
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
-from tests.providers.stt_fakes import FakeAssemblyAI, frames, mulaw_tone, tone
+from tests.providers.stt_fakes import FakeAssemblyAI, collect, mulaw_tone, send, tone
 from voxline.providers.stt.assemblyai import AssemblyAISTT
 from voxline.providers.stt.base import (
     LINEAR16_16K,
     MULAW_8K,
-    RecognitionStream,
     StreamOptions,
-    SttEvent,
     SttEventKind,
     SttStreamError,
 )
@@ -24,21 +21,6 @@ from voxline.providers.stt.base import (
 QUESTION = 5000
 PHRASES = {QUESTION: "my number is four one five", 9000: "yes"}
 K = SttEventKind
-
-
-async def collect(stream: RecognitionStream, until: SttEventKind | None = None) -> list[SttEvent]:
-    events: list[SttEvent] = []
-    async with asyncio.timeout(5):
-        async for event in stream.events():
-            events.append(event)
-            if event.kind is until:
-                break
-    return events
-
-
-def send(stream: RecognitionStream, audio: bytes, size: int = 160) -> None:
-    for frame in frames(audio, size):
-        stream.send(frame)
 
 
 async def test_phone_frames_go_as_mulaw_in_50_ms_messages_and_turns_end() -> None:

@@ -8,13 +8,11 @@ import asyncio
 
 import pytest
 
-from tests.providers.stt_fakes import FakeDeepgram, frames, mulaw_tone, tone
+from tests.providers.stt_fakes import FakeDeepgram, collect, mulaw_tone, send, tone
 from voxline.providers.stt.base import (
     LINEAR16_16K,
     MULAW_8K,
-    RecognitionStream,
     StreamOptions,
-    SttEvent,
     SttEventKind,
     SttStreamError,
 )
@@ -26,21 +24,6 @@ from voxline.providers.stt.deepgram import DeepgramSTT, parse_flux
 QUESTION = 5000
 PHRASES = {QUESTION: "what time is it", 9000: "stop"}
 K = SttEventKind
-
-
-async def collect(stream: RecognitionStream, until: SttEventKind | None = None) -> list[SttEvent]:
-    events: list[SttEvent] = []
-    async with asyncio.timeout(5):
-        async for event in stream.events():
-            events.append(event)
-            if event.kind is until:
-                break
-    return events
-
-
-def send(stream: RecognitionStream, audio: bytes, size: int = 160) -> None:
-    for frame in frames(audio, size):
-        stream.send(frame)
 
 
 async def test_nova_streams_phone_audio_as_is_with_interim_final_and_end_of_turn() -> None:

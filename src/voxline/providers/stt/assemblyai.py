@@ -33,22 +33,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 
 from voxline.providers.llm.base import ConfigurationError
-from voxline.providers.stt.base import (
-    PCM16,
-    AudioFormat,
-    RecognitionStream,
-    StreamOptions,
-    SttEvent,
-    SttEventKind,
-    SttStreamError,
-    Transcript,
-)
-from voxline.providers.stt.streaming import (
-    Control,
-    SocketStream,
-    transcribe_by_stream,
-    websocket_base,
-)
+from voxline.providers.stt.base import StreamOptions, SttEvent, SttEventKind, SttStreamError
+from voxline.providers.stt.streaming import Control, SocketStream, SocketSTT, refused
 from voxline.settings import Settings
 
 DEFAULT_BASE_URL = "wss://streaming.assemblyai.com"
@@ -64,19 +50,15 @@ _ENCODINGS = {"linear16": "pcm_s16le", "mulaw": "pcm_mulaw"}
 _REFUSED_CLOSE = {1008, 4001, 4002, 4003}  # not authorized, no funds, paid only
 
 
-class AssemblyAISTT:
+class AssemblyAISTT(SocketSTT):
     """A `StreamingSTT` on Universal-Streaming; its `transcribe` uses a short stream."""
 
-    sample_rate = 16000
+    provider = "assemblyai"
+    default_base_url = DEFAULT_BASE_URL
 
     def __init__(self, model: str, *, api_key: str, base_url: str | None = None) -> None:
-        self.model = MODELS[model]
-        self.label = f"assemblyai:{model}"
-        self.api_key = api_key
-        self.base_url = websocket_base(base_url, DEFAULT_BASE_URL)
-
-    def accepts(self, audio: AudioFormat) -> bool:
-        return audio.encoding in _ENCODINGS
+        super().__init__(model, api_key=api_key, base_url=base_url)
+        self.model = MODELS[model]  # the label keeps the name the spec used
 
     def url(self, options: StreamOptions) -> str:
         query: dict[str, Any] = {
@@ -91,13 +73,8 @@ class AssemblyAISTT:
             query["min_turn_silence"] = round(options.end_of_turn_silence * 1000)
         return f"{self.base_url}/v3/ws?{urlencode(query)}"
 
-    async def open_stream(self, options: StreamOptions) -> RecognitionStream:
-        stream = AssemblyAIStream(self, options)
-        await stream.start()
-        return stream
-
-    async def transcribe(self, pcm: PCM16, *, language: str | None = None) -> Transcript:
-        return await transcribe_by_stream(self, pcm, language=language)
+    def _stream(self, options: StreamOptions) -> SocketStream:
+        return AssemblyAIStream(self, options)
 
 
 class AssemblyAIStream(SocketStream):
@@ -119,12 +96,7 @@ class AssemblyAIStream(SocketStream):
                 max_size=2**20,
             )
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            raise SttStreamError(
-                f"{self.provider}: could not connect: HTTP {status}",
-                provider=self.provider,
-                retryable=status not in (400, 401, 402, 403, 404),
-            ) from exc
+            raise refused(self.provider, exc.response.status_code) from exc
 
     async def _send_audio(self, audio: bytes) -> None:
         assert self._ws is not None

@@ -32,22 +32,8 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from voxline.providers.llm.base import ConfigurationError
-from voxline.providers.stt.base import (
-    PCM16,
-    AudioFormat,
-    RecognitionStream,
-    StreamOptions,
-    SttEvent,
-    SttEventKind,
-    SttStreamError,
-    Transcript,
-)
-from voxline.providers.stt.streaming import (
-    Control,
-    SocketStream,
-    transcribe_by_stream,
-    websocket_base,
-)
+from voxline.providers.stt.base import StreamOptions, SttEvent, SttEventKind, SttStreamError
+from voxline.providers.stt.streaming import Control, SocketStream, SocketSTT, refused
 from voxline.settings import Settings
 
 DEFAULT_BASE_URL = "wss://api.deepgram.com"
@@ -57,31 +43,20 @@ DEFAULT_ENDPOINTING = 0.3  # seconds: Nova's finals arrive soon after each pause
 UTTERANCE_END_MS = 1000  # Deepgram's minimum
 FLUX_EOT_TIMEOUT_MS = 3000  # Flux ends a turn after this much silence whatever it thinks
 KEEPALIVE_SILENCE = 0.1  # seconds of silence Flux gets in place of a KeepAlive
-_REFUSED = {400, 401, 402, 403, 404}  # a retry would be refused the same way
 
 
-class DeepgramSTT:
+class DeepgramSTT(SocketSTT):
     """A `StreamingSTT` for one Deepgram model; its `transcribe` uses a short stream."""
 
-    sample_rate = 16000
+    provider = "deepgram"
+    default_base_url = DEFAULT_BASE_URL
 
     def __init__(self, model: str, *, api_key: str, base_url: str | None = None) -> None:
-        self.model = model
+        super().__init__(model, api_key=api_key, base_url=base_url)
         self.flux = model.startswith("flux")
-        self.label = f"deepgram:{model}"
-        self.api_key = api_key
-        self.base_url = websocket_base(base_url, DEFAULT_BASE_URL)
 
-    def accepts(self, audio: AudioFormat) -> bool:
-        return audio.encoding in ("linear16", "mulaw")
-
-    async def open_stream(self, options: StreamOptions) -> RecognitionStream:
-        stream = _FluxStream(self, options) if self.flux else _NovaStream(self, options)
-        await stream.start()
-        return stream
-
-    async def transcribe(self, pcm: PCM16, *, language: str | None = None) -> Transcript:
-        return await transcribe_by_stream(self, pcm, language=language)
+    def _stream(self, options: StreamOptions) -> SocketStream:
+        return _FluxStream(self, options) if self.flux else _NovaStream(self, options)
 
     def client(self) -> Any:
         deepgram = _sdk()
@@ -115,12 +90,7 @@ class _DeepgramStream(SocketStream):
             self._socket = await self._stack.enter_async_context(connect)
         except Exception as exc:
             status = getattr(exc, "status_code", None)
-            raise SttStreamError(
-                f"{self.provider}: could not connect: "
-                + (f"HTTP {status}" if status else str(exc) or type(exc).__name__),
-                provider=self.provider,
-                retryable=status not in _REFUSED,
-            ) from exc
+            raise refused(self.provider, status, str(exc) or type(exc).__name__) from exc
 
     def _connector(self) -> Any:
         raise NotImplementedError

@@ -18,6 +18,9 @@ read the provider's messages as `SttEvent`s; this class owns the rest, the same 
 
 `transcribe_by_stream` gives a streaming provider the batch `STT.transcribe` too, for anything
 that transcribes one utterance (the Realtime-compatible endpoint, a fallback chain).
+`SocketSTT` is what the WebSocket recognizers (Deepgram, AssemblyAI) share above their streams:
+a model, a key, a base URL (`VOXLINE_<PROVIDER>_BASE_URL`), both audio formats, a stream per
+`open_stream`, and `transcribe` over a short stream.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import structlog
@@ -320,6 +323,49 @@ async def _collect(stream: RecognitionStream, finals: list[str]) -> str:
         elif event.kind is SttEventKind.INTERIM:
             interim = event.text
     return interim
+
+
+class SocketSTT(ABC):
+    """A `StreamingSTT` whose streams are `SocketStream`s; subclasses name the provider and
+    make the stream (`_stream`)."""
+
+    provider: ClassVar[str]
+    default_base_url: ClassVar[str]
+    sample_rate = LINEAR16_16K.sample_rate  # what `transcribe` takes
+
+    def __init__(self, model: str, *, api_key: str, base_url: str | None = None) -> None:
+        self.model = model
+        self.label = f"{self.provider}:{model}"
+        self.api_key = api_key
+        self.base_url = websocket_base(base_url, self.default_base_url)
+
+    def accepts(self, audio: AudioFormat) -> bool:
+        """Both take PCM16 and a phone call's µ-law, as is."""
+        return audio.encoding in ("linear16", "mulaw")
+
+    @abstractmethod
+    def _stream(self, options: StreamOptions) -> SocketStream: ...
+
+    async def open_stream(self, options: StreamOptions) -> RecognitionStream:
+        stream = self._stream(options)
+        await stream.start()
+        return stream
+
+    async def transcribe(self, pcm: PCM16, *, language: str | None = None) -> Transcript:
+        return await transcribe_by_stream(self, pcm, language=language)
+
+
+REFUSED = frozenset({400, 401, 402, 403, 404})
+"""Handshake statuses a retry would get again (a bad request, key or plan): no reconnect."""
+
+
+def refused(provider: str, status: int | None, detail: str = "") -> SttStreamError:
+    """A handshake that failed, `retryable` unless its status says trying again cannot help."""
+    return SttStreamError(
+        f"{provider}: could not connect: " + (f"HTTP {status}" if status else detail),
+        provider=provider,
+        retryable=status not in REFUSED,
+    )
 
 
 def websocket_base(url: str | None, default: str) -> str:

@@ -35,18 +35,17 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from voxline.providers.tts.base import AudioChunk, OutputChannel, TTSError
 from voxline.providers.tts.hosted import (
-    IDLE_TIMEOUT,
-    MAX_MESSAGE,
-    OPEN_TIMEOUT,
     PcmBytes,
+    SocketVoice,
     Utterance,
     exact_mulaw_decode,
-    websocket_base,
+    failure,
+    open_socket,
 )
 from voxline.telemetry import counters
 
@@ -140,19 +139,9 @@ class _Connection:
             return socket
 
     async def _connect(self) -> ClientConnection:
-        try:
-            return await connect(
-                self.url,
-                additional_headers=self.headers,
-                open_timeout=self.open_timeout,
-                close_timeout=1.0,
-                max_size=MAX_MESSAGE,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            raise _failure(self.label, f"the socket was refused: HTTP {status}") from exc
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            raise _failure(self.label, f"cannot connect: {exc or type(exc).__name__}") from exc
+        return await open_socket(
+            self.url, self.headers, label=self.label, open_timeout=self.open_timeout
+        )
 
     async def aclose(self) -> None:
         socket, self._socket = self._socket, None
@@ -160,28 +149,20 @@ class _Connection:
             await socket.aclose()
 
 
-class CartesiaTTS:
-    """The `TTS` protocol over Cartesia's WebSocket, a context per sentence (see module doc)."""
+class CartesiaTTS(SocketVoice):
+    """The `TTS` protocol over Cartesia's WebSocket, a context per sentence (see module doc).
+    `language` is sent with each request when given (the voice's own otherwise)."""
 
-    def __init__(
-        self,
-        voice_id: str,
-        *,
-        api_key: str,
-        model: str = DEFAULT_MODEL,
-        base_url: str | None = None,
-        language: str | None = None,
-        open_timeout: float = OPEN_TIMEOUT,
-        idle_timeout: float = IDLE_TIMEOUT,
-    ) -> None:
-        self.voice_id = voice_id
-        self.model = model
+    provider = "cartesia"
+    default_base_url = DEFAULT_BASE_URL
+    default_model = DEFAULT_MODEL
+
+    def __init__(self, voice_id: str, *, language: str | None = None, **options: Any) -> None:
+        super().__init__(voice_id, **options)
         self.language = language
-        self.label = f"cartesia:{voice_id}"
-        self._idle_timeout = idle_timeout
-        url = f"{websocket_base(base_url or DEFAULT_BASE_URL)}/tts/websocket"
-        headers = {"Authorization": f"Bearer {api_key}", "Cartesia-Version": API_VERSION}
-        self._connection = _Connection(url, headers, self.label, open_timeout)
+        headers = {"Authorization": f"Bearer {self._api_key}", "Cartesia-Version": API_VERSION}
+        url = f"{self._base}/tts/websocket"
+        self._connection = _Connection(url, headers, self.label, self._open_timeout)
         self.sample_rate = NATIVE_RATE
         self._encoding = "pcm_s16le"
         self._rate = NATIVE_RATE  # what Cartesia is asked for
@@ -232,7 +213,7 @@ class CartesiaTTS:
                 elif kind == "error":
                     done = True  # the server ended this context itself
                     detail = message.get("message") or message.get("title") or "error"
-                    raise _failure(self.label, f"error from Cartesia: {detail}")
+                    raise failure(self.label, f"error from Cartesia: {detail}")
                 done = done or kind == "done" or bool(message.get("done"))
             last = utterance.finish()
             if last is not None:
@@ -271,7 +252,7 @@ class CartesiaTTS:
             async with asyncio.timeout(self._idle_timeout):
                 message = await queue.get()
         except TimeoutError as exc:
-            raise _failure(self.label, f"no audio for {self._idle_timeout:g} s") from exc
+            raise failure(self.label, f"no audio for {self._idle_timeout:g} s") from exc
         if isinstance(message, TTSError):
             counters.provider_failure("tts", self.label)
             raise message
@@ -308,8 +289,3 @@ class _WordClock:
                 break
             spoken = chars
         return spoken
-
-
-def _failure(label: str, message: str) -> TTSError:
-    counters.provider_failure("tts", label)
-    return TTSError(f"{label}: {message}", provider=label)

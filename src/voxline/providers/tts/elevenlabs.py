@@ -31,23 +31,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import (
-    ConnectionClosed,
-    ConnectionClosedOK,
-    InvalidHandshake,
-    InvalidStatus,
-)
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from voxline.providers.tts.base import AudioChunk, OutputChannel, TTSError
 from voxline.providers.tts.hosted import (
-    IDLE_TIMEOUT,
-    MAX_MESSAGE,
-    OPEN_TIMEOUT,
     PcmBytes,
+    SocketVoice,
     Utterance,
     exact_mulaw_decode,
-    websocket_base,
+    open_socket,
 )
 from voxline.telemetry import counters
 
@@ -77,28 +70,14 @@ def output_format(channel: OutputChannel) -> _Format:
     return _Format(f"pcm_{NATIVE_RATE}", NATIVE_RATE, channel.sample_rate)
 
 
-class ElevenLabsTTS:
+class ElevenLabsTTS(SocketVoice):
     """The `TTS` protocol over ElevenLabs' stream-input WebSocket (see the module doc)."""
 
-    def __init__(
-        self,
-        voice_id: str,
-        *,
-        api_key: str,
-        model: str = DEFAULT_MODEL,
-        base_url: str | None = None,
-        open_timeout: float = OPEN_TIMEOUT,
-        idle_timeout: float = IDLE_TIMEOUT,
-    ) -> None:
-        self.voice_id = voice_id
-        self.model = model
-        self.label = f"elevenlabs:{voice_id}"
-        self._api_key = api_key
-        self._base = websocket_base(base_url or DEFAULT_BASE_URL)
-        self._open_timeout = open_timeout
-        self._idle_timeout = idle_timeout
-        self._format = _Format(f"pcm_{NATIVE_RATE}", NATIVE_RATE, NATIVE_RATE)  # see for_channel
-        self.sample_rate = self._format.channel_rate
+    provider = "elevenlabs"
+    default_base_url = DEFAULT_BASE_URL
+    default_model = DEFAULT_MODEL
+    _format = _Format(f"pcm_{NATIVE_RATE}", NATIVE_RATE, NATIVE_RATE)  # see for_channel
+    sample_rate = _format.channel_rate
 
     def for_channel(self, channel: OutputChannel) -> ElevenLabsTTS:
         """This voice in the format that suits `channel` (same key, voice, model, timeouts)."""
@@ -155,19 +134,10 @@ class ElevenLabsTTS:
             await ws.close()  # after isFinal a formality; mid-sentence, this is the cancel
 
     async def _open(self) -> ClientConnection:
-        try:
-            return await connect(
-                self.url(),
-                additional_headers={"xi-api-key": self._api_key},
-                open_timeout=self._open_timeout,
-                close_timeout=1.0,
-                max_size=MAX_MESSAGE,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            raise self._error(f"the stream-input socket was refused: HTTP {status}") from exc
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            raise self._error(f"cannot connect: {exc or type(exc).__name__}") from exc
+        headers = {"xi-api-key": self._api_key}
+        return await open_socket(
+            self.url(), headers, label=self.label, open_timeout=self._open_timeout
+        )
 
     async def _send(self, ws: ClientConnection, *messages: dict[str, Any]) -> None:
         try:
@@ -200,10 +170,6 @@ class ElevenLabsTTS:
             detail = message.get("message") or message.get("error")
             raise self._error(f"error from ElevenLabs: {detail}")
         return message
-
-    def _error(self, message: str) -> TTSError:
-        counters.provider_failure("tts", self.label)
-        return TTSError(f"{self.label}: {message}", provider=self.label)
 
 
 def _aligned_chars(alignment: Any) -> int:

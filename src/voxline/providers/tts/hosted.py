@@ -19,19 +19,27 @@ Why each piece is here:
   text. Holding back costs no latency: it is audio that plays after what was just sent.
 - **Rates.** When a provider cannot synthesise at the channel's rate, `Utterance` resamples
   with one stream resampler per sentence, so chunk edges do not click.
+- **The WebSocket voices' common ground.** ElevenLabs and Cartesia are configured alike (a voice
+  id, a model, a key, a base URL, two timeouts: `SocketVoice`) and connect alike (`open_socket`:
+  a refused handshake or an unreachable host is a `TTSError` naming the voice, counted as a
+  provider failure), so both live here once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import SecretStr
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from voxline.audio.codecs import mulaw_decode
 from voxline.audio.resample import StreamResampler
-from voxline.providers.tts.base import AudioChunk
+from voxline.providers.tts.base import AudioChunk, TTSError
+from voxline.telemetry import counters
 
 OPEN_TIMEOUT = 5.0
 """Seconds to connect (TCP, TLS, WebSocket upgrade or HTTP headers) before the voice counts as
@@ -67,6 +75,62 @@ def websocket_base(url: str) -> str:
         if url.startswith(web):
             return socket + url[len(web) :]
     return url
+
+
+def failure(label: str, message: str) -> TTSError:
+    """A voice's failure, counted (`voxline_provider_failures{role="tts"}`)."""
+    counters.provider_failure("tts", label)
+    return TTSError(f"{label}: {message}", provider=label)
+
+
+async def open_socket(
+    url: str, headers: dict[str, str], *, label: str, open_timeout: float
+) -> ClientConnection:
+    """A voice's WebSocket, or a `TTSError` when it is refused or cannot be reached in time."""
+    try:
+        return await connect(
+            url,
+            additional_headers=headers,
+            open_timeout=open_timeout,
+            close_timeout=1.0,
+            max_size=MAX_MESSAGE,
+        )
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        raise failure(label, f"the socket was refused: HTTP {status}") from exc
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        raise failure(label, f"cannot connect: {exc or type(exc).__name__}") from exc
+
+
+class SocketVoice:
+    """How a WebSocket voice is configured: `PROVIDER:VOICE_ID` (its label), a model (the
+    provider's default when None), the key, a base URL (`VOXLINE_<PROVIDER>_BASE_URL`; http(s)
+    is taken as ws(s)), and the connect and idle timeouts. Subclasses name the provider."""
+
+    provider: ClassVar[str]
+    default_base_url: ClassVar[str]
+    default_model: ClassVar[str]
+
+    def __init__(
+        self,
+        voice_id: str,
+        *,
+        api_key: str,
+        model: str | None = None,
+        base_url: str | None = None,
+        open_timeout: float = OPEN_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
+        self.voice_id = voice_id
+        self.model = model or self.default_model
+        self.label = f"{self.provider}:{voice_id}"
+        self._api_key = api_key
+        self._base = websocket_base(base_url or self.default_base_url)
+        self._open_timeout = open_timeout
+        self._idle_timeout = idle_timeout
+
+    def _error(self, message: str) -> TTSError:
+        return failure(self.label, message)
 
 
 class PcmBytes:
