@@ -202,6 +202,13 @@ class AgentSpec(_Section):
         "fall back from a to b. Empty: the server's default.",
     )
     stt: str | None = Field(None, description="Speech-to-text spec; empty: the default.")
+    stt_hints: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Names and terms callers will say that a recognizer may not know (the "
+        "business, its people, streets, products). The embedded recognizer reads them as "
+        "context before each utterance and so hears and spells them as written.",
+    )
     tts: str | None = Field(None, description="Text-to-speech spec; empty: the default.")
     voice: str | None = Field(None, description="A voice name the TTS provider knows.")
     greeting: str | None = Field(None, description="Said when a conversation starts.")
