@@ -12,6 +12,8 @@ base URLs of hosted voices come from `Settings`, so a spec never carries a secre
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import structlog
 
 from voxline.providers.llm.base import ConfigurationError, MissingKeyError
@@ -47,10 +49,14 @@ STT_SPECS = (
 )
 
 
-def create_stt(spec: str = "local", settings: Settings | None = None) -> STT:
-    """`local` or `whisper` (tiny.en, bundled), `whisper:tiny.en`, `whisper:/path/to/model`;
+def create_stt(
+    spec: str = "local", settings: Settings | None = None, *, hints: Sequence[str] = ()
+) -> STT:
+    """`local` or `whisper` (tiny.en, bundled), `local:base`, `whisper:tiny.en`,
+    `whisper:/path/to/model` (`voice.providers.stt_spec_for` picks the model for a channel);
     the hosted `deepgram:MODEL`, `openai:MODEL`, `assemblyai:MODEL` (keys and base URLs from
-    `settings`, else the environment); `a,b` falls back from a to b (`deepgram:nova-3,local`)."""
+    `settings`, else the environment); `a,b` falls back from a to b (`deepgram:nova-3,local`).
+    `hints`: the agent's `stt_hints`, for recognizers that take them (the local one)."""
     parts = [part.strip() for part in spec.split(",")]
     if len(parts) > 1:
         if not all(parts):
@@ -58,12 +64,12 @@ def create_stt(spec: str = "local", settings: Settings | None = None) -> STT:
         from voxline.providers.stt.fallback import FallbackSTT
 
         settings = settings if settings is not None else Settings()
-        recognizers = _stt_chain(parts, settings)
+        recognizers = _stt_chain(parts, settings, hints)
         return recognizers[0] if len(recognizers) == 1 else FallbackSTT(recognizers)
-    return _create_one_stt(spec, settings)
+    return _create_one_stt(spec, settings, hints)
 
 
-def _stt_chain(parts: list[str], settings: Settings) -> list[STT]:
+def _stt_chain(parts: list[str], settings: Settings, hints: Sequence[str] = ()) -> list[STT]:
     """The recognizers of a chain. One whose key is not set is left out (one warning per
     process) while another remains, as in LLM and voice chains: `deepgram:nova-3,local` means
     "Deepgram when there is a key, Whisper otherwise". Any other error still fails."""
@@ -73,7 +79,7 @@ def _stt_chain(parts: list[str], settings: Settings) -> list[STT]:
     skipped: list[tuple[str, ConfigurationError]] = []
     for part in parts:
         try:
-            recognizers.append(_create_one_stt(part, settings))
+            recognizers.append(_create_one_stt(part, settings, hints))
         except ConfigurationError as exc:
             if stt_key_present(_split(part)[0], settings) is not False:
                 raise
@@ -92,12 +98,12 @@ def _stt_chain(parts: list[str], settings: Settings) -> list[STT]:
 _warned_stt_skips: set[str] = set()
 
 
-def _create_one_stt(spec: str, settings: Settings | None) -> STT:
+def _create_one_stt(spec: str, settings: Settings | None, hints: Sequence[str] = ()) -> STT:
     name, argument = _split(spec)
     if name in ("local", "whisper"):
         from voxline.providers.stt.whisper import create_whisper_stt
 
-        return create_whisper_stt(argument)
+        return create_whisper_stt(argument, hints=hints)
     settings = settings if settings is not None else Settings()
     if name in HOSTED_STT and not argument:
         raise ConfigurationError(f"{name} needs a model: use {STT_SPECS}")
