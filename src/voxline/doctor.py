@@ -1,8 +1,8 @@
 """`voxline doctor`: for each role, which provider is configured, whether its model is there,
 how long it takes to load, and what to install when something is missing. Each voice of the
-TTS spec gets its own row (a fallback chain lists every voice); a hosted voice shows whether
-its key is set (never the key) and which variable sets it. The same goes for each recognizer of
-the STT spec (`deepgram:nova-3,local` is two rows).
+TTS spec gets its own row (a fallback chain lists every voice), and so does each recognizer of
+the STT spec (`deepgram:nova-3,local` is two rows); a hosted one shows whether its key is set
+(never the key), which variable sets it, and the host its base URL points at when overridden.
 
 Every check catches `ConfigurationError` and reports its one-line message, so a broken install
 reads as a list of fixes, never as a traceback.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -78,63 +78,73 @@ def collect_report(settings: Settings, *, load: bool = True) -> list[RoleReport]
 
 
 def _check_stt(settings: Settings, load: bool) -> list[RoleReport]:
-    """One row per recognizer of the STT spec (a fallback chain lists each). A hosted one shows
-    whether its key is set, by the variable that sets it (never the key), and where it points
-    when its base URL is overridden; creating it makes no request."""
+    """One row per recognizer of the STT spec (a fallback chain lists each)."""
     from voxline.providers import factory
 
-    reports = []
-    for part in [part.strip() for part in settings.stt.split(",") if part.strip()] or ["local"]:
-        name = part.partition(":")[0].lower()
-        key = factory.stt_key_present(name, settings)
-        if key is None:
-            create = (lambda spec: lambda: factory.create_stt(spec, settings))(part)
-            reports.append(_check_local("stt", part, create, load))
-            continue
-        _, variable, base_field = factory.HOSTED_STT[name]
-        if not key:
-            fix = f"{part} needs an API key: set {variable}"
-            reports.append(RoleReport("stt", part, None, detail=fix, key_present=False))
-            continue
-        try:
-            label = factory.create_stt(part, settings).label
-        except ConfigurationError as exc:
-            reports.append(RoleReport("stt", part, False, detail=str(exc), key_present=True))
-            continue
-        detail = f"{label}, key set ({variable})"
-        base = urlsplit(getattr(settings, base_field) or "")
-        if base.hostname:
-            detail += f", at {base.hostname}" + (f":{base.port}" if base.port else "")
-        reports.append(RoleReport("stt", part, None, detail=detail, key_present=True))
-    return reports
+    parts = [part.strip() for part in settings.stt.split(",") if part.strip()] or ["local"]
+    return [
+        _check_part(
+            "stt",
+            part,
+            settings,
+            load,
+            factory.create_stt,
+            factory.stt_key_present,
+            factory.HOSTED_STT,
+        )
+        for part in parts
+    ]
 
 
 def _check_tts(settings: Settings, load: bool) -> list[RoleReport]:
-    """One row per voice of the TTS spec. A hosted voice is created (no request is made: that
-    checks its spec) only when its key is set; a missing key is a fix, named by its variable."""
+    """One row per voice of the TTS spec (a fallback chain lists each)."""
     from voxline.providers import factory
 
-    reports: list[RoleReport] = []
-    for part in (part.strip() for part in settings.tts.split(",") if part.strip()):
-        name = part.partition(":")[0].lower()
-        key = factory.tts_key_present(name, settings)
-        if key is None:
-            create = functools.partial(factory.create_tts, part, settings)
-            reports.append(_check_local("tts", part, create, load))
-            continue
-        variable = factory.HOSTED_TTS[name][1]
-        if not key:
-            fix = f"{name} voices need an API key: set {variable}"
-            reports.append(RoleReport("tts", part, None, detail=fix, key_present=False))
-            continue
-        try:
-            label = factory.create_tts(part, settings).label
-        except ConfigurationError as exc:
-            reports.append(RoleReport("tts", part, False, detail=str(exc), key_present=True))
-            continue
-        detail = f"{label}, key set ({variable})"
-        reports.append(RoleReport("tts", part, None, detail=detail, key_present=True))
-    return reports
+    parts = [part.strip() for part in settings.tts.split(",") if part.strip()]
+    return [
+        _check_part(
+            "tts",
+            part,
+            settings,
+            load,
+            factory.create_tts,
+            factory.tts_key_present,
+            factory.HOSTED_TTS,
+        )
+        for part in parts
+    ]
+
+
+def _check_part(
+    role: str,
+    part: str,
+    settings: Settings,
+    load: bool,
+    create: Callable[[str, Settings], _Labelled],
+    key_present: Callable[[str, Settings], bool | None],
+    hosted: Mapping[str, tuple[str, ...]],
+) -> RoleReport:
+    """A local provider is created (and with `load`, loaded). A hosted one shows whether its
+    key is set, by the variable that sets it (never the key), and where it points when its
+    base URL is overridden; it is created only when its key is set (that checks its spec and
+    makes no request), so a missing key reads as that one fix."""
+    name = part.partition(":")[0].lower()
+    key = key_present(name, settings)
+    if key is None:
+        return _check_local(role, part, functools.partial(create, part, settings), load)
+    variable = hosted[name][1]
+    if not key:
+        fix = f"{part} needs an API key: set {variable}"
+        return RoleReport(role, part, None, detail=fix, key_present=False)
+    try:
+        label = create(part, settings).label
+    except ConfigurationError as exc:
+        return RoleReport(role, part, False, detail=str(exc), key_present=True)
+    detail = f"{label}, key set ({variable})"
+    base = urlsplit(getattr(settings, f"{name}_base_url", None) or "")
+    if base.hostname:
+        detail += f", at {base.hostname}" + (f":{base.port}" if base.port else "")
+    return RoleReport(role, part, None, detail=detail, key_present=True)
 
 
 def render(report: list[RoleReport]) -> str:

@@ -115,7 +115,7 @@ def test_doctor_lists_each_voice_and_whether_its_key_is_set_never_the_key() -> N
     ]
     text = render(collect_report(settings, load=False))
     assert "elevenlabs:voice-1, key set (ELEVENLABS_API_KEY)" in text
-    assert "fix tts: cartesia voices need an API key: set CARTESIA_API_KEY" in text
+    assert "fix tts: cartesia:voice-2 needs an API key: set CARTESIA_API_KEY" in text
     assert all(secret not in text for secret in KEYS.values())
 
 
