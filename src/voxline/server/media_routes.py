@@ -102,9 +102,12 @@ class MediaRoutes:
     def warm_up(self, agents: Iterable[HostedAgent]) -> None:
         """Load the speech models of the hosted agents that take calls over Media Streams."""
         self.speech.warm_up(
-            a.spec
-            for a in agents
-            if a.twilio.transport == "media_streams" and realtime_part(a.spec.llm) is None
+            (
+                a.spec
+                for a in agents
+                if a.twilio.transport == "media_streams" and realtime_part(a.spec.llm) is None
+            ),
+            channel="phone",
         )
 
     async def close(self) -> None:
@@ -166,7 +169,7 @@ class MediaRoutes:
         speech = None
         try:
             if realtime is None:
-                speech = await self.speech.get(agent.spec)
+                speech = await self.speech.get(agent.spec, channel="phone")
         except Exception as exc:
             log.error("media stream refused: no speech models", agent=agent.name, error=str(exc))
             return

