@@ -29,11 +29,12 @@ from voxline.providers.llm.fake import FakeLLM, FakeReply
 from voxline.providers.stt.base import PCM16, Transcript
 from voxline.providers.tts.base import AudioChunk
 from voxline.providers.vad.base import VAD, VADStream
-from voxline.providers.vad.silero import SileroVAD
+from voxline.providers.vad.silero import GATHER_FROM, SileroVAD
 from voxline.store.sql import SqlStore
 from voxline.voice import VoicePipeline
 
 REPLY = "Sure, one moment."
+GATHER_MS: float | None = None  # --gather-ms: override how long a Silero batch may wait
 TTS_RATE = 16000
 SPEECH_SECONDS_PER_CHAR = 0.05
 
@@ -92,6 +93,8 @@ async def run_voxline(
     loop = asyncio.get_running_loop()
     timings = Timings()
     silero: VAD | None = create_vad("silero") if vad_kind == "silero" else None
+    if isinstance(silero, SileroVAD) and GATHER_MS is not None:
+        silero.schedulers.set_gather(GATHER_MS / 1000, GATHER_FROM)
     with tempfile.TemporaryDirectory() as folder:
         store = SqlStore(f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}")
         await store.open()

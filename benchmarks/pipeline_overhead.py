@@ -9,7 +9,7 @@ lateness (frame due -> all its inbound work done) at p50/p99. The concurrency ra
 bisects between the last good and the first bad count: that is the sessions per core.
 
     python benchmarks/pipeline_overhead.py [--sessions 10,25,50,100,200,400] [--seconds 10]
-        [--vad scripted|silero] [--turn-every 10] [--core N] [--vad-costs]
+        [--vad scripted|silero] [--turn-every 10] [--core N] [--vad-costs] [--gather-ms MS]
 
 With `--vad silero` it first prints what one 32 ms window costs: both sides' models inline, and
 voxline's batched at several batch sizes (calls whose windows share one inference), then a
@@ -93,7 +93,10 @@ def child(spec: str, args: argparse.Namespace) -> None:
     framework, count = spec.split(":")
     runner: Callable[..., Coroutine[Any, Any, RunResult]]
     if framework == "voxline":
-        from _voxline_calls import run_voxline as runner
+        import _voxline_calls
+
+        _voxline_calls.GATHER_MS = args.gather_ms
+        runner = _voxline_calls.run_voxline
     elif framework == "pipecat":
         from _pipecat_calls import run_pipecat as runner
     else:
@@ -112,6 +115,7 @@ def run(framework: str, sessions: int, args: argparse.Namespace) -> RunResult:
         f"{framework}:{sessions}",
         *["--seconds", str(args.seconds), "--warmup", str(args.warmup)],
         *["--vad", args.vad, "--turn-every", str(args.turn_every)],
+        *(["--gather-ms", str(args.gather_ms)] if args.gather_ms is not None else []),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -400,6 +404,12 @@ def main() -> None:
     parser.add_argument("--only", choices=FRAMEWORKS, help="run one framework")
     parser.add_argument(
         "--vad-costs", action="store_true", help="print the Silero window costs and stop"
+    )
+    parser.add_argument(
+        "--gather-ms",
+        type=float,
+        help="how long a Silero batch may wait for more calls' windows once 32 calls are "
+        "open (default: the library's, 4 ms; 0: one loop turn only)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -85,6 +85,34 @@ async def test_a_stream_with_several_windows_takes_one_per_inference_in_order() 
     assert many.answers == [1, 2, 3] and one.answers == [9]
 
 
+async def test_with_many_streams_open_a_batch_gathers_windows_of_later_loop_turns() -> None:
+    model = Recorder()
+    loop = asyncio.get_running_loop()
+    scheduler: BatchScheduler[Member] = BatchScheduler(model, loop=loop, gather=0.05, gather_from=3)
+    members = [Member(name) for name in "abc"]
+    for member in members:
+        scheduler.attach(member)
+    for member in members:  # one call per loop turn, as spread-out sockets deliver them
+        member.windows.append(1)
+        scheduler.ready(member)
+        await asyncio.sleep(0)
+    assert model.batches == []
+    await asyncio.sleep(0.1)
+    assert model.batches == [["a", "b", "c"]]
+
+
+async def test_with_few_streams_open_there_is_no_gathering() -> None:
+    model = Recorder()
+    loop = asyncio.get_running_loop()
+    scheduler: BatchScheduler[Member] = BatchScheduler(model, loop=loop, gather=10.0, gather_from=3)
+    lone = Member("lone")
+    scheduler.attach(lone)
+    lone.windows.append(1)
+    scheduler.ready(lone)
+    await asyncio.sleep(0)
+    assert model.batches == [["lone"]]
+
+
 def test_without_an_event_loop_the_window_is_answered_at_once() -> None:
     model = Recorder()
     schedulers: LoopSchedulers[Member] = LoopSchedulers(model)

@@ -72,6 +72,12 @@ class BatchScheduler(Generic[M]):
     `infer(members)` must take exactly one window from each member (the oldest), run them as one
     batch and deliver each member's answer; it is only given members with `pending > 0`. `loop`
     is the event loop whose turns it follows; None runs every window at once.
+
+    `gather`: with at least `gather_from` streams open, a run waits up to `gather` seconds after
+    its first window instead of one loop turn. Calls' frames arrive spread over the frame period
+    (each call has its own socket), so one loop turn holds only a few of them; a few
+    milliseconds hold many, for a fraction of the cost per window. Below `gather_from` open
+    streams (a lone call, a quiet server) the answer comes in the next loop turn as always.
     """
 
     def __init__(
@@ -80,12 +86,19 @@ class BatchScheduler(Generic[M]):
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         max_batch: int = 256,
+        gather: float = 0.0,
+        gather_from: int = 32,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if gather < 0 or gather_from < 1:
+            raise ValueError("gather must be >= 0 and gather_from >= 1")
         self._infer = infer
         self.loop = loop
         self.max_batch = max_batch
+        self.gather = gather
+        self.gather_from = gather_from
+        self._open: weakref.WeakSet[M] = weakref.WeakSet()  # weak: a stream never closed goes
         self._ready: dict[M, None] = {}  # insertion-ordered set: oldest waiting first
         self._scheduled = False
         self.stats = BatchStats()
@@ -95,9 +108,22 @@ class BatchScheduler(Generic[M]):
         """Streams with a window waiting."""
         return len(self._ready)
 
+    @property
+    def open_streams(self) -> int:
+        return len(self._open)
+
+    def attach(self, member: M) -> None:
+        """`member` is open on this scheduler (counts towards `gather_from`)."""
+        self._open.add(member)
+
+    def detach(self, member: M) -> None:
+        """`member` closed or moved to another loop: its waiting windows are not run."""
+        self._open.discard(member)
+        self._ready.pop(member, None)
+
     def ready(self, member: M) -> None:
         """`member` has a new window; it is answered in this loop turn's run (at once without
-        a loop)."""
+        a loop; after up to `gather` seconds with many streams open)."""
         self._ready[member] = None
         if self._scheduled:
             return
@@ -105,10 +131,13 @@ class BatchScheduler(Generic[M]):
             self.run()
             return
         self._scheduled = True
-        self.loop.call_soon(self._scheduled_run)
+        if self.gather and len(self._open) >= self.gather_from:
+            self.loop.call_later(self.gather, self._scheduled_run)
+        else:
+            self.loop.call_soon(self._scheduled_run)
 
     def discard(self, member: M) -> None:
-        """`member` left (a call hung up, a gate reset): its queued windows are not run."""
+        """`member` was reset: its queued windows are not run."""
         self._ready.pop(member, None)
 
     def run(self) -> None:
@@ -130,15 +159,29 @@ class BatchScheduler(Generic[M]):
 
 
 class LoopSchedulers(Generic[M]):
-    """One `BatchScheduler` per event loop for one model (weakly keyed: a closed loop's goes)."""
+    """One `BatchScheduler` per event loop for one model (weakly keyed: a closed loop's goes).
+    `gather` and `gather_from` apply to every scheduler, those already made included."""
 
-    def __init__(self, infer: Callable[[list[M]], None], *, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        infer: Callable[[list[M]], None],
+        *,
+        max_batch: int = 256,
+        gather: float = 0.0,
+        gather_from: int = 32,
+    ) -> None:
         self._infer = infer
         self._max_batch = max_batch
+        self._gather = (gather, gather_from)
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BatchScheduler[M]] = (
             weakref.WeakKeyDictionary()
         )
         self._unlooped: BatchScheduler[M] | None = None
+
+    def set_gather(self, gather: float, gather_from: int) -> None:
+        self._gather = (gather, gather_from)
+        for scheduler in self._by_loop.values():
+            scheduler.gather, scheduler.gather_from = gather, gather_from
 
     def current(self) -> BatchScheduler[M]:
         """The running loop's scheduler (one that runs at once when no loop runs)."""
@@ -149,7 +192,14 @@ class LoopSchedulers(Generic[M]):
             return self._unlooped
         scheduler = self._by_loop.get(loop)
         if scheduler is None:
-            scheduler = BatchScheduler(self._infer, loop=loop, max_batch=self._max_batch)
+            gather, gather_from = self._gather
+            scheduler = BatchScheduler(
+                self._infer,
+                loop=loop,
+                max_batch=self._max_batch,
+                gather=gather,
+                gather_from=gather_from,
+            )
             self._by_loop[loop] = scheduler
         return scheduler
 

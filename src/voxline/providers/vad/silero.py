@@ -8,7 +8,10 @@ of every 512 new samples:
 - `SileroStream.process` answers inline: for a script, a test, one call.
 - `SileroBatchStream.submit` answers through a callback, and the windows of every call submitted
   in the same event-loop turn run as one inference (`batch.py`): on a server the VAD is most of
-  a listening call's CPU, and a batch costs about half as much per window.
+  a listening call's CPU, and a batch costs about half as much per window. With `GATHER_FROM`
+  calls open or more, a batch also waits up to `GATHER` (4 ms of a 32 ms window) for the other
+  calls' windows: their frames arrive spread over the frame period, so a loop turn alone holds
+  few of them. A lone call, or a quiet server, is answered in the next loop turn.
 
 The file's graph takes its first input dimension as a *sequence* of one stream's windows (the LSTM
 runs across them, batch 1), so it cannot batch independent calls as shipped. At load the graph
@@ -39,6 +42,8 @@ CHUNK_SAMPLES = 512
 CONTEXT_SAMPLES = 64
 STATE = 128  # LSTM hidden size
 MAX_PENDING = 32  # windows one batched stream may hold (1 s): past it the batch runs at once
+GATHER = 0.004  # with GATHER_FROM calls open, a batch waits this long for more calls' windows
+GATHER_FROM = 32  # (fewer calls: answered in the next loop turn; see batch.BatchScheduler)
 INSTALL_HINT = "pip install 'voxline[local]'"
 log = structlog.get_logger("voxline.vad")
 
@@ -93,6 +98,7 @@ class SileroBatchStream:
         self.max_pending = max_pending
         self._windows: deque[npt.NDArray[np.float32]] = deque()
         self._scheduler = model.schedulers.current()
+        self._scheduler.attach(self)
         self.epoch = 0  # bumped by reset/close: answers computed before it are not delivered
         self.closed = False
         self.h = np.zeros((1, 1, STATE), dtype=np.float32)
@@ -110,8 +116,9 @@ class SileroBatchStream:
             raise ValueError(f"Silero takes {CHUNK_SAMPLES} samples per chunk, got {len(chunk)}")
         scheduler = self._scheduler
         if scheduler.loop is not asyncio_running_loop():  # first window on this loop
-            scheduler.discard(self)
+            scheduler.detach(self)
             scheduler = self._scheduler = self._model.schedulers.current()
+            scheduler.attach(self)
         if len(self._windows) >= self.max_pending:
             scheduler.stats.overflows += 1
             scheduler.run()  # bounded: answer what waits now rather than drop audio
@@ -142,6 +149,7 @@ class SileroBatchStream:
     def close(self) -> None:
         """The caller left: nothing more is answered, even from a batch already running."""
         self.reset()
+        self._scheduler.detach(self)
         self.closed = True
 
     def take(self) -> npt.NDArray[np.float32]:
@@ -160,11 +168,19 @@ class SileroVAD:
     sample_rate = SAMPLE_RATE
     chunk_samples = CHUNK_SAMPLES
 
-    def __init__(self, session: Any, *, batchable: bool = True, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        session: Any,
+        *,
+        batchable: bool = True,
+        max_batch: int = 256,
+        gather: float = GATHER,
+        gather_from: int = GATHER_FROM,
+    ) -> None:
         self._session = session
         self.batchable = batchable
         self.schedulers: LoopSchedulers[SileroBatchStream] = LoopSchedulers(
-            self._infer, max_batch=max_batch
+            self._infer, max_batch=max_batch, gather=gather, gather_from=gather_from
         )
 
     def stream(self) -> SileroStream:
