@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import math
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -351,3 +352,30 @@ async def test_a_track_nobody_reads_drops_frames_and_counts_them_rather_than_blo
     track.stop()
     with pytest.raises(MediaStreamError):
         await track.recv()
+
+
+async def test_the_page_is_sent_to_the_socket_where_webrtc_cannot_serve(
+    make_env: EnvFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Realtime agent speaks over the socket only (409), and a server without the `webrtc`
+    extra says so (501): both answers carry `fallback: ws`, which the page acts on."""
+    realtime = Agent(
+        name="voice", instructions="Speak.", llm="openai-realtime:ws://127.0.0.1:9#gpt-realtime"
+    )
+    offer = {"type": "offer", "sdp": "v=0\r\n", "agent": "voice"}
+    async with (
+        make_env([], agents=[helper(), realtime], web_max_calls_per_client=1) as env,
+        httpx.AsyncClient(base_url=env.twilio.base) as http,
+    ):
+        for _ in range(2):  # the first one's slot was given back
+            refused = await http.post("/web/rtc/offer", json=offer)
+            assert refused.status_code == 409 and refused.json()["fallback"] == "ws"
+            assert "WebSocket" in refused.json()["error"]
+    monkeypatch.setitem(sys.modules, "voxline.server.webrtc_routes", None)  # no aiortc
+    async with (
+        make_env([], agents=[helper()]) as env,
+        httpx.AsyncClient(base_url=env.twilio.base) as http,
+    ):
+        missing = await http.post("/web/rtc/offer", json={"type": "offer", "sdp": "v=0\r\n"})
+        assert missing.status_code == 501 and missing.json()["fallback"] == "ws"
+        assert "voxline[webrtc]" in missing.json()["error"]

@@ -154,6 +154,7 @@ class WebRtcRoutes:
             self.web.take_new_call(client)
             plan = await self.web.plan_call(body, admission.claims)
             if plan.speech is None:  # a Realtime agent speaks over the socket door only
+                self.web.release_slot(client)
                 return _error("this agent talks over the WebSocket only", 409, fallback=True)
             peer, answer = await self._answer(body["sdp"])
         except BadOffer as exc:
