@@ -30,6 +30,7 @@ pytest.importorskip(
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
+    RTCDataChannel,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -41,7 +42,7 @@ from voxline import Agent
 from voxline.agents.spec import AgentSpec
 from voxline.audio.frames import AudioFrame
 from voxline.channels.webrtc import OPUS_RATE, BotAudioTrack
-from voxline.providers.llm.fake import FakeReply
+from voxline.providers.llm.fake import FakeReply, FakeToolCall
 from voxline.providers.stt.base import Transcript
 from voxline.providers.tts.base import AudioChunk
 from voxline.voice.providers import SpeechProviders
@@ -122,11 +123,15 @@ class Peer:
 
     pc: RTCPeerConnection
     mic: BotAudioTrack
+    channel: RTCDataChannel
     answer: dict[str, Any]
     events: list[dict[str, Any]] = field(default_factory=list)
     heard: list[tuple[float, float]] = field(default_factory=list)  # (time, RMS) per frame
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     reader: asyncio.Task[None] | None = None
+
+    def type(self, text: str) -> None:
+        self.channel.send(json.dumps({"type": "text", "text": text}))
 
     async def say(self, seconds: float) -> None:
         await self.mic.put(tone(seconds))
@@ -173,7 +178,7 @@ async def peer(base: str, **offer: Any) -> AsyncIterator[Peer]:
             "/web/rtc/offer", json={"type": "offer", "sdp": pc.localDescription.sdp, **offer}
         )
     assert response.status_code == 200, response.text
-    answered = Peer(pc, mic, response.json())
+    answered = Peer(pc, mic, channel, response.json())
 
     @channel.on("message")
     def on_message(message: str) -> None:
@@ -247,6 +252,26 @@ async def test_barge_in_clears_the_agents_audio_at_once(make_env: EnvFactory) ->
         window = [rms for at, rms in browser.heard if cleared + 0.3 <= at < cleared + 1.0]
         assert window and max(window) < LOUD
         await browser.event("transcript", role="bot", text=REPLY)
+
+
+async def test_the_agent_ends_the_call_after_its_goodbye_and_the_server_closes_the_peer(
+    make_env: EnvFactory,
+) -> None:
+    end_call = FakeToolCall("end_call", {"reason": "the user is done"})
+    script = [FakeReply(text="Goodbye then.", tool_calls=[end_call]), "Take care."]
+    async with make_env(script, agents=[helper()]) as env, peer(env.twilio.base) as browser:
+        await browser.event("hello")
+        browser.type("that is all, thanks")
+        end = await browser.event("end")
+        assert end["reason"] == "the user is done"
+        await eventually(lambda: browser.pc.connectionState == "closed")
+        assert browser.events[-1] is end  # nothing follows it
+        bot = [
+            e["text"] for e in browser.events if e["type"] == "transcript" and e["role"] == "bot"
+        ]
+        assert bot == ["Goodbye then.", "Take care."]
+        assert browser.loud_since(0.0) >= round(len("Goodbye then.Take care.") * 0.03 / 0.02) - 5
+        await eventually(lambda: len(env.hub.calls) == 0)
 
 
 async def test_the_page_closing_its_peer_connection_ends_the_call(make_env: EnvFactory) -> None:

@@ -52,7 +52,7 @@ from voxline.server.web_routes import (
     CallPlan,
     CallRefused,
 )
-from voxline.tasks import TaskGroup
+from voxline.tasks import TaskGroup, TaskGroupClosedError
 
 if TYPE_CHECKING:
     from voxline.server.web_routes import WebRoutes
@@ -128,6 +128,7 @@ class WebRtcRoutes:
         self.hub = web.hub
         self.max_peers = max_peers
         self.peers: dict[str, RtcPeer] = {}
+        self._answering = 0  # offers between the peer-count check and `peers`
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -142,7 +143,7 @@ class WebRtcRoutes:
         try:
             body = await _read_offer(request)
             admission = await self.web.admit(request, client)
-            if len(self.peers) >= self.max_peers:
+            if len(self.peers) + self._answering >= self.max_peers:
                 raise CallRefused("the server has no room for another WebRTC call", TRY_AGAIN_LATER)
             self.web.claim_slot(client)
         except BadOffer as exc:
@@ -150,6 +151,7 @@ class WebRtcRoutes:
         except CallRefused as refused:
             log.warning("webrtc call refused", reason=str(refused), client=client)
             return _error(str(refused), _STATUS.get(refused.code, 403))
+        self._answering += 1
         try:
             self.web.take_new_call(client)
             plan = await self.web.plan_call(body, admission.claims)
@@ -167,8 +169,16 @@ class WebRtcRoutes:
         except BaseException:
             self.web.release_slot(client)
             raise
+        finally:
+            self._answering -= 1
         self.peers[peer.call_id] = peer
-        self.hub.tasks.spawn(self._call(peer, plan, admission), name=f"webrtc {peer.call_id}")
+        try:
+            self.hub.tasks.spawn(self._call(peer, plan, admission), name=f"webrtc {peer.call_id}")
+        except TaskGroupClosedError:  # the server is stopping
+            self.peers.pop(peer.call_id, None)
+            await peer.close()
+            self.web.release_slot(client)
+            return _error("the server is shutting down", 503)
         return JSONResponse(
             {"type": answer.type, "sdp": answer.sdp, "call_id": peer.call_id}, headers=_NO_CACHE
         )
