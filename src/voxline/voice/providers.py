@@ -12,6 +12,7 @@ from voxline.providers.factory import create_stt, create_tts, create_vad
 from voxline.providers.stt.base import STT
 from voxline.providers.stt.whisper import Channel, resolve_local_spec
 from voxline.providers.tts.base import TTS
+from voxline.providers.tts.fallback import with_reconnect
 from voxline.providers.vad.base import VAD
 from voxline.settings import Settings
 
@@ -57,7 +58,7 @@ async def load_speech_providers(
     means. Raises `ConfigurationError` with an install hint if one is missing."""
     providers = SpeechProviders(
         create_stt(stt_spec_for(spec, channel), settings, hints=spec.stt_hints),
-        create_tts(tts_spec_for(spec), settings),
+        with_reconnect(create_tts(tts_spec_for(spec), settings)),
         create_vad(vad),
     )
     local: list[object] = []
