@@ -366,3 +366,33 @@ async def test_a_listener_with_on_events_gets_its_turn_a_loop_turn_later(
     assert started_seen == [turns(later)[0][1]]
     assert listener.started is None and not listener.user_speaking
     listener.close()
+
+
+class FailsOnce:
+    """The real session, except that its first batched run raises."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.failed = False
+
+    def run(self, outputs: Any, feeds: dict[str, Any]) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("inference failed")
+        return self.session.run(outputs, feeds)
+
+
+async def test_a_failed_batch_answers_silence_so_every_window_keeps_its_answer(
+    silero: SileroVAD, callers: list[npt.NDArray[np.int16]]
+) -> None:
+    vad = SileroVAD(FailsOnce(silero._session))
+    got: list[list[float]] = [[], []]
+    streams = [vad.batched_stream(answers.append) for answers in got]
+    for window in windows(callers[0])[:12]:
+        for stream in streams:
+            assert stream is not None
+            stream.submit(window)
+        await asyncio.sleep(0)
+    assert [len(answers) for answers in got] == [12, 12]
+    assert got[0][0] == got[1][0] == 0.0
+    assert max(got[0][1:]) > 0.5  # later windows are heard again

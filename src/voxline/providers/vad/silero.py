@@ -209,7 +209,13 @@ class SileroVAD:
             inputs = np.stack([stream.take() for stream in streams])
             h = np.concatenate([stream.h for stream in streams], axis=1)
             c = np.concatenate([stream.c for stream in streams], axis=1)
-        probabilities, hn, cn = self._session.run(None, {"input": inputs, "h": h, "c": c})
+        try:
+            probabilities, hn, cn = self._session.run(None, {"input": inputs, "h": h, "c": c})
+        except Exception:
+            # Each gate waits for one answer per window in order: a missing one would pair
+            # every later window with the wrong probability. Silence keeps them in step.
+            log.exception("Silero batch failed; its windows count as silence")
+            probabilities, hn, cn = np.zeros(len(streams), dtype=np.float32), h, c
         probabilities = probabilities.reshape(-1)
         for index, stream in enumerate(streams):
             stream.h = hn[:, index : index + 1]
