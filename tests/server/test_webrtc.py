@@ -36,7 +36,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from tests.server.conftest import EnvFactory
+from tests.server.conftest import API_KEY, EnvFactory
 from tests.server.twilio_emulator import eventually
 from voxline import Agent
 from voxline.agents.spec import AgentSpec
@@ -404,3 +404,17 @@ async def test_the_page_is_sent_to_the_socket_where_webrtc_cannot_serve(
         missing = await http.post("/web/rtc/offer", json={"type": "offer", "sdp": "v=0\r\n"})
         assert missing.status_code == 501 and missing.json()["fallback"] == "ws"
         assert "voxline[webrtc]" in missing.json()["error"]
+
+
+async def test_peer_connections_at_once_are_capped_for_the_whole_server(
+    make_env: EnvFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("voxline.server.webrtc_routes.MAX_PEERS", 1)
+    other = {"X-Forwarded-For": "203.0.113.9", "Authorization": f"Bearer {API_KEY}"}
+    async with make_env([], agents=[helper()]) as env, peer(env.twilio.base) as browser:
+        await browser.event("hello")
+        async with httpx.AsyncClient(base_url=env.twilio.base) as http:
+            full = await http.post(
+                "/web/rtc/offer", json={"type": "offer", "sdp": "v=0\r\n"}, headers=other
+            )
+        assert full.status_code == 429 and "no room" in full.json()["error"]

@@ -123,10 +123,10 @@ class RtcPeer:
 class WebRtcRoutes:
     """The WebRTC door, admitting calls by the socket door's rules (`WebRoutes`)."""
 
-    def __init__(self, web: WebRoutes, *, max_peers: int = MAX_PEERS) -> None:
+    def __init__(self, web: WebRoutes, *, max_peers: int | None = None) -> None:
         self.web = web
         self.hub = web.hub
-        self.max_peers = max_peers
+        self.max_peers = MAX_PEERS if max_peers is None else max_peers
         self.peers: dict[str, RtcPeer] = {}
         self._answering = 0  # offers between the peer-count check and `peers`
 
