@@ -1,23 +1,30 @@
-"""The JSON reply protocol of the local LLM, without the model: parsing, schema, history."""
+"""The local model's tool path without the model: the prompt in Qwen's chat format, the
+one-token decision grammar, the output parser and the checks on a chosen call; and the
+`LocalLLM` provider over a scripted llama.cpp server, so what it sends is inspected whole."""
+
+from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
+from tests.local.scripted_engine import ScriptedEngine
 from voxline.providers.llm.base import (
     ChatMessage,
     LLMError,
-    LLMEvent,
-    TextDelta,
-    ToolCallDelta,
+    LLMRequest,
     ToolCallRequest,
     ToolDefinition,
+    complete,
 )
+from voxline.providers.llm.local import LocalLLM
 from voxline.providers.llm.local_tools import (
-    ReplyParser,
-    chat_messages,
-    output_schema,
-    tool_instructions,
+    TOOL_RULES,
+    StepParser,
+    decision_grammar,
+    render_prompt,
+    review_call,
 )
 
 WEATHER = ToolDefinition(
@@ -25,95 +32,213 @@ WEATHER = ToolDefinition(
     "Get the weather.",
     {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 )
-TIMER = ToolDefinition("set_timer", "Start a timer.", {"type": "object", "properties": {}})
+TIMER = ToolDefinition(
+    "set_timer",
+    "Start a timer.",
+    {
+        "type": "object",
+        "properties": {"minutes": {"type": "integer"}, "label": {"type": "string"}},
+        "required": ["minutes"],
+    },
+)
+SYSTEM = ChatMessage("system", "Be brief.")
 
 
-def run(raw: str, step: int = 1) -> tuple[list[LLMEvent], list[list[LLMEvent]]]:
-    parser = ReplyParser([WEATHER, TIMER])
-    per_feed = [parser.feed(raw[i : i + step]) for i in range(0, len(raw), step)]
-    events = [event for batch in per_feed for event in batch] + parser.finish()
-    return events, per_feed
+def _call(name: str, **arguments: Any) -> ToolCallRequest:
+    return ToolCallRequest(f"c_{name}", name, json.dumps(arguments))
 
 
-def text_of(events: list[LLMEvent]) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
-
-
-@pytest.mark.parametrize("step", [1, 3, 1000])
-def test_reply_text_streams_out_of_the_json_string(step: int) -> None:
-    raw = (
-        '{"wants": "a \\"fact\\"", "tool": "none", '
-        '"reply": "Paris \\u00e9t\\u00e9 \\ud83d\\ude00\\n ok"}'
-    )
-    events, per_feed = run(raw, step)
-    assert text_of(events) == "Paris été 😀\n ok"
-    assert not any(isinstance(e, ToolCallDelta) for e in events)
-    if step == 1:  # text arrives while the JSON is still being generated
-        first = next(i for i, batch in enumerate(per_feed) if batch)
-        assert first < len(raw) - 10
-
-
-def test_tool_choice_becomes_a_call_and_no_text() -> None:
-    raw = '{"wants": "weather", "tool": "get_weather", "arguments": {"city": "Paris"}}'
-    events, _ = run(raw)
-    calls = [e for e in events if isinstance(e, ToolCallDelta)]
-    assert [(c.index, c.name, json.loads(c.arguments)) for c in calls] == [
-        (0, "get_weather", {"city": "Paris"})
-    ]
-    assert calls[0].id and text_of(events) == ""
-
-
-def test_cut_off_tool_call_is_an_error_not_text() -> None:
-    with pytest.raises(LLMError):
-        run('{"wants": "weather", "tool": "get_weather", "arguments": {"ci')
-
-
-def test_fenced_json_in_a_reply_becomes_a_call_and_is_never_spoken() -> None:
-    block = '```json\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n```'
-    raw = json.dumps({"wants": "x", "tool": "none", "reply": f"Let me check. {block}"})
-    events, _ = run(raw, step=2)
-    assert text_of(events).strip() == "Let me check."
-    calls = [e for e in events if isinstance(e, ToolCallDelta)]
-    assert [c.name for c in calls] == ["get_weather"]
-
-
-def test_fenced_block_that_is_not_a_call_is_dropped() -> None:
-    raw = json.dumps({"wants": "x", "tool": "none", "reply": 'Here ```json\n{"a": 1}\n``` done'})
-    events, _ = run(raw)
-    assert text_of(events) == "Here done"
-    assert "{" not in text_of(events)
-
-
-def test_output_that_ignores_the_format_still_hides_json() -> None:
-    raw = 'Sure.\n```json\n{"tool": "set_timer", "arguments": {}}\n```'
-    events, _ = run(raw)
-    assert text_of(events).strip() == "Sure."
-    assert [e.name for e in events if isinstance(e, ToolCallDelta)] == ["set_timer"]
-
-
-def test_schema_offers_none_and_each_tool_with_its_arguments() -> None:
-    schema = output_schema([WEATHER, TIMER])
-    tools = [shape["properties"]["tool"]["const"] for shape in schema["oneOf"]]
-    assert tools == ["none", "get_weather", "set_timer"]
-    assert schema["oneOf"][1]["properties"]["arguments"] == WEATHER.parameters
-    forced = output_schema([WEATHER], allow_reply=False)
-    assert forced["properties"]["tool"] == {"const": "get_weather"}
-
-
-def test_history_shows_calls_in_the_reply_format_and_merges_system() -> None:
+# -- the prompt ------------------------------------------------------------------------------
+def test_a_tool_result_is_a_tool_response_after_the_call_never_a_user_turn() -> None:
     messages = [
-        ChatMessage("system", "Be brief."),
+        SYSTEM,
         ChatMessage("user", "Weather in Rome?"),
-        ChatMessage(
-            "assistant",
-            tool_calls=[ToolCallRequest("c1", "get_weather", '{"city": "Rome"}')],
-        ),
-        ChatMessage("tool", '{"sky": "clear"}', tool_call_id="c1", name="get_weather"),
-        ChatMessage("system", "Summary: none."),
+        ChatMessage("assistant", tool_calls=[_call("get_weather", city="Rome")]),
+        ChatMessage("tool", '{"sky": "clear"}', tool_call_id="c_get_weather", name="get_weather"),
     ]
-    rendered = chat_messages(messages, tool_instructions([WEATHER]))
-    assert [m["role"] for m in rendered] == ["system", "user", "assistant", "user"]
-    assert rendered[0]["content"].startswith("Be brief.\n\nSummary: none.")
-    assert "get_weather" in rendered[0]["content"]
-    assert json.loads(rendered[2]["content"])["arguments"] == {"city": "Rome"}
-    assert rendered[3]["content"] == '[result of get_weather]: {"sky": "clear"}'
+    prompt = render_prompt(messages, [WEATHER])
+    assert prompt.endswith(
+        "<|im_start|>user\nWeather in Rome?<|im_end|>\n"
+        "<|im_start|>assistant\n<tool_call>\n"
+        '{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call><|im_end|>\n'
+        '<|im_start|>user\n<tool_response>\n{"sky": "clear"}\n</tool_response><|im_end|>\n'
+        "<|im_start|>assistant\n"
+    )
+    assert "[result of" not in prompt and prompt.count("<|im_start|>system") == 1
+
+
+def test_results_of_one_step_share_one_user_role_message() -> None:
+    calls = [_call("get_weather", city="Rome"), _call("set_timer", minutes=5)]
+    prompt = render_prompt(
+        [
+            SYSTEM,
+            ChatMessage("user", "x"),
+            ChatMessage("assistant", "One moment.", tool_calls=calls),
+            ChatMessage("tool", "sunny", tool_call_id="a"),
+            ChatMessage("tool", "started", tool_call_id="b"),
+        ],
+        [WEATHER, TIMER],
+    )
+    assert "<|im_start|>assistant\nOne moment.\n<tool_call>" in prompt
+    assert (
+        "<|im_start|>user\n<tool_response>\nsunny\n</tool_response>\n"
+        "<tool_response>\nstarted\n</tool_response><|im_end|>\n"
+    ) in prompt
+
+
+def test_each_step_only_appends_so_the_cached_prefix_stays_valid() -> None:
+    """The prompt of the step after a tool result starts with the whole prompt of the step
+    before (minus the open assistant header): nothing earlier is edited, the system message
+    least of all, and a note or summary added later is rendered where it stands."""
+    first = [SYSTEM, ChatMessage("user", "Weather in Rome?")]
+    second = [
+        *first,
+        ChatMessage("assistant", tool_calls=[_call("get_weather", city="Rome")]),
+        ChatMessage("tool", "sunny", tool_call_id="c_get_weather"),
+        ChatMessage("system", "Summary: the caller is in Rome."),
+    ]
+    before = render_prompt(first, [WEATHER]).removesuffix("<|im_start|>assistant\n")
+    after = render_prompt(second, [WEATHER])
+    assert after.startswith(before + "<|im_start|>assistant\n<tool_call>")
+    assert after.endswith(
+        "<|im_start|>system\nSummary: the caller is in Rome.<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_system_message_holds_the_instructions_rules_and_tools_in_qwens_format() -> None:
+    prompt = render_prompt([SYSTEM, ChatMessage("user", "hi")], [WEATHER])
+    system = prompt.split("<|im_end|>")[0]
+    assert system.startswith("<|im_start|>system\nBe brief.\n\n" + TOOL_RULES + "\n\n# Tools")
+    listed = system.split("<tools>\n")[1].split("\n</tools>")[0]
+    assert json.loads(listed)["function"]["name"] == "get_weather"
+    assert render_prompt([SYSTEM], []) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+# -- the decision ----------------------------------------------------------------------------
+def test_grammar_branches_are_told_apart_by_the_first_token() -> None:
+    both = decision_grammar([WEATHER, TIMER], speak=True, call=True)
+    assert "start: call | speech" in both
+    assert '"<tool_call>\\n" body "\\n</tool_call>" | body' in both
+    assert both.count("%json") == 2
+    assert "start: speech\n" in decision_grammar([WEATHER], speak=True, call=False)
+    assert "start: call\n" in decision_grammar([WEATHER], speak=False, call=True)
+    # Nothing to call: speech, whatever was asked.
+    assert "start: speech\n" in decision_grammar([], speak=False, call=True)
+
+
+@pytest.mark.parametrize("step", [1, 4, 1000])
+def test_speech_streams_from_the_first_token(step: int) -> None:
+    parser = StepParser()
+    raw = " Hello there! How can I help?"
+    texts = [e.text for i in range(0, len(raw), step) for e in parser.feed(raw[i : i + step])]  # type: ignore[union-attr]
+    assert "".join(texts) == "Hello there! How can I help?"
+    assert parser.call() is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>',
+        '{"name": "get_weather", "arguments": {"city": "Oslo"}}',
+    ],
+)
+def test_a_call_is_never_spoken_and_parses_whole(raw: str) -> None:
+    parser = StepParser()
+    assert [e for ch in raw for e in parser.feed(ch)] == []
+    call = parser.call()
+    assert call is not None and call.name == "get_weather"
+    assert call.parsed_arguments() == {"city": "Oslo"}
+
+
+def test_a_cut_off_call_is_an_error_not_text() -> None:
+    parser = StepParser()
+    parser.feed('{"name": "get_weather", "arguments": {"ci')
+    with pytest.raises(LLMError):
+        parser.call()
+
+
+# -- the checks on a chosen call -------------------------------------------------------------
+def test_a_required_value_the_caller_never_said_becomes_a_question() -> None:
+    messages = [SYSTEM, ChatMessage("user", "Hello, how are you?")]
+    verdict = review_call(_call("get_weather", city="Paris"), WEATHER, messages)
+    assert verdict.call is None and "city" in verdict.note and "Ask" in verdict.note
+
+
+def test_values_the_caller_or_a_result_gave_are_kept_invented_optional_ones_dropped() -> None:
+    messages = [
+        SYSTEM,
+        ChatMessage("user", "Set a timer for ten minutes."),
+    ]
+    verdict = review_call(_call("set_timer", minutes=10, label="pasta"), TIMER, messages)
+    assert verdict.call is not None
+    assert verdict.call.parsed_arguments() == {"minutes": 10}
+    from_result = [
+        SYSTEM,
+        ChatMessage("user", "Where does order 5 go, and what's the weather there?"),
+        ChatMessage("assistant", tool_calls=[_call("lookup_order", order_id="5")]),
+        ChatMessage("tool", '{"city": "Lyon"}', tool_call_id="c_lookup_order"),
+    ]
+    assert review_call(_call("get_weather", city="Lyon"), WEATHER, from_result).call is not None
+
+
+def test_the_same_call_twice_in_one_turn_is_answered_instead() -> None:
+    messages = [
+        SYSTEM,
+        ChatMessage("user", "Weather in Rome?"),
+        ChatMessage("assistant", tool_calls=[_call("get_weather", city="Rome")]),
+        ChatMessage("tool", "sunny", tool_call_id="c_get_weather"),
+    ]
+    verdict = review_call(_call("get_weather", city="Rome"), WEATHER, messages)
+    assert verdict.call is None and "already called" in verdict.note
+    # In a later turn the same question is a fresh call.
+    later = [*messages, ChatMessage("assistant", "Sunny."), ChatMessage("user", "Rome again?")]
+    assert review_call(_call("get_weather", city="Rome"), WEATHER, later).call is not None
+
+
+# -- the provider over a scripted llama.cpp server -------------------------------------------
+def _local(outputs: list[list[str]]) -> tuple[LocalLLM, ScriptedEngine]:
+    engine = ScriptedEngine(outputs)
+    return LocalLLM(engine, "local:scripted"), engine  # type: ignore[arg-type]
+
+
+async def test_small_talk_is_spoken_with_the_decision_grammar_and_no_call() -> None:
+    llm, engine = _local([["Hi", "! Doing", " well."]])
+    result = await complete(
+        llm, LLMRequest([SYSTEM, ChatMessage("user", "Hello!")], tools=[WEATHER])
+    )
+    assert result.text == "Hi! Doing well." and result.tool_calls == []
+    [body] = engine.bodies
+    assert "start: call | speech" in body["grammar"]
+    assert body["prompt"].endswith("<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n")
+
+
+async def test_an_invented_argument_is_replaced_by_a_question_on_the_same_prefix() -> None:
+    llm, engine = _local(
+        [
+            ['{"name": "get_weather", ', '"arguments": {"city": "Paris"}}'],
+            ["Which city", " do you mean?"],
+        ]
+    )
+    request = LLMRequest([SYSTEM, ChatMessage("user", "What's the weather like?")], [WEATHER])
+    result = await complete(llm, request)
+    assert result.tool_calls == [] and result.text == "Which city do you mean?"
+    first, second = engine.bodies
+    assert second["prompt"].startswith(first["prompt"].removesuffix("<|im_start|>assistant\n"))
+    assert "<|im_start|>system\nThe user has not said the city" in second["prompt"]
+    assert "start: speech\n" in second["grammar"]
+
+
+async def test_tool_choice_none_keeps_the_tools_listed_and_only_allows_speech() -> None:
+    llm, engine = _local([["Done."]])
+    request = LLMRequest([SYSTEM, ChatMessage("user", "x")], tools=[WEATHER], tool_choice="none")
+    await complete(llm, request)
+    [body] = engine.bodies
+    assert "<tools>" in body["prompt"] and "start: speech\n" in body["grammar"]
+
+
+async def test_without_tools_the_text_passes_through_unconstrained() -> None:
+    llm, engine = _local([["{not", " a call}"]])
+    result = await complete(llm, LLMRequest([SYSTEM, ChatMessage("user", "x")]))
+    assert result.text == "{not a call}" and "grammar" not in engine.bodies[0]

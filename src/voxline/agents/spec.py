@@ -224,7 +224,11 @@ class AgentSpec(_Section):
         default_factory=dict, description="Extra options passed to the LLM provider as is."
     )
     max_tool_steps: int = Field(
-        8, ge=1, le=32, description="Model/tool round trips allowed for one reply."
+        4,
+        ge=1,
+        le=32,
+        description="Rounds of tool calls allowed in one reply; at the limit the model says "
+        "what it did and what is left, without calling more.",
     )
     tools: list[ToolName | ToolSpec] = Field(default_factory=list)
     turn: TurnSettings = Field(default_factory=TurnSettings)

@@ -46,6 +46,7 @@ from voxline.guardrails.turns import (
 )
 from voxline.providers.llm.base import (
     LLM,
+    ChatMessage,
     LLMRequest,
     TextDelta,
     ToolCallAccumulator,
@@ -88,7 +89,7 @@ class ReplyPlan:
     temperature: float | None = None
     max_tokens: int | None = None
     options: dict[str, object] | None = None
-    max_steps: int = 8
+    max_steps: int = 4  # tool rounds in one reply; then a wrap-up step without tools
     max_reply_chars: int | None = None
 
 
@@ -124,6 +125,10 @@ class Delivery:
 STOPPED_RESULT = "the tool was stopped because the conversation ended; it may not have finished"
 NOT_STARTED_RESULT = "the tool was not run because the user interrupted"
 CLOSING_RESULT = "the tool was not run because the conversation is ending"
+WRAP_UP_NOTE = (
+    "You have used every tool step allowed for this reply. Without calling anything, tell the "
+    "user in one or two sentences what you did and what is still left to do."
+)
 _VERDICTS_KEPT = 16  # input verdicts remembered, so a turn is checked once however it is asked
 
 
@@ -199,8 +204,13 @@ class ReplyEngine:
             self.state.to(S.CALLING_TOOLS)
             await self.wait_tools()
             self.state.to(S.THINKING)
-        for _step in range(plan.max_steps):
-            bot, calls = await self._model_step(plan)
+        # `max_steps` rounds of tools, then one more model step with tools off, told to say
+        # what it did and what is left: "check, then act" fits, a loop does not.
+        for step in range(plan.max_steps + 1):
+            wrap_up = step == plan.max_steps
+            if wrap_up:
+                self.log.warning("reply reached the tool-step limit", max_steps=plan.max_steps)
+            bot, calls = await self._model_step(plan, wrap_up=wrap_up)
             last_text = bot or last_text
             cut, self._cut = self._cut, None
             if cut is not None and self.guardrails is not None:
@@ -208,12 +218,10 @@ class ReplyEngine:
                 answer = await self._answer_trip(trip)
                 self._record_trip(bot or answer, trip, "output")
                 return answer
-            if not calls:
+            if not calls or wrap_up:  # a provider ignoring tool_choice "none" runs nothing
                 break
             await self._run_tools(calls)
             self.state.to(S.THINKING)
-        else:
-            self.log.warning("reply stopped at the tool-step limit", max_steps=plan.max_steps)
         return last_text
 
     @property
@@ -347,10 +355,16 @@ class ReplyEngine:
         record_trip(self.bus, self.log, turn, trip, stage, late=late)
 
     # -- the model ---------------------------------------------------------------------------
-    async def _model_step(self, plan: ReplyPlan) -> tuple[BotTurn | None, list[ToolCallRequest]]:
+    async def _model_step(
+        self, plan: ReplyPlan, *, wrap_up: bool = False
+    ) -> tuple[BotTurn | None, list[ToolCallRequest]]:
+        messages = build_messages(plan.instructions, self.turns)
+        if wrap_up:  # appended last, never stored: the cached prompt prefix stays valid
+            messages.append(ChatMessage(role="system", content=WRAP_UP_NOTE))
         request = LLMRequest(
-            messages=build_messages(plan.instructions, self.turns),
+            messages=messages,
             tools=[t.definition() for t in plan.tools],
+            tool_choice="none" if wrap_up and plan.tools else None,
             temperature=plan.temperature,
             max_tokens=plan.max_tokens,
             options=dict(plan.options or {}),

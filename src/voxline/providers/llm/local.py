@@ -6,13 +6,17 @@ second session waits its turn instead of failing, and the event loop never block
 handed back with `loop.call_soon_threadsafe`; when the consumer stops reading (barge-in, task
 cancelled) the next chunk callback tells llama.cpp to stop, which frees the worker at once.
 
-With tools, the reply is JSON constrained by a schema (see `local_tools`); without, plain text.
+The prompt is rendered here in the model's own chat format (`local_tools.render_prompt`) and
+sent as a raw completion, so what is cached is exactly what was sent: a step of a turn only
+appends to the prompt of the step before. With tools, a grammar makes the first token choose
+between speaking and calling (see `local_tools`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,19 +24,21 @@ from typing import Any
 import structlog
 
 from voxline.providers.llm.base import (
+    ChatMessage,
     ConfigurationError,
     LLMError,
     LLMEvent,
     LLMRequest,
-    TextDelta,
+    ToolDefinition,
     Usage,
 )
 from voxline.providers.llm.local_model import GGUF_NAME, INSTALL_HINT, ensure_gguf, part_paths
 from voxline.providers.llm.local_tools import (
-    ReplyParser,
-    chat_messages,
-    output_schema,
-    tool_instructions,
+    StepParser,
+    call_events,
+    decision_grammar,
+    render_prompt,
+    review_call,
 )
 from voxline.providers.local_runtime import ModelWorker, shared_worker
 from voxline.settings import Settings
@@ -46,10 +52,13 @@ Chunk = dict[str, Any]
 _DONE = object()
 
 
-def _load_server(path: Path) -> Any:
+def _load_server(path: Path, threads: int | None = None) -> Any:
     import xllamacpp
 
     params = xllamacpp.CommonParams()
+    if threads:  # llama.cpp's default is every core; on a busy machine fewer decode faster
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads
     params.model.path = str(path)
     params.n_ctx = CONTEXT_TOKENS
     params.n_parallel = 1
@@ -65,13 +74,16 @@ def _load_server(path: Path) -> Any:
     return server
 
 
-def _chat(server: Any, body: dict[str, Any], on_chunk: Callable[[Chunk], bool]) -> None:
-    server.handle_chat_completions(body, on_chunk)
+def _complete(server: Any, body: dict[str, Any], on_chunk: Callable[[Chunk], bool]) -> None:
+    server.handle_completions(body, on_chunk)
 
 
-def shared_engine(key: Path, locate: Callable[[], Path]) -> ModelWorker[Any]:
-    """The process-wide llama.cpp server for a model file, loaded on first use."""
-    return shared_worker("llm", key, lambda: _load_server(locate()))
+def shared_engine(
+    key: Path, locate: Callable[[], Path], threads: int | None = None
+) -> ModelWorker[Any]:
+    """The process-wide llama.cpp server for a model file, loaded on first use (the first
+    caller's `threads` wins)."""
+    return shared_worker("llm", key, lambda: _load_server(locate(), threads))
 
 
 class LocalLLM:
@@ -80,6 +92,7 @@ class LocalLLM:
     def __init__(self, engine: ModelWorker[Any], label: str) -> None:
         self._engine = engine
         self.label = label
+        self.last_decision: float | None = None  # request start -> first generated token, s
 
     def load(self) -> float:
         """Load the model now if needed (blocking); the seconds its load took."""
@@ -101,7 +114,67 @@ class LocalLLM:
             pass
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
-        body, parser = self._prepare(request)
+        started = time.monotonic()
+        self.last_decision = None
+        tools = _offered(request)
+        if not request.tools:
+            body = self._body(request, render_prompt(request.messages, []), None)
+            async for event in self._generate(body, StepParser(speech_only=True), started):
+                yield event
+            return
+        # Every tool stays in the system message whatever `tool_choice` says, so the cached
+        # prefix is the same for every step; the grammar alone narrows what may be written.
+        speak = request.tool_choice not in ("required",) and not _named(request)
+        call = request.tool_choice != "none" and bool(tools)
+        grammar = decision_grammar(tools, speak=speak, call=call)
+        body = self._body(request, render_prompt(request.messages, request.tools), grammar)
+        parser = StepParser()
+        async for event in self._generate(body, parser, started):
+            yield event
+        chosen = parser.call()
+        if chosen is None:
+            return
+        tool = next((tool for tool in tools if tool.name == chosen.name), None)
+        if tool is None:
+            raise LLMError(
+                f"the local model called an unknown tool {chosen.name!r}",
+                provider="local",
+                retryable=False,
+            )
+        verdict = review_call(chosen, tool, request.messages)
+        if verdict.call is not None:
+            for event in call_events(verdict.call):
+                yield event
+            return
+        # The call is not made: the model says why, after a note appended at the very end of
+        # the prompt (the cached prefix, up to the caller's words, is kept).
+        log.info("local tool call replaced by speech", tool=chosen.name, note=verdict.note)
+        noted = [*request.messages, ChatMessage(role="system", content=verdict.note)]
+        speech = decision_grammar(tools, speak=True, call=False)
+        body = self._body(request, render_prompt(noted, request.tools), speech)
+        async for event in self._generate(body, StepParser(speech_only=True), None):
+            yield event
+
+    def _body(self, request: LLMRequest, prompt: str, grammar: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "prompt": prompt,
+            "stream": True,
+            "cache_prompt": True,
+            "n_predict": request.max_tokens or DEFAULT_MAX_TOKENS,
+            **request.options,
+        }
+        if grammar is not None:
+            body["grammar"] = grammar
+            body["temperature"] = 0.0 if request.temperature is None else request.temperature
+        elif request.temperature is not None:
+            body["temperature"] = request.temperature
+        return body
+
+    async def _generate(
+        self, body: dict[str, Any], parser: StepParser, started: float | None
+    ) -> AsyncIterator[LLMEvent]:
+        """Run one completion on the worker; speech comes out as it is generated, and the
+        usage last. `started` (when given) times the first generated token as the decision."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
@@ -118,14 +191,16 @@ class LocalLLM:
             deliver(chunk)
             return False
 
-        future = self._engine.submit(_chat, body, on_chunk)
+        future = self._engine.submit(_complete, body, on_chunk)
         future.add_done_callback(lambda _: deliver(_DONE))
         usage = Usage()
         try:
             while (chunk := await queue.get()) is not _DONE:
                 _raise_if_error(chunk)
                 for text in _content(chunk):
-                    for event in parser.feed(text) if parser else [TextDelta(text)]:
+                    if started is not None and self.last_decision is None:
+                        self.last_decision = time.monotonic() - started
+                    for event in parser.feed(text):
                         yield event
                 usage = _usage(chunk) or usage
             try:
@@ -134,48 +209,24 @@ class LocalLLM:
                 raise
             except Exception as exc:
                 raise LLMError(f"local model failed: {exc}", provider="local") from exc
-            for event in parser.finish() if parser else []:
-                yield event
             yield usage
         finally:
             stop.set()
             future.cancel()
 
-    def _prepare(self, request: LLMRequest) -> tuple[dict[str, Any], ReplyParser | None]:
-        tools = [] if request.tool_choice == "none" else list(request.tools)
-        if request.tool_choice not in (None, "auto", "none", "required"):
-            tools = [t for t in tools if t.name == request.tool_choice]
-        # After tool results the model must speak: one round of calls per user turn keeps a
-        # small model from calling the same tool again and again.
-        answering = bool(request.messages) and request.messages[-1].role == "tool"
-        body: dict[str, Any] = {
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
-            **request.options,
-        }
-        if not tools:
-            body["messages"] = chat_messages(request.messages)
-            if request.temperature is not None:
-                body["temperature"] = request.temperature
-            return body, None
-        body["messages"] = chat_messages(
-            request.messages, tool_instructions(tools, reply_only=answering)
-        )
-        schema_tools = [] if answering else tools
-        allow_reply = request.tool_choice != "required" or not schema_tools
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {
-                "name": "reply",
-                "schema": output_schema(schema_tools, allow_reply=allow_reply),
-            },
-        }
-        body["temperature"] = 0.0 if request.temperature is None else request.temperature
-        return body, ReplyParser(tools)
-
     async def aclose(self) -> None:
         """Nothing to release per instance: the engine outlives sessions by design."""
+
+
+def _offered(request: LLMRequest) -> list[ToolDefinition]:
+    """The tools this step may call: all of them, or the one `tool_choice` names."""
+    if _named(request):
+        return [tool for tool in request.tools if tool.name == request.tool_choice]
+    return list(request.tools)
+
+
+def _named(request: LLMRequest) -> bool:
+    return request.tool_choice not in (None, "auto", "none", "required")
 
 
 def _raise_if_error(chunk: Chunk) -> None:
@@ -188,7 +239,7 @@ def _raise_if_error(chunk: Chunk) -> None:
 def _content(chunk: Chunk) -> list[str]:
     texts = []
     for choice in chunk.get("choices") or []:
-        text = (choice.get("delta") or {}).get("content")
+        text = choice.get("text")
         if text:
             texts.append(text)
     return texts
@@ -213,7 +264,9 @@ def _require_runtime() -> None:
         ) from None
 
 
-def create_local_llm(model: str | None, settings: Settings) -> LocalLLM:
+def create_local_llm(
+    model: str | None, settings: Settings, *, threads: int | None = None
+) -> LocalLLM:
     """The `local` / `local:MODEL` provider. MODEL is the default name or a path to a GGUF file.
 
     Presence is checked now, so a missing package fails at start-up with one actionable line;
@@ -223,7 +276,7 @@ def create_local_llm(model: str | None, settings: Settings) -> LocalLLM:
     if model in (None, "", DEFAULT_MODEL):
         part_paths()
         target = settings.cache_dir / "models" / GGUF_NAME
-        engine = shared_engine(target, lambda: ensure_gguf(settings.cache_dir))
+        engine = shared_engine(target, lambda: ensure_gguf(settings.cache_dir), threads)
         return LocalLLM(engine, f"local:{DEFAULT_MODEL}")
     path = Path(model).expanduser()
     if path.suffix != ".gguf" or not path.is_file():
@@ -232,4 +285,4 @@ def create_local_llm(model: str | None, settings: Settings) -> LocalLLM:
             "or 'local:/path/to/model.gguf'"
         )
     resolved = path.resolve()
-    return LocalLLM(shared_engine(resolved, lambda: resolved), f"local:{path.stem}")
+    return LocalLLM(shared_engine(resolved, lambda: resolved, threads), f"local:{path.stem}")

@@ -1,21 +1,24 @@
-"""Tool calling for a small local model: a JSON reply format, its schema, and a streaming parser.
+"""Tool calling for the small local model in its own chat format, decided in one token.
 
-Qwen2.5-Coder-1.5B does not emit structured tool calls on its own (it writes fenced JSON, and
-only sometimes). So when tools are offered the model answers with one JSON object, constrained by
-a JSON schema at sampling time so it cannot be malformed:
+Qwen2.5's chat template (read from the GGUF's `tokenizer.chat_template`) lists tools in the
+system message inside `<tools></tools>`, has the model answer a call as
+`<tool_call>\\n{"name": …, "arguments": …}\\n</tool_call>`, and hands results back inside
+`<tool_response>` in a user-role message. `render_prompt` writes exactly that, so:
 
-    {"wants": "<the request in a few words>", "tool": "none", "reply": "<text for the user>"}
-    {"wants": "<the request in a few words>", "tool": "<name>", "arguments": {...}}
+- the rendered prompt only ever grows at its end: a tool result is appended, the system message
+  is never edited, and llama.cpp's prompt cache stays valid across every step of a turn;
+- a result reads as a tool's output, not as something the caller said ("Thank you for your
+  refund" came from results sent as user turns).
 
-Naming the request first, then choosing among the tool names or an explicit "none", with two
-generic examples of "none", is what made this model stop calling a weather tool for "What is the
-capital of France?" (measured in `benchmarks/local_models.py`; a bare reply-or-calls schema
-over-called tools on general questions).
+Decoding is constrained by a grammar (`decision_grammar`) whose two branches differ in the first
+token: a tool call starts with `<tool_call>` or `{`, a spoken reply with a word. So the choice
+costs one constrained token, and a spoken reply is plain text streamed from its first token with
+no JSON lead-in (the earlier format spent ~20 tokens of JSON before the first word).
 
-`ReplyParser` turns that stream back into provider events: the reply string is decoded and
-streamed as `TextDelta`s while it is generated (so speech can start early), a call becomes a
-`ToolCallDelta`, and raw JSON never reaches the user. If the model ever writes a fenced ```json
-block inside its reply, a block that names a known tool becomes a call and any other is dropped.
+A 1.5B model still over-calls and fills required arguments with guesses, so two checks sit after
+the decision (`LocalLLM` acts on them): a call whose required string or number argument does not
+occur anywhere the caller (or an earlier tool result) said it is turned into a question for that
+value, and a call repeating one already made this turn is turned into a spoken answer.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from voxline.providers.llm.base import (
@@ -32,286 +36,253 @@ from voxline.providers.llm.base import (
     LLMEvent,
     TextDelta,
     ToolCallDelta,
+    ToolCallRequest,
     ToolDefinition,
 )
 
-NO_TOOL = "none"
-_FENCE = "```"
-_FENCED_BLOCK = re.compile(r"```[a-zA-Z]*\s*(.*?)\s*(?:```|$)", re.DOTALL)
-_HEAD = re.compile(
-    r'\s*\{\s*"wants"\s*:\s*"(?:[^"\\]|\\.)*"\s*,\s*"tool"\s*:\s*"([^"]*)"\s*,'
-    r'\s*"(?:reply|arguments)"\s*:'
+# What the model is told about when to call; measured in `benchmarks/tool_precision.py`.
+TOOL_RULES = (
+    "Call a function only when the user asks for exactly what it does and has said every "
+    "value it needs. Otherwise answer in plain spoken words, with no function: greetings, "
+    "thanks, small talk, things the user tells you, general knowledge, advice, jokes. If the "
+    "user wants a function but did not say a value it needs, ask for that value; never guess "
+    "one. After a function's result, call the next function the request still needs, or tell "
+    "the user the result in plain words."
 )
-_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-_WANTS = {"type": "string", "maxLength": 60}
+# Qwen2.5's own tool section, as its chat template writes it (double braces included).
+_TOOLS_HEAD = (
+    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+_TOOLS_TAIL = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and "
+    "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
+)
+DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+# A spoken reply starts with a word and never holds markup or JSON (it would be read aloud).
+_SPEECH = r"/[^\s<{\[`][^<{`]*/"
+_WORD = re.compile(r"[a-z0-9]+")
+_SMALL_NUMBERS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty"
+)
+_NUMBER_WORDS = {word: value for value, word in enumerate(_SMALL_NUMBERS.split())} | {
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "ninety": 90,
+    "hundred": 100,
+}
 
 
-def tool_instructions(tools: Sequence[ToolDefinition], *, reply_only: bool = False) -> str:
-    """The system-prompt section that teaches the model the tools and the reply format."""
-    lines = ["", "Tools:"]
+def system_text(instructions: str, tools: Sequence[ToolDefinition]) -> str:
+    """The whole system message: the agent's instructions, the calling rules, the tools."""
+    if not tools:
+        return instructions
+    lines = [instructions.rstrip() + "\n\n" + TOOL_RULES + _TOOLS_HEAD]
     for tool in tools:
-        arguments = json.dumps(tool.parameters.get("properties", {}), separators=(",", ":"))
-        lines.append(f"- {tool.name}: {tool.description} Arguments: {arguments}")
-    lines += [
-        "",
-        'Answer with one JSON object. First write "wants": what the user wants, in a few words. '
-        'Then "tool": the tool whose description is exactly that, or "none" when no tool does '
-        "it (greetings, chat, facts, maths, jokes).",
-        '{"wants": "...", "tool": "none", "reply": "<what you say to the user>"}',
-        '{"wants": "...", "tool": "<tool name>", "arguments": {...}}  (argument values from the '
-        "user's words; never guess a tool's result)",
-        "Most requests need no tool. Examples:",
-        'User: Who painted the Mona Lisa? -> {"wants": "a fact about art", "tool": "none", '
-        '"reply": "Leonardo da Vinci painted it."}',
-        'User: What is the capital of Spain? -> {"wants": "a geography fact", "tool": "none", '
-        '"reply": "Madrid."}',
-    ]
-    if reply_only:
-        lines.append('The tool results are above: now use them in your reply ("tool": "none").')
-    return "\n".join(lines)
+        function = {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters or {"type": "object", "properties": {}},
+        }
+        lines.append(json.dumps({"type": "function", "function": function}))
+    return "\n".join(lines) + _TOOLS_TAIL
 
 
-def output_schema(tools: Sequence[ToolDefinition], *, allow_reply: bool = True) -> dict[str, Any]:
-    """A JSON schema admitting a reply, or one call to one of `tools` with valid arguments."""
-    shapes: list[dict[str, Any]] = []
-    if allow_reply or not tools:
-        shapes.append(_shape(NO_TOOL, "reply", {"type": "string"}))
-    for tool in tools:
-        shapes.append(_shape(tool.name, "arguments", tool.parameters or {"type": "object"}))
-    return shapes[0] if len(shapes) == 1 else {"oneOf": shapes}
+def render_prompt(messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition]) -> str:
+    """The prompt text Qwen2.5's chat template makes of `messages`, ready for the assistant.
 
-
-def _shape(tool: str, field: str, value: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {"wants": _WANTS, "tool": {"const": tool}, field: value},
-        "required": ["wants", "tool", field],
-        "additionalProperties": False,
-    }
-
-
-def chat_messages(messages: Sequence[ChatMessage], system_suffix: str = "") -> list[dict[str, str]]:
-    """OpenAI-style messages for llama.cpp's chat template, in the model's own reply format.
-
-    Past tool calls are shown as the JSON the model would have written, and tool results as
-    user-side notes, so the history teaches the same format the schema enforces. System messages
-    are merged into one leading message because the chat template accepts only that.
+    Leading system messages are the system message (merged); a later one (a summary, a note)
+    is rendered where it stands, so adding it never changes what came before. Tool results
+    sharing a step share one user-role message of `<tool_response>` blocks, as the template
+    does.
     """
-    system = [m.content or "" for m in messages if m.role == "system"]
-    result: list[dict[str, str]] = []
-    if system or system_suffix:
-        result.append({"role": "system", "content": "\n\n".join(system) + system_suffix})
-    for message in messages:
-        if message.role == "system":
-            continue
-        if message.role == "assistant" and message.tool_calls:
-            calls = [
-                json.dumps(
-                    {
-                        "wants": "tool use",
-                        "tool": call.name,
-                        "arguments": _loose_arguments(call.arguments),
-                    }
-                )
-                for call in message.tool_calls
-            ]
-            result.append({"role": "assistant", "content": "\n".join(calls)})
-        elif message.role == "tool":
-            label = message.name or "the tool"
-            result.append(
-                {"role": "user", "content": f"[result of {label}]: {message.content or ''}"}
-            )
+    lead = 0
+    while lead < len(messages) and messages[lead].role == "system":
+        lead += 1
+    instructions = "\n\n".join(m.content or "" for m in messages[:lead]) or DEFAULT_SYSTEM
+    parts = [f"<|im_start|>system\n{system_text(instructions, tools)}<|im_end|>\n"]
+    rest = messages[lead:]
+    for index, message in enumerate(rest):
+        if message.role == "tool":
+            if index == 0 or rest[index - 1].role != "tool":
+                parts.append("<|im_start|>user")
+            parts.append(f"\n<tool_response>\n{message.content or ''}\n</tool_response>")
+            if index == len(rest) - 1 or rest[index + 1].role != "tool":
+                parts.append("<|im_end|>\n")
+        elif message.role == "assistant" and message.tool_calls:
+            parts.append("<|im_start|>assistant")
+            if message.content:
+                parts.append("\n" + message.content)
+            parts.extend(_render_call(call) for call in message.tool_calls)
+            parts.append("<|im_end|>\n")
         else:
-            result.append({"role": message.role, "content": message.content or ""})
-    return result
+            parts.append(f"<|im_start|>{message.role}\n{message.content or ''}<|im_end|>\n")
+    parts.append("<|im_start|>assistant\n")
+    return "".join(parts)
 
 
-def _loose_arguments(arguments: str) -> Any:
+def _render_call(call: ToolCallRequest) -> str:
     try:
-        return json.loads(arguments or "{}")
+        arguments: Any = json.loads(call.arguments or "{}")
     except json.JSONDecodeError:
-        return arguments
+        arguments = call.arguments
+    body = f'{{"name": "{call.name}", "arguments": {json.dumps(arguments)}}}'
+    return f"\n<tool_call>\n{body}\n</tool_call>"
 
 
-class ReplyParser:
-    """Incremental parser for the constrained JSON reply; `feed` and `finish` return events."""
+def decision_grammar(tools: Sequence[ToolDefinition], *, speak: bool, call: bool) -> str:
+    """An llguidance grammar admitting a spoken reply (`speak`), one call to one of `tools`
+    with schema-valid arguments (`call`), or either; the first token tells which."""
+    call = call and bool(tools)
+    speak = speak or not call
+    lines = ["%llguidance {}"]
+    branches = []
+    if call:
+        branches.append("call")
+        lines.append('call: "<tool_call>\\n" body "\\n</tool_call>" | body')
+        lines.append("body: " + " | ".join(f"body{i}" for i in range(len(tools))))
+        for i, tool in enumerate(tools):
+            head = json.dumps(f'{{"name": "{tool.name}", "arguments": ')
+            lines.append(f'body{i}: {head} args{i} "}}"')
+            schema = tool.parameters or {"type": "object"}
+            lines.append(f"args{i}: %json {json.dumps(schema)}")
+    if speak:
+        branches.append("speech")
+        lines.append(f"speech: {_SPEECH}")
+    lines.insert(1, "start: " + " | ".join(branches))
+    return "\n".join(lines) + "\n"
 
-    def __init__(self, tools: Sequence[ToolDefinition]) -> None:
-        self._tool_names = {tool.name for tool in tools}
-        self._raw = ""
-        self._tool: str | None = None
-        self._pos = 0  # next raw index to decode inside the reply string
-        self._reply_open = False
-        self._reply_done = False
-        self._fence = FenceFilter(self._tool_names)
+
+class StepParser:
+    """Turns the constrained output back into events: speech streams out as `TextDelta`s from
+    its first token; a call is held until it is complete and then parsed."""
+
+    def __init__(self, *, speech_only: bool = False) -> None:
+        self.raw = ""
+        # "speech" | "call", decided by the first visible char (no tools: always speech)
+        self.kind: str | None = "speech" if speech_only else None
 
     def feed(self, text: str) -> list[LLMEvent]:
-        self._raw += text
-        if self._tool is None:
-            match = _HEAD.match(self._raw)
-            if match is None:
+        self.raw += text
+        if self.kind is None:
+            stripped = self.raw.lstrip()
+            if not stripped:
                 return []
-            self._tool = match.group(1)
-            self._pos = match.end()
-        if self._tool != NO_TOOL or self._reply_done:
-            return []
-        if not self._reply_open:
-            rest = self._raw[self._pos :].lstrip()
-            if not rest:
-                return []
-            self._pos = len(self._raw) - len(rest) + 1  # past the opening quote
-            self._reply_open = True
-        return self._fence.feed(self._decode_reply())
+            self.kind = "call" if stripped[0] in "<{" else "speech"
+            return [TextDelta(stripped)] if self.kind == "speech" else []
+        if self.kind == "speech" and text:
+            return [TextDelta(text)]
+        return []
 
-    def finish(self) -> list[LLMEvent]:
-        if self._tool == NO_TOOL:
-            return self._fence.finish()
-        if self._tool is not None:
-            return self._tool_call_events()
-        # The model ignored the format (no grammar, or a truncated start): treat it as prose.
-        fallback = FenceFilter(self._tool_names)
-        return fallback.feed(self._raw) + fallback.finish()
-
-    def _decode_reply(self) -> str:
-        """Decode as much of the JSON string as is complete, leaving partial escapes for later."""
-        out: list[str] = []
-        raw, pos = self._raw, self._pos
-        while pos < len(raw):
-            char = raw[pos]
-            if char == '"':
-                self._reply_done = True
-                pos += 1
-                break
-            if char != "\\":
-                out.append(char)
-                pos += 1
-                continue
-            if pos + 1 >= len(raw):
-                break
-            code = raw[pos + 1]
-            if code != "u":
-                out.append(_ESCAPES.get(code, code))
-                pos += 2
-                continue
-            decoded = _unicode_escape(raw, pos)
-            if decoded is None:
-                break
-            text, pos = decoded
-            out.append(text)
-        self._pos = pos
-        return "".join(out)
-
-    def _tool_call_events(self) -> list[LLMEvent]:
+    def call(self) -> ToolCallRequest | None:
+        """The complete call, once the step is over; None for speech."""
+        if self.kind != "call":
+            return None
+        body = self.raw.strip().removeprefix("<tool_call>").removesuffix("</tool_call>")
         try:
-            value = json.loads(self._raw)
-            calls = [{"name": value["tool"], "arguments": value["arguments"]}]
+            value = json.loads(body)
+            name, arguments = value["name"], value["arguments"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise LLMError(
                 "the local model's tool call was cut off or malformed",
                 provider="local",
                 retryable=False,
             ) from exc
-        return _call_events(calls, self._tool_names)
-
-
-def _unicode_escape(raw: str, pos: int) -> tuple[str, int] | None:
-    """Decode `\\uXXXX` at `pos` (and the low half of a surrogate pair); None while partial."""
-    if pos + 6 > len(raw):
-        return None
-    code = int(raw[pos + 2 : pos + 6], 16)
-    if 0xD800 <= code < 0xDC00:
-        if pos + 12 > len(raw):
-            return None
-        low = int(raw[pos + 8 : pos + 12], 16)
-        return chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)), pos + 12
-    return chr(code), pos + 6
-
-
-def _call_events(calls: Any, tool_names: set[str]) -> list[LLMEvent]:
-    events: list[LLMEvent] = []
-    if not isinstance(calls, list):
-        return events
-    for call in calls:
-        if not isinstance(call, dict) or call.get("name") not in tool_names:
-            continue
-        arguments = call.get("arguments", {})
-        events.append(
-            ToolCallDelta(
-                index=len(events),
-                id=f"call_{uuid.uuid4().hex[:12]}",
-                name=call["name"],
-                arguments=json.dumps(arguments if isinstance(arguments, dict) else {}),
-            )
+        return ToolCallRequest(
+            id=f"call_{uuid.uuid4().hex[:12]}", name=name, arguments=json.dumps(arguments)
         )
-    return events
 
 
-class FenceFilter:
-    """Streams prose through, but holds back fenced code blocks and resolves them at the end.
+@dataclass(frozen=True)
+class Verdict:
+    """What to do with a call the model chose: run it (`call`, possibly with invented optional
+    arguments removed), or not, with a `note` telling the model what to say instead."""
 
-    A fenced JSON object naming a known tool (as `name` or `tool`, alone or in a `tool_calls`
-    list) becomes a call; any other fenced block is dropped, since it would be read aloud as
-    symbols.
+    call: ToolCallRequest | None
+    note: str = ""
+
+
+def review_call(
+    call: ToolCallRequest, tool: ToolDefinition, messages: Sequence[ChatMessage]
+) -> Verdict:
+    """Keep calls whose values the caller actually gave; stop repeats within the turn.
+
+    A value counts as given when its words occur in what the caller said, in a tool result,
+    or in the instructions/summaries (facts the agent was told). Enum values are choices, not
+    facts, and are always accepted. An invented optional value is dropped; an invented
+    required one turns the call into a question.
     """
-
-    def __init__(self, tool_names: set[str]) -> None:
-        self._tool_names = tool_names
-        self._held = ""
-        self._fenced = False
-
-    def feed(self, text: str) -> list[LLMEvent]:
-        if self._fenced:
-            self._held += text
-            return []
-        pending = self._held + text
-        start = pending.find(_FENCE)
-        if start >= 0:
-            self._fenced = True
-            self._held = pending[start:]
-            return _text(pending[:start])
-        keep = _partial_fence_suffix(pending)
-        self._held = pending[len(pending) - keep :] if keep else ""
-        return _text(pending[: len(pending) - keep])
-
-    def finish(self) -> list[LLMEvent]:
-        held, self._held = self._held, ""
-        if not self._fenced:
-            return _text(held)
-        events: list[LLMEvent] = []
-        calls: list[Any] = []
-        prose: list[str] = []
-        last = 0
-        for block in _FENCED_BLOCK.finditer(held):
-            prose.append(held[last : block.start()])
-            last = block.end()
-            calls += _calls_in_block(block.group(1))
-        prose.append(held[last:])
-        events += _text(" ".join(part.strip() for part in prose if part.strip()))
-        events += _call_events(calls, self._tool_names)
-        return events
+    arguments = call.parsed_arguments()
+    if _repeats(call, arguments, messages):
+        return Verdict(
+            None,
+            f"{call.name} was already called with these values; its result is above. "
+            "Answer the user with it, without calling anything.",
+        )
+    known = _words(" ".join(m.content or "" for m in messages if m.role != "assistant"))
+    properties = tool.parameters.get("properties", {}) if tool.parameters else {}
+    required = set(tool.parameters.get("required", [])) if tool.parameters else set()
+    missing = []
+    for name, value in list(arguments.items()):
+        spec = properties.get(name, {})
+        if "enum" in spec or "const" in spec or _given(value, known):
+            continue
+        if name in required:
+            missing.append(name.replace("_", " "))
+        else:
+            del arguments[name]
+    if missing:
+        return Verdict(
+            None,
+            f"The user has not said the {' and '.join(missing)} for {call.name}. "
+            "Ask them for it in one short question; do not guess it.",
+        )
+    return Verdict(ToolCallRequest(call.id, call.name, json.dumps(arguments)))
 
 
-def _partial_fence_suffix(text: str) -> int:
-    """How many trailing backticks might be the start of a fence still arriving."""
-    for size in (2, 1):
-        if text.endswith(_FENCE[:size]):
-            return size
-    return 0
+def _repeats(
+    call: ToolCallRequest, arguments: dict[str, Any], messages: Sequence[ChatMessage]
+) -> bool:
+    for message in reversed(messages):
+        if message.role == "user":
+            return False
+        for earlier in message.tool_calls:
+            if earlier.name == call.name and _loose(earlier.arguments) == arguments:
+                return True
+    return False
 
 
-def _calls_in_block(body: str) -> list[Any]:
+def _loose(arguments: str) -> Any:
     try:
-        value = json.loads(body)
+        return json.loads(arguments or "{}")
     except json.JSONDecodeError:
-        return []
-    if isinstance(value, dict) and isinstance(value.get("tool_calls"), list):
-        return list(value["tool_calls"])
-    if isinstance(value, dict) and "tool" in value:
-        return [{"name": value["tool"], "arguments": value.get("arguments", {})}]
-    if isinstance(value, dict) and "name" in value:
-        return [value]
-    return value if isinstance(value, list) else []
+        return arguments
 
 
-def _text(text: str) -> list[LLMEvent]:
-    return [TextDelta(text)] if text else []
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def _given(value: Any, known: set[str]) -> bool:
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int | float):
+        number = int(value) if float(value).is_integer() else value
+        return str(number) in known or any(_NUMBER_WORDS.get(word) == number for word in known)
+    if isinstance(value, str):
+        words = _WORD.findall(value.lower())
+        return all(word in known for word in words)
+    if isinstance(value, list):
+        return all(_given(item, known) for item in value)
+    if isinstance(value, dict):
+        return all(_given(item, known) for item in value.values())
+    return False
+
+
+def call_events(call: ToolCallRequest) -> list[LLMEvent]:
+    """A complete call as the one delta the engine's accumulator expects."""
+    return [ToolCallDelta(index=0, id=call.id, name=call.name, arguments=call.arguments)]
