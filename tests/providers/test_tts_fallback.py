@@ -30,9 +30,10 @@ TEXT = "Your table for two is booked at seven tonight, by the window."
 
 @contextlib.asynccontextmanager
 async def chain(
-    first: Behaviour, second: Behaviour | None = None
+    first: Behaviour, second: Behaviour | None = None, *, reconnects: int = 0
 ) -> AsyncIterator[tuple[FallbackTTS, FakeElevenLabs, FakeCartesia]]:
-    """ElevenLabs, then Cartesia, each on its fake."""
+    """ElevenLabs, then Cartesia, each on its fake (no reconnects unless asked: most tests
+    here are about moving on to the next voice)."""
     async with FakeElevenLabs(first) as eleven, FakeCartesia(second) as cartesia:
         backup = CartesiaTTS("voice-2", api_key=API_KEY, base_url=cartesia.base_url)
         voices: list[TTS] = [
@@ -40,7 +41,7 @@ async def chain(
             backup,
         ]
         try:
-            yield FallbackTTS(voices), eleven, cartesia
+            yield FallbackTTS(voices, reconnects=reconnects), eleven, cartesia
         finally:
             await backup.aclose()
 
@@ -84,6 +85,39 @@ async def test_a_voice_dropped_mid_sentence_hands_the_rest_of_it_to_the_next() -
     [entry] = fallovers(logs)
     assert entry["mid_sentence"] is True and entry["remaining_chars"] >= len(rest)
     assert len(failures) == 1
+
+
+async def test_a_voice_dropped_mid_sentence_is_reconnected_for_the_rest_then_replaced() -> None:
+    """One reconnect per sentence: ElevenLabs drops, says more on a new socket, drops again;
+    Cartesia says what is left. Each gap is a log line and a report to the call."""
+    failures: list[Exception] = []
+    async with chain(Behaviour(drop_after=10), reconnects=1) as (tts, eleven, cartesia):
+        phone = for_channel(tts, OutputChannel(8000, on_failure=failures.append))
+        with capture_logs() as logs:
+            chunks = await spoken(phone)
+    first, again = eleven.streams
+    [context] = cartesia.contexts.values()
+    rest = context.transcript.strip()
+    assert not first.final and not again.final
+    assert TEXT.endswith(again.text.strip()) and again.text.strip().endswith(rest)
+    assert rest and len(rest) < len(again.text.strip()) < len(TEXT)
+    assert "".join(c.text for c in chunks) == TEXT  # no word lost or said twice
+    heard = b"".join(mulaw_encode(c.pcm) for c in chunks)
+    assert heard == bytes(first.audio) + bytes(again.audio) + bytes(context.audio)
+    moves = [e for e in logs if e["event"] in ("tts_reconnect", "tts_fallover")]
+    assert [(e["event"], e["next_provider"]) for e in moves] == [
+        ("tts_reconnect", "elevenlabs:voice-1"),
+        ("tts_fallover", "cartesia:voice-2"),
+    ]
+    assert len(failures) == 2
+
+
+async def test_a_voice_refused_outright_is_not_reconnected() -> None:
+    async with chain(Behaviour(refuse=401), reconnects=1) as (tts, eleven, cartesia):
+        with capture_logs() as logs:
+            await spoken(tts)
+    assert eleven.streams == [] and len(cartesia.contexts) == 1
+    assert [e["event"] for e in logs if e["event"].startswith("tts_")] == ["tts_fallover"]
 
 
 async def test_when_every_voice_fails_the_chain_raises_one_error_naming_them_all() -> None:

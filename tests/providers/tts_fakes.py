@@ -46,10 +46,20 @@ class Behaviour:
     (counted per sentence); `error`: answer with the provider's error instead of audio;
     `refuse`: refuse the handshake or request with that HTTP status; `silent`: never answer."""
 
+    def drops_now(self, index: int) -> bool:
+        """Whether the sentence on its `index`th audio message is to be dropped now (and if so,
+        one drop is used up)."""
+        if self.drop_after is None or index < self.drop_after or self.drop_times == 0:
+            return False
+        if self.drop_times is not None:
+            self.drop_times -= 1
+        return True
+
     pace: float = 0.0
     chunk_seconds: float = 0.05
     seconds_per_char: float = SECONDS_PER_CHAR
     drop_after: int | None = None
+    drop_times: int | None = None  # how many sentences drop (None: every one that is long enough)
     error: str | None = None
     refuse: int | None = None
     silent: bool = False
@@ -200,7 +210,7 @@ class FakeElevenLabs(_SocketFake):
             )
             size = round(behaviour.chunk_seconds * rate) * (1 if mulaw else 2)
             for index, (piece, said) in enumerate(pieces(audio, text, size)):
-                if behaviour.drop_after is not None and index >= behaviour.drop_after:
+                if behaviour.drops_now(index):
                     _abort(ws)
                     return
                 await ws.send(json.dumps(audio_output(piece, said)))
@@ -318,7 +328,7 @@ class FakeCartesia(_SocketFake):
         seconds = 0.0
         with contextlib.suppress(ConnectionClosed):
             for index, (piece, _) in enumerate(pieces(audio, text, size)):
-                if behaviour.drop_after is not None and index >= behaviour.drop_after:
+                if behaviour.drops_now(index):
                     _abort(ws)
                     return
                 data = base64.b64encode(piece).decode()
@@ -473,7 +483,7 @@ class FakeOpenAISpeech:
         writer.write((head + "connection: close\r\n\r\n").encode())
         size = round(behaviour.chunk_seconds * self.RATE) * 2 + 1  # odd: reads split samples
         for index, (piece, _) in enumerate(pieces(audio, text, size)):
-            if behaviour.drop_after is not None and index >= behaviour.drop_after:
+            if behaviour.drops_now(index):
                 writer.transport.abort()
                 return
             writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")

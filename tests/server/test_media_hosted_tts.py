@@ -135,12 +135,38 @@ async def call_and_barge_in(env: Env) -> tuple[MediaClient, bytes]:
     return phone, greeting
 
 
+async def test_a_voice_that_drops_mid_greeting_is_reconnected_and_the_caller_hears_it_all(
+    make_env: EnvFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`elevenlabs:voice-1` alone: its socket drops once midway through the greeting; the rest
+    of the sentence is said on a new socket, the phone hears both sockets' µ-law untouched,
+    back to back, and the gap is a log line and an `error` event."""
+    async with hosted_voice("elevenlabs", Behaviour(drop_after=8, drop_times=1)) as voice:
+        errors = record_errors(monkeypatch)
+        with capture_logs() as logs:
+            async with make_env(agents=[phone_agent("elevenlabs")], **voice.settings) as env:
+                async with media_call(env.twilio, await dial(env)) as phone:
+                    await greeted(phone)
+                    await phone.stop()
+                turns = await bot_turns(env)
+    *whole, dropped, again = voice.fake.streams
+    assert all(s.final for s in [*whole, again]) and not dropped.final
+    assert GREETING.endswith(again.text.strip()) and len(again.text.strip()) < len(GREETING)
+    spoken = b"".join(bytes(s.audio) for s in voice.fake.streams)
+    assert_untouched(bytes(phone.heard), spoken)
+    [reconnect] = [e for e in logs if e["event"] == "tts_reconnect"]
+    assert reconnect["mid_sentence"] and reconnect["next_provider"] == "elevenlabs:voice-1"
+    assert turns == [(GREETING, False)]
+    [error] = errors
+    assert error["where"] == "tts" and "elevenlabs:voice-1" in str(error["error"])
+
+
 async def test_a_voice_that_drops_mid_greeting_is_finished_by_the_next_voice_of_the_chain(
     make_env: EnvFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`elevenlabs:…,cartesia:…`: ElevenLabs drops its socket midway through the greeting;
-    Cartesia says the rest, and the phone hears both voices' µ-law untouched, back to back.
-    The fall-over is a log line and an `error` event, so the change of voice is explained."""
+    """`elevenlabs:…,cartesia:…`: ElevenLabs drops its socket midway through the greeting, and
+    again on the new socket for the rest; Cartesia says what is left, and the phone hears both
+    voices' µ-law untouched, back to back. Each gap is a log line and an `error` event."""
     async with FakeElevenLabs(Behaviour(drop_after=8)) as eleven, FakeCartesia() as cartesia:
         settings = {
             "elevenlabs_api_key": API_KEY,
@@ -159,15 +185,21 @@ async def test_a_voice_that_drops_mid_greeting_is_finished_by_the_next_voice_of_
                     await phone.stop()
                 turns = await bot_turns(env)
     # The speaker may hand the greeting over in pieces (its opening phrase first): the ones
-    # before the drop were finished by ElevenLabs, the dropped one by Cartesia.
-    *whole, dropped = [s for s in eleven.streams if s.query["output_format"] == "ulaw_8000"]
+    # before the drop were finished by ElevenLabs, the dropped one by ElevenLabs' second
+    # socket and then Cartesia.
+    *whole, dropped, again = [s for s in eleven.streams if s.query["output_format"] == "ulaw_8000"]
     [rest] = cartesia.contexts.values()
-    assert all(s.final for s in whole) and not dropped.final
-    assert GREETING.endswith(rest.transcript.strip())
-    spoken = b"".join(bytes(s.audio) for s in [*whole, dropped]) + bytes(rest.audio)
+    assert all(s.final for s in whole) and not dropped.final and not again.final
+    assert GREETING.endswith(again.text.strip()) and again.text.strip().endswith(
+        rest.transcript.strip()
+    )
+    spoken = b"".join(bytes(s.audio) for s in [*whole, dropped, again]) + bytes(rest.audio)
     assert_untouched(bytes(phone.heard), spoken)
-    [fallover] = [e for e in logs if e["event"] == "tts_fallover"]
-    assert fallover["mid_sentence"] and fallover["next_provider"] == "cartesia:voice-2"
+    moves = [e for e in logs if e["event"] in ("tts_reconnect", "tts_fallover")]
+    assert [(e["event"], e["next_provider"], e["mid_sentence"]) for e in moves] == [
+        ("tts_reconnect", "elevenlabs:voice-1", True),
+        ("tts_fallover", "cartesia:voice-2", True),
+    ]
     assert turns == [(GREETING, False)]
-    [error] = errors
-    assert error["where"] == "tts" and "elevenlabs:voice-1" in str(error["error"])
+    assert [e["where"] for e in errors] == ["tts", "tts"]
+    assert all("elevenlabs:voice-1" in str(e["error"]) for e in errors)
