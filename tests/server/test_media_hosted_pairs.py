@@ -19,6 +19,7 @@ answers the interruption.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -217,3 +218,44 @@ def heard_of_reply(pieces: list[str], seconds: float) -> int:
         seconds -= len(piece) * SECONDS_PER_CHAR
         position = start + len(piece)
     return position
+
+
+async def test_a_recognizer_lost_mid_turn_falls_back_without_losing_the_turn(
+    make_env: EnvFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`deepgram:nova-3,openai:gpt-4o-transcribe`: Deepgram's socket dies while the caller asks
+    the question and the reconnect is refused (401: retrying cannot help), so OpenAI transcribes
+    the turn from its audio; the agent answers it aloud. Each step is an `error` event."""
+    errors = record_errors(monkeypatch)
+    spec = json.loads(agent_json("openai+openai"))
+    agent = Agent(
+        AgentSpec.model_validate(spec | {"stt": "deepgram:nova-3,openai:gpt-4o-transcribe"})
+    )
+    transcriber = FakeOpenAI(PHRASES, api_key=API_KEY)
+    deepgram = FakeDeepgram(PHRASES, api_key=DEEPGRAM_KEY)
+    voice_fake = hosted_voice("openai", others=transcriber.app())
+    async with deepgram, voice_fake as voice:
+        settings = voice.settings | {
+            "deepgram_api_key": DEEPGRAM_KEY,
+            "deepgram_base_url": deepgram.url,
+        }
+        async with make_env([REPLY], agents=[agent], **settings) as env:
+            async with media_call(env.twilio, await dial(env)) as phone:
+                greeting = await greeted(phone)
+                asking = asyncio.create_task(phone.say(ASKED))
+                await asyncio.sleep(0.5)
+                deepgram.refuse = 401
+                (await deepgram.connection(0)).drop()
+                await asking
+                await eventually(lambda: len(phone.heard) > len(greeting))  # answered aloud
+                await phone.stop()
+            turns = await stored_turns(env)
+            requests = env.llm.requests
+    assert [t["data"]["content"] for t in turns if t["kind"] == "user_text"] == [PHRASES[QUESTION]]
+    assert requests[0].messages[-1].content == PHRASES[QUESTION]
+    assert len(deepgram.connections) == 1 and deepgram.attempts == 2  # the reconnect refused
+    assert transcriber.requests and {r["model"] for r in transcriber.requests} == {
+        "gpt-4o-transcribe"
+    }
+    assert [e["where"] for e in errors] == ["stt", "stt"]
+    assert all("deepgram:nova-3" in str(e["error"]) for e in errors)
