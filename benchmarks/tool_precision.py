@@ -20,11 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import structlog
 
 from voxline.conversation.engine import Delivery, ReplyEngine, ReplyPlan
 from voxline.conversation.state import SessionState, StateMachine
@@ -552,6 +555,7 @@ async def main() -> None:
     parser.add_argument("--only", help="cases whose id contains this, or a kind")
     parser.add_argument("--threads", type=int, help="llama.cpp threads (default: every core)")
     options = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     cases = select(options.only, options.limit)
     print(f"load average at start: {os.getloadavg()}; {len(cases)} cases")
     llm = create_local_llm(None, Settings(), threads=options.threads)

@@ -1,0 +1,95 @@
+"""A whole reply through the engine on the local provider, with llama.cpp scripted: what the
+model is shown at each step of "check, then act", and a small-talk turn that calls nothing."""
+
+from __future__ import annotations
+
+import itertools
+
+from tests.local.scripted_engine import ScriptedEngine
+from voxline.conversation.engine import Delivery, ReplyEngine, ReplyPlan
+from voxline.conversation.state import SessionState, StateMachine
+from voxline.conversation.turns import BotTurn, ToolCallTurn, TurnStore
+from voxline.events import EventBus
+from voxline.providers.llm.local import LocalLLM
+from voxline.tools.base import RunContext, Tool
+from voxline.tools.decorator import tool
+from voxline.tools.executor import ToolExecutor
+
+
+def _tools(log: list[str]) -> list[Tool]:
+    @tool
+    async def lookup_order(order_id: str) -> str:
+        """Look up an order.
+
+        Args:
+            order_id: The order number.
+        """
+        log.append(f"lookup {order_id}")
+        return '{"status": "delivered", "total": "$42.50"}'
+
+    @tool
+    async def refund_order(order_id: str) -> str:
+        """Refund a delivered order.
+
+        Args:
+            order_id: The order number.
+        """
+        log.append(f"refund {order_id}")
+        return '{"refunded": "$42.50"}'
+
+    return [lookup_order, refund_order]
+
+
+async def _reply(
+    outputs: list[list[str]], said: str
+) -> tuple[ScriptedEngine, TurnStore, list[str]]:
+    scripted = ScriptedEngine(outputs)
+    llm = LocalLLM(scripted, "local:scripted")  # type: ignore[arg-type]
+    log: list[str] = []
+    tools = _tools(log)
+    bus = EventBus()
+    turns = TurnStore("conv_local", bus)
+    engine = ReplyEngine(
+        turns,
+        bus,
+        StateMachine(bus, SessionState.LISTENING),
+        ToolExecutor(tools),
+        Delivery(auto=True),
+        lambda call_id: RunContext(conversation_id="conv_local", call_id=call_id),
+    )
+    turns.add_user_text(said)
+    await engine.reply(ReplyPlan(llm=llm, instructions="Be brief.", tools=tools))
+    return scripted, turns, log
+
+
+async def test_check_then_act_shows_each_result_as_a_tool_response_on_a_growing_prompt() -> None:
+    scripted, turns, log = await _reply(
+        [
+            ['<tool_call>\n{"name": "lookup_order", ', '"arguments": {"order_id": "12345"}}'],
+            ['{"name": "refund_order", "arguments": {"order_id": "12345"}}'],
+            ["It was delivered, so I refunded", " $42.50."],
+        ],
+        "Check order 12345 and refund it if it was delivered.",
+    )
+    assert log == ["lookup 12345", "refund 12345"]
+    prompts = [body["prompt"] for body in scripted.bodies]
+    assert len(prompts) == 3
+    for before, after in itertools.pairwise(prompts):
+        # Each step appends to the step before: the cached prefix is never invalidated.
+        assert after.startswith(before)
+    lookup = '<tool_response>\n{"status": "delivered", "total": "$42.50"}\n</tool_response>'
+    assert f"<|im_start|>user\n{lookup}<|im_end|>" in prompts[1]
+    assert prompts[2].endswith(
+        '<|im_start|>user\n<tool_response>\n{"refunded": "$42.50"}\n</tool_response>'
+        "<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert all(p.count("<|im_start|>system") == 1 for p in prompts)
+    assert all("start: call | speech" in body["grammar"] for body in scripted.bodies)
+    spoken = [t.content for t in turns if isinstance(t, BotTurn)]
+    assert spoken == ["It was delivered, so I refunded $42.50."]
+
+
+async def test_small_talk_calls_nothing_and_is_spoken_from_the_first_token() -> None:
+    scripted, turns, log = await _reply([["Hi", "! I'm well, thanks."]], "Hello, how are you?")
+    assert log == [] and len(scripted.bodies) == 1
+    assert not any(isinstance(t, ToolCallTurn) for t in turns)
