@@ -19,12 +19,13 @@ from voxline.conversation.speculation import normalize
 from voxline.conversation.turns import BotTurn, ToolCallTurn, UserTurn
 from voxline.providers.llm.base import LLMEvent, LLMRequest, TextDelta
 from voxline.providers.llm.fake import FakeLLM, FakeReply, FakeToolCall
+from voxline.providers.stt.base import PCM16, Transcript
 from voxline.settings import Settings
 from voxline.store.base import Store
 from voxline.store.sql import SqlStore
 from voxline.voice import VoiceOptions
 
-from .fakes import Call
+from .fakes import Call, ScriptedSTT
 
 QUESTION = [(0.35, 0.6, "what's"), (0.6, 0.9, "the"), (0.9, 1.25, "weather")]
 ASKING = [(0.0, 0.3), (0.9, 1.0)]  # silence, then the question from 0.3 s to 1.3 s
@@ -336,4 +337,40 @@ async def test_text_known_in_full_is_spoken_in_whole_sentences(
     await call.session.say("Hello there, welcome to the shop. How can I help?")
     await call.run(4.0)
     assert call.tts.texts == ["Hello there, welcome to the shop.", "How can I help?"]
+    await call.close()
+
+
+class SecondThoughtsSTT(ScriptedSTT):
+    """Hears the scripted words the first time, and `later` on every transcription after."""
+
+    def __init__(self, inner: ScriptedSTT, later: str) -> None:
+        super().__init__(inner._clock, inner.words, inner.delay)
+        self.later = later
+
+    async def transcribe(self, pcm: PCM16, *, language: str | None = None) -> Transcript:
+        heard = await super().transcribe(pcm, language=language)
+        return heard if len(self.calls) == 1 else Transcript(self.later, heard.audio_duration)
+
+
+async def test_a_guess_the_final_transcript_contradicts_is_never_heard(
+    store: Store, settings: Settings
+) -> None:
+    guess = FakeReply("It will be sunny all week.", token_delay=0.05)
+    call = Call(
+        store, settings, vad=ASKING, words=QUESTION, replies=[guess, FakeReply("It is noon.")]
+    )
+    stt = call.pipeline.listener.stt = SecondThoughtsSTT(call.stt, "what's the time")
+    await call.start()
+    await call.run(1.8)  # the guess on "what's the weather" began at 1.6 s
+    assert call.pipeline.speculator.open is not None
+    call.pipeline.end_input()  # the call's audio ends: the turn is transcribed again, whole
+    await call.run(3.0)
+    assert len(stt.calls) == 2
+    assert [r.messages[-1].content for r in call.llm.requests] == [
+        "what's the weather",
+        "what's the time",
+    ]
+    assert call.pipeline.speculator.discarded == 1 and call.pipeline.speculator.kept == 0
+    assert [t.content for t in call.session.turns if isinstance(t, BotTurn)] == ["It is noon."]
+    assert call.tts.texts == ["It is noon."]
     await call.close()
