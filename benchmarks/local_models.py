@@ -5,7 +5,10 @@
 Prints one table. Speech is measured on audio Piper itself produces (resampled to 16 kHz), so
 the script needs nothing but the `local` and `piper` extras. Tool-call accuracy runs a fixed set
 of requests (some need a tool, some must not call one, some offer two tools) and counts a case
-right only when the call (tool and key argument) or the absence of a call matches.
+right only when the call (tool and key argument) or the absence of a call matches: a quick
+check of one model step. The full measure of the tool path (60 requests over six tools, two-step
+turns, missing values, result reporting, latency through the reply engine) is
+`benchmarks/tool_precision.py`.
 """
 
 from __future__ import annotations

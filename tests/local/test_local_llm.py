@@ -56,6 +56,13 @@ async def test_fact_with_a_tool_available_is_answered_without_the_tool(llm: Loca
     assert "paris" in result.text.lower() and "{" not in result.text
 
 
+@pytest.mark.parametrize("said", ["Hello, how are you?", "I live on Main Street."])
+async def test_small_talk_with_tools_offered_calls_nothing(llm: LocalLLM, said: str) -> None:
+    result = await complete(llm, ask(said, [WEATHER]))
+    assert result.tool_calls == []
+    assert result.text.strip() and "{" not in result.text and "<" not in result.text
+
+
 async def test_after_a_tool_result_it_speaks_the_result(llm: LocalLLM) -> None:
     request = ask("What's the weather in Paris tomorrow?", [WEATHER])
     first = await complete(llm, request)
