@@ -349,7 +349,8 @@ class SecondThoughtsSTT(ScriptedSTT):
 
     async def transcribe(self, pcm: PCM16, *, language: str | None = None) -> Transcript:
         heard = await super().transcribe(pcm, language=language)
-        return heard if len(self.calls) == 1 else Transcript(self.later, heard.audio_duration)
+        later = Transcript(self.later, audio_duration=heard.audio_duration)
+        return heard if len(self.calls) == 1 else later
 
 
 async def test_a_guess_the_final_transcript_contradicts_is_never_heard(
