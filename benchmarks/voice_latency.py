@@ -33,6 +33,7 @@ from voxline.providers.llm.registry import create_llm
 from voxline.providers.tts.base import TTS
 from voxline.settings import Settings
 from voxline.simulate import simulate_call
+from voxline.text.sentences import split_sentences
 from voxline.voice.metrics import STAGES, TurnLatency, percentile
 from voxline.voice.pipeline import VoiceOptions
 from voxline.voice.providers import load_speech_providers
@@ -108,6 +109,8 @@ async def main() -> None:
                     else None
                 )
                 print(f"run {run + 1} {name}: {text!r} -> {reply[:60]!r} (voice to voice {v2v} ms)")
+                first = split_sentences(reply, first_words=VARIANTS[name].first_chunk_words)
+                print(f"    first audio waited for: {first[0] if first else ''!r}")
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}; agent tools: {len(tools)}; load average at end: {_load()}"
