@@ -282,3 +282,9 @@ def test_a_run_on_sentence_is_cut_at_a_word_rather_than_dropped() -> None:
     fitted = summary.fit(10)
     assert fitted.facts == []
     assert fitted.synopsis == [" ".join(["one"] * 10) + "…"]
+
+
+def test_a_label_before_the_synopsis_is_dropped_and_word_forms_count_as_mentions() -> None:
+    parsed = Summary.parse("Summary: Maria's lamp will arrive by Thursday, free of charge.")
+    assert parsed.synopsis == ["Maria's lamp will arrive by Thursday, free of charge."]
+    assert covers(parsed.render(), "Agent: Express delivery arrives Thursday, free of charge.")

@@ -26,6 +26,7 @@ LATEST_LINE_WORDS = 30  # the most an appended line for an uncovered turn may ta
 _FACTS_HEADER = re.compile(r"^\W*facts\W*$", re.IGNORECASE)
 _FACTS_TRAILING = re.compile(r"^(.*[.!?])\s+\W*facts\W*$", re.IGNORECASE)
 _FACTS_INLINE = re.compile(r"^\W*facts\s*:\s*(\S.*)$", re.IGNORECASE)
+_LABEL = re.compile(r"^\W*(?:summary|synopsis)\W*:\s*", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"[\w'’-]+", re.UNICODE)
@@ -37,7 +38,8 @@ _STOPWORDS = frozenset(
             "that the their them then there these they this to up us was we were what when",
             "where which who why will with would you your yes okay ok please thanks thank",
             "hello hi sure well also about user agent asked said says wants want like know",
-            "tell right",
+            "tell right before after should really actually because something anything",
+            "everything nothing there's that's great perfect thing things",
         )
     ).split()
 )
@@ -112,6 +114,8 @@ class Summary:
         in_facts = False
         for raw in text.splitlines():
             line = raw.strip()
+            if not summary.synopsis and not in_facts:
+                line = _LABEL.sub("", line)  # "Summary: ..." says nothing
             if not line:
                 continue
             trailing = _FACTS_TRAILING.match(line)
@@ -216,7 +220,7 @@ def carry_facts(previous: Summary, current: Summary) -> list[str]:
         if label is not None and label in labels:
             continue
         terms = key_terms(fact.split(":", 1)[1] if label is not None else fact)
-        if terms and all(term in text for term in terms):
+        if terms and all(_present(term, text) for term in terms):
             continue
         if not terms and _norm(fact) in text:
             continue
@@ -246,9 +250,18 @@ def covers(summary_text: str, line: str, *, share: float = 0.5) -> bool:
     if not terms:
         return True
     text = _norm(summary_text)
-    found = {term for term in terms if _norm(term) in text}
+    found = {term for term in terms if _present(term, text)}
     numbers = {term for term in terms if any(char.isdigit() for char in term)}
     return numbers <= found and len(found) >= share * len(terms)
+
+
+def _present(term: str, text: str) -> bool:
+    """`term` occurs in the normalised `text`: exactly when it holds a digit, else by its first
+    five letters, so "arrives" finds "arrive" and "refunded" finds "refund"."""
+    term = _norm(term)
+    if any(char.isdigit() for char in term) or len(term) < 6:
+        return term in text
+    return term[:5] in text
 
 
 def compact_line(line: str, limit: int = LATEST_LINE_WORDS) -> str:
