@@ -49,7 +49,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from voxline.audio import mulaw_decode, mulaw_encode, read_wav
-from voxline.providers.stt.base import RecognitionStream, SttEvent, SttEventKind
 
 SPEECH_RMS = 500.0
 WINDOW = 0.02  # seconds of audio judged at a time
@@ -587,23 +586,6 @@ def mulaw_tone(amplitude: int, seconds: float) -> bytes:
 
 def frames(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
-
-
-def send(stream: RecognitionStream, audio: bytes, size: int = 160) -> None:
-    """`audio` into a stream as a channel sends it: frame by frame (20 ms of µ-law)."""
-    for frame in frames(audio, size):
-        stream.send(frame)
-
-
-async def collect(stream: RecognitionStream, until: SttEventKind | None = None) -> list[SttEvent]:
-    """A stream's events up to the first of kind `until` (all of them when None)."""
-    events: list[SttEvent] = []
-    async with asyncio.timeout(5):
-        async for event in stream.events():
-            events.append(event)
-            if event.kind is until:
-                break
-    return events
 
 
 async def wait_for(check: Callable[[], object]) -> None:

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from tests.providers.stt_fakes import FakeAssemblyAI, collect, mulaw_tone, send, tone
+from tests.providers.stt_fakes import FakeAssemblyAI, mulaw_tone, tone
+from tests.providers.stt_streams import collect, send
 from voxline.providers.stt.assemblyai import AssemblyAISTT
 from voxline.providers.stt.base import (
     LINEAR16_16K,

@@ -8,7 +8,8 @@ import asyncio
 
 import pytest
 
-from tests.providers.stt_fakes import FakeDeepgram, collect, mulaw_tone, send, tone
+from tests.providers.stt_fakes import FakeDeepgram, mulaw_tone, tone
+from tests.providers.stt_streams import collect, send
 from voxline.providers.stt.base import (
     LINEAR16_16K,
     MULAW_8K,
