@@ -3,6 +3,9 @@ loopback server with a scripted model. The microphone is Chromium's fake capture
 a WAV that espeak-ng speaks (it loops, so the question comes again while a long answer plays:
 that is the barge-in). Speech models are stand-ins (any loud audio is speech, and every spoken
 turn is heard as the same question), so the tests check the page and the wire, not recognition.
+Spoken calls run over each transport, forced with `?transport=`: WebRTC (Opus both ways, events
+on a data channel, the server's aiortc peer) and the WebSocket; a typed call takes the page's own
+choice, and a server without the `webrtc` extra sends the page to the socket.
 
 Screenshots at desktop size and at 390x844 go to artifacts/screenshots/, which CI keeps.
 """
@@ -10,7 +13,9 @@ Screenshots at desktop size and at 390x844 go to artifacts/screenshots/, which C
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -156,8 +161,9 @@ async def test_a_typed_question_is_answered_with_tool_latency_and_events(
         await page.click("#send")
         bot = page.locator(".turn.bot .text", has_text=REPLY)
         await bot.wait_for(timeout=WAIT_MS)
-        # With no `?transport=`, the page chose WebRTC (the server has aiortc).
-        assert await page.inner_text("#transport-name") == "WebRTC"
+        # With no `?transport=`, the page chose WebRTC where the server has aiortc.
+        expected = "WebRTC" if importlib.util.find_spec("aiortc") else "WebSocket"
+        assert await page.inner_text("#transport-name") == expected
         await page.locator(".turn.tool", has_text="lookup_order").wait_for(timeout=WAIT_MS)
         await page.locator("#latency-rows tr.typed").first.wait_for(timeout=WAIT_MS)
         assert "ms" in (await page.locator("#latency-rows tr.typed").first.inner_text())
@@ -185,6 +191,8 @@ async def test_a_spoken_question_is_answered_and_a_barge_in_strikes_out_the_unhe
     make_env: EnvFactory, browser: object, errors: list[str], transport: str, shown: str
 ) -> None:
     """Over each transport, forced (`?transport=webrtc` never falls back to the socket)."""
+    if transport == "webrtc":
+        pytest.importorskip("aiortc", reason="the webrtc extra is not installed")
     script = [FakeReply(LONG_REPLY, token_delay=0.005)] + [FakeReply(REPLY)] * 4
     async with make_env(script, agents=[helper()]) as env:
         page = await browser.new_page(viewport={"width": 1280, "height": 860})  # type: ignore[attr-defined]
@@ -214,3 +222,18 @@ async def test_a_spoken_question_is_answered_and_a_barge_in_strikes_out_the_unhe
         await page.screenshot(
             path=str(SCREENSHOTS / f"spoken-{transport}-mobile.png"), full_page=True
         )
+
+
+async def test_the_page_falls_back_to_the_socket_where_the_server_has_no_webrtc(
+    make_env: EnvFactory, browser: object, errors: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "voxline.server.webrtc_routes", None)  # as without aiortc
+    async with make_env([FakeReply(REPLY)], agents=[helper()]) as env:
+        page = await browser.new_page(viewport={"width": 1280, "height": 860})  # type: ignore[attr-defined]
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(env.twilio.base + "/")
+        await page.fill("#message", "hello?")
+        await page.click("#send")
+        await page.locator(".turn.bot .text", has_text=REPLY).wait_for(timeout=WAIT_MS)
+        assert await page.inner_text("#transport-name") == "WebSocket"
+        assert not await page.locator("#notice").is_visible()  # the fallback is silent
