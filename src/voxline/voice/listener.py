@@ -293,6 +293,7 @@ class Listener:
         transcription per `transcribe_every` seconds of speech."""
         if (
             self._partial is not None
+            or (self._early is not None and not self._early[1].done())  # a pause's is coming
             or self._kept - self._partial_at < self._partial_every
             or self.gate.probability < self.gate.options.deactivation_threshold
         ):
