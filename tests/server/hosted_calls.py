@@ -30,6 +30,10 @@ from tests.server.twilio_emulator import eventually, voice_params
 from voxline.server.live_calls import LiveCalls
 
 CALLER = "+14155550100"
+GREETING = "Hello, this is the shop, how can I help you today?"
+PACED = Behaviour(pace=0.04, chunk_seconds=0.05)
+"""About real time for the voice fakes: 50 ms of audio every 40 ms, so the speaker's look-ahead
+keeps a sentence open at the provider until its last words are about to play."""
 PROVIDER_VARIABLES = (
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",

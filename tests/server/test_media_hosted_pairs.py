@@ -29,10 +29,12 @@ from typing import Any
 import pytest
 
 from tests.providers.stt_fakes import FakeDeepgram, FakeOpenAI, frames, mulaw_tone
-from tests.providers.tts_fakes import API_KEY, SECONDS_PER_CHAR, Behaviour
+from tests.providers.tts_fakes import API_KEY, SECONDS_PER_CHAR
 from tests.server.browser import LoudnessVAD
 from tests.server.conftest import Env, EnvFactory
 from tests.server.hosted_calls import (
+    GREETING,
+    PACED,
     Voice,
     check_barge_in,
     check_greeting,
@@ -50,7 +52,6 @@ from voxline.agents.spec import AgentSpec
 
 pytest.importorskip("deepgram", reason="needs deepgram-sdk (the deepgram or dev extra)")
 
-GREETING = "Hello, this is the shop, how can I help you today?"
 QUESTION, STOP = 5000, 9000  # the caller's loudness: what the recognizer fakes hear
 PHRASES = {QUESTION: "what time do you open", STOP: "stop stop I need a person"}
 ASKED = mulaw_tone(QUESTION, 1.0)
@@ -64,7 +65,6 @@ REPLY = (
     "The website takes orders at any hour."
 )
 AFTER = "Sure, who would you like to talk to?"
-PACED = Behaviour(pace=0.04, chunk_seconds=0.05)  # about real time: a sentence stays open
 DEEPGRAM_KEY = "dg-test-key"
 
 PAIRS: dict[str, dict[str, str]] = {

@@ -28,6 +28,8 @@ from tests.providers.tts_fakes import API_KEY, Behaviour, FakeCartesia, FakeElev
 from tests.server.browser import LoudnessVAD
 from tests.server.conftest import Env, EnvFactory
 from tests.server.hosted_calls import (
+    GREETING,
+    PACED,
     assert_untouched,
     bot_turns,
     check_barge_in,
@@ -44,7 +46,6 @@ from voxline import Agent
 from voxline.audio import mulaw_encode
 from voxline.providers.stt.base import Transcript
 
-GREETING = "Hello, this is the shop, how can I help you today?"
 REPLY = (
     "Our store opens at nine every weekday morning and it closes at six in the evening, "
     "while on Saturdays we open at ten in the morning and close at four in the afternoon, "
@@ -52,9 +53,6 @@ REPLY = (
     "The website takes orders at any hour."
 )
 AFTER = "Sure, what is your question?"
-# About real time: 50 ms of audio every 40 ms, so the speaker's look-ahead keeps each sentence
-# open at the provider until its last words are about to play.
-PACED = Behaviour(pace=0.04, chunk_seconds=0.05)
 
 
 class LoudSTT:
