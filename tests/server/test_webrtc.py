@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
+import websockets
 
 pytest.importorskip(
     "aiortc", reason="the webrtc extra is not installed: pip install -e '.[webrtc]'"
@@ -231,6 +232,34 @@ async def test_a_spoken_question_is_answered_on_the_track_with_events_on_the_dat
         turns = await env.store.load_turns(hello["conversation_id"])
         spoken = [t["data"] for t in turns if t["kind"] in ("user_text", "bot_text")]
         assert [d.get("content", d.get("text")) for d in spoken] == [HEARD, REPLY], spoken
+
+
+async def test_the_debug_feed_follows_a_webrtc_call_as_it_does_a_socket_call(
+    make_env: EnvFactory,
+) -> None:
+    async with (
+        make_env([FakeReply(REPLY)], agents=[helper()]) as env,
+        peer(env.twilio.base) as browser,
+    ):
+        conversation = (await browser.event("hello"))["conversation_id"]
+        feed_url = env.twilio.base.replace("http", "ws", 1) + f"/api/calls/{conversation}/feed"
+        keyed = {"Authorization": f"Bearer {API_KEY}"}
+        async with websockets.connect(feed_url, additional_headers=keyed) as feed:
+            assert json.loads(await feed.recv())["type"] == "feed_ready"
+            await browser.say(1.0)
+            await browser.event("transcript", role="bot")
+            seen: list[dict[str, Any]] = []
+            async with asyncio.timeout(WAIT):
+                while not any(e["type"] == "reply_finished" for e in seen):
+                    seen.append(json.loads(await feed.recv()))
+            spoken = [e["text"] for e in seen if e["type"] == "user_utterance" and e["final"]]
+            assert spoken == [HEARD]
+            assert any(e["type"] == "state" and e["to"] == "speaking" for e in seen)
+            await browser.pc.close()  # the page goes away
+            async with asyncio.timeout(WAIT):
+                while (event := json.loads(await feed.recv()))["type"] != "call_ended":
+                    pass
+            assert event["turns"] == 2
 
 
 async def test_barge_in_clears_the_agents_audio_at_once(make_env: EnvFactory) -> None:
