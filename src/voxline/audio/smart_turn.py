@@ -182,39 +182,12 @@ def _worker() -> ThreadPoolExecutor:
         return _executor
 
 
+# words no sentence ends on
 _TRAILING = frozenset(
-    [
-        "and",
-        "or",
-        "but",
-        "so",
-        "because",
-        "the",
-        "a",
-        "an",
-        "to",
-        "at",
-        "of",
-        "for",
-        "with",
-        "from",
-        "in",
-        "on",
-        "my",
-        "is",
-        "are",
-        "was",
-        "uh",
-        "um",
-        "like",
-        "dot",
-        "then",
-        "plus",
-    ]
+    "and or but so because the a an to at of for with from in on my is are was uh um like "  # noqa: SIM905
+    "dot then plus".split()
 )
-_DIGITS = frozenset(
-    ["zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-)
+_DIGITS = frozenset("zero oh one two three four five six seven eight nine".split())  # noqa: SIM905
 _NUMBER_CUES = ("number", "phone", "card", "code", "zip", "account", "digits")
 _EMAIL_CUES = ("email", "e-mail", "mail address")
 _ANNOUNCED = re.compile(r"\b(is|it's|its|was)\b|:")
