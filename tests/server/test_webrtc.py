@@ -411,8 +411,9 @@ async def test_a_track_nobody_reads_drops_frames_and_counts_them_rather_than_blo
 async def test_the_page_is_sent_to_the_socket_where_webrtc_cannot_serve(
     make_env: EnvFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A Realtime agent speaks over the socket only (409), and a server without the `webrtc`
-    extra says so (501): both answers carry `fallback: ws`, which the page acts on."""
+    """A Realtime agent speaks over the socket only (409), a server with no address to offer
+    says so (503), and so does one without the `webrtc` extra (501): the answers carry
+    `fallback: ws`, which the page acts on."""
     realtime = Agent(
         name="voice", instructions="Speak.", llm="openai-realtime:ws://127.0.0.1:9#gpt-realtime"
     )
@@ -425,6 +426,23 @@ async def test_the_page_is_sent_to_the_socket_where_webrtc_cannot_serve(
             refused = await http.post("/web/rtc/offer", json=offer)
             assert refused.status_code == 409 and refused.json()["fallback"] == "ws"
             assert "WebSocket" in refused.json()["error"]
+    # A machine with only a loopback interface: aiortc gathers no candidate at all.
+    monkeypatch.setattr("aioice.ice.get_host_addresses", lambda use_ipv4, use_ipv6: [])
+    async with (
+        make_env([], agents=[helper()], web_max_calls_per_client=1) as env,
+        httpx.AsyncClient(base_url=env.twilio.base) as http,
+    ):
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.createDataChannel("voxline")
+        pc.addTransceiver("audio", direction="sendrecv")
+        await pc.setLocalDescription(await pc.createOffer())
+        for _ in range(2):  # and its slot is given back
+            no_path = await http.post(
+                "/web/rtc/offer", json={"type": "offer", "sdp": pc.localDescription.sdp}
+            )
+            assert no_path.status_code == 503 and no_path.json()["fallback"] == "ws"
+        await pc.close()
+        assert len(env.hub.calls) == 0
     monkeypatch.setitem(sys.modules, "voxline.server.webrtc_routes", None)  # no aiortc
     async with (
         make_env([], agents=[helper()]) as env,

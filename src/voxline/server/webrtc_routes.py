@@ -76,6 +76,10 @@ class BadOffer(ValueError):
     """An offer the server cannot answer; the message says why, for the page's log."""
 
 
+class NoPath(Exception):
+    """The server has no address a browser could reach it on over WebRTC."""
+
+
 @dataclass
 class RtcPeer:
     """One browser's peer connection and what arrived on it."""
@@ -162,6 +166,10 @@ class WebRtcRoutes:
         except BadOffer as exc:
             self.web.release_slot(client)
             return _error(str(exc), 400)
+        except NoPath as exc:
+            self.web.release_slot(client)
+            log.warning("webrtc call refused", reason=str(exc))
+            return _error(str(exc), 503, fallback=True)
         except CallRefused as refused:
             self.web.release_slot(client)
             log.warning("webrtc call refused", reason=str(refused), client=client)
@@ -209,6 +217,11 @@ class WebRtcRoutes:
             audio[0].sender.replaceTrack(peer.track)
             audio[0].direction = "sendrecv"
             await pc.setLocalDescription(await pc.createAnswer())  # gathers host candidates
+            if "a=candidate:" not in pc.localDescription.sdp:
+                raise NoPath(
+                    "this server has no network address to offer WebRTC on (only loopback, "
+                    "which aiortc does not use)"
+                )
         except BaseException:
             await peer.close()
             raise
