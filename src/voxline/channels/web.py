@@ -7,6 +7,10 @@ the socket. One queue for audio and events keeps their order (a `clear` must rea
 after the frames it cancels and before the next reply's), and lets `clear()` drop the bot audio
 that has not left yet, synchronously, as `AudioTransport` requires.
 
+Over WebRTC (channels/webrtc.py) the same `WebCall` runs with another `CallAudio`: the agent's
+frames go to a media track instead of the outbox, the outbox carries only events (to a data
+channel), and the track reports what it sent as played.
+
 The browser plays audio from a buffer of its own, so only it knows what was heard: it confirms
 each frame's end position once played (`reports_playback = True`), and an interruption trims
 the bot's turn to what actually came out of the speaker.

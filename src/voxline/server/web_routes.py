@@ -21,6 +21,9 @@ so the page could not tell the person why. The client gets one `error` event and
 with the reason (1008 refused, 1013 try again later, 1011 a server-side problem). Only a page
 from another origin is refused at the upgrade (403): its script has no business reading why.
 
+The same rules admit a WebRTC call (`POST /web/rtc/offer`, server/webrtc_routes.py, which uses
+`admit`, the slots, `plan_call` and `session_options` from here): one door, two transports.
+
 The agent can end a call (`end_call`): the client gets an `end` event once the goodbye has
 played, then the socket closes (1000). Transfers are not offered: there is no one to transfer a
 browser to.
