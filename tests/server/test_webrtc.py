@@ -37,6 +37,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
+from tests.server.browser import browser_call
 from tests.server.conftest import API_KEY, EnvFactory
 from tests.server.twilio_emulator import eventually
 from voxline import Agent
@@ -260,6 +261,23 @@ async def test_the_debug_feed_follows_a_webrtc_call_as_it_does_a_socket_call(
                 while (event := json.loads(await feed.recv()))["type"] != "call_ended":
                     pass
             assert event["turns"] == 2
+
+
+async def test_the_socket_gets_the_same_interim_words_before_the_turns_transcript(
+    make_env: EnvFactory,
+) -> None:
+    """The `interim` event is the call's, not WebRTC's: the socket door sends it too."""
+    t = np.arange(round(0.6 * RATE)) / RATE
+    question = (np.sin(2 * math.pi * 300 * t) * 9000).astype(np.int16)
+    silence = np.zeros(RATE, dtype=np.int16)
+    async with make_env([FakeReply(REPLY)], agents=[helper()]) as env:
+        async with browser_call(env.twilio.base) as call:
+            await call.event("hello")
+            await call.speak(np.concatenate([question, silence]), pace=0.02)
+            await call.event("transcript", role="bot")
+        kinds = [e["type"] for e in call.events]
+        assert "interim" in kinds and kinds.index("interim") < kinds.index("transcript")
+        assert call.of("interim")[0]["text"] == HEARD
 
 
 async def test_barge_in_clears_the_agents_audio_at_once(make_env: EnvFactory) -> None:
