@@ -183,6 +183,28 @@ def test_values_the_caller_or_a_result_gave_are_kept_invented_optional_ones_drop
     assert review_call(_call("get_weather", city="Lyon"), WEATHER, from_result).call is not None
 
 
+@pytest.mark.parametrize(
+    ("said", "value", "given"),
+    [
+        ("Book it for eight tonight.", "20:00", True),
+        ("Book it for 7 pm.", "19:00", True),
+        ("Book it for tonight.", "20:00", False),
+        ("Table at Luigi's please.", "Luigi's", True),
+        ("A table please.", "Luigi's", False),
+    ],
+)
+def test_a_value_counts_as_given_when_the_caller_said_it_in_other_words(
+    said: str, value: str, given: bool
+) -> None:
+    book = ToolDefinition(
+        "book",
+        "Book.",
+        {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]},
+    )
+    verdict = review_call(_call("book", x=value), book, [SYSTEM, ChatMessage("user", said)])
+    assert (verdict.call is not None) is given
+
+
 def test_the_same_call_twice_in_one_turn_is_answered_instead() -> None:
     messages = [
         SYSTEM,

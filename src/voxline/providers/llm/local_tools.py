@@ -275,13 +275,28 @@ def _given(value: Any, known: set[str]) -> bool:
         number = int(value) if float(value).is_integer() else value
         return str(number) in known or any(_NUMBER_WORDS.get(word) == number for word in known)
     if isinstance(value, str):
-        words = _WORD.findall(value.lower())
-        return all(word in known for word in words)
+        return all(
+            word in known or _clock_number(word, known) for word in _WORD.findall(value.lower())
+        )
     if isinstance(value, list):
         return all(_given(item, known) for item in value)
     if isinstance(value, dict):
         return all(_given(item, known) for item in value.values())
     return False
+
+
+def _clock_number(word: str, known: set[str]) -> bool:
+    """Digits in a string value that the caller said as a number or a time: "8" or "eight"
+    written as "20:00" or "8 pm" (the minutes "00" and the 12-hour shift are not invented)."""
+    if not word.isdigit():
+        return word in ("am", "pm")
+    value = int(word)
+    if value == 0:
+        return True
+    said = {int(w) for w in known if w.isdigit()} | {
+        _NUMBER_WORDS[w] for w in known if w in _NUMBER_WORDS
+    }
+    return any(value in (n, n + 12, n - 12) for n in said)
 
 
 def call_events(call: ToolCallRequest) -> list[LLMEvent]:
