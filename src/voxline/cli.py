@@ -478,7 +478,14 @@ def simulate(
         speech = None
         if not is_realtime_spec(runtime.spec.llm):  # a Realtime model hears and speaks itself
             async with LiveTimer(sys.stderr, "loading the speech models…"):
-                speech = await load_speech_providers(runtime.spec)
+                # A recording at 8 kHz is a phone call: the recognizer picked for phone audio.
+                phone = recording.sample_rate <= 8000
+                speech = await load_speech_providers(
+                    runtime.spec,
+                    vad=settings.vad,
+                    settings=settings,
+                    channel="phone" if phone else "wideband",
+                )
         async with LiveTimer(sys.stderr, f"playing {caller.name} to the agent…"):
             return await simulate_call(
                 recording, runtime, speech, settings=settings, fast=fast, greet=greet

@@ -240,7 +240,7 @@ async def run_talk(
     if realtime is not None:
         await _talk_realtime(session, realtime, transport, out)
         return
-    speech = await load_speech_providers(agent_spec_of(agent))
+    speech = await load_speech_providers(agent_spec_of(agent), vad=settings.vad, settings=settings)
     pipeline = VoicePipeline(session, transport, stt=speech.stt, tts=speech.tts, vad=speech.vad)
     try:
         transport.start(pipeline.push_audio)
