@@ -161,8 +161,24 @@ class Peer:
             self.heard.append((loop.time(), float(np.sqrt(np.mean(samples**2)))))
 
 
+def without_candidates(sdp: str) -> tuple[str, list[dict[str, Any]]]:
+    """An offer as a trickling browser sends it (no candidates yet), and its candidates as the
+    browser's `RTCIceCandidate.toJSON()` gives them, to send after it."""
+    kept, found, index, mid = [], [], -1, None
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            index, mid = index + 1, None
+        elif line.startswith("a=mid:"):
+            mid = line.removeprefix("a=mid:")
+        if line.startswith("a=candidate:"):
+            found.append({"candidate": line[2:], "sdpMid": mid, "sdpMLineIndex": index})
+        elif line != "a=end-of-candidates":
+            kept.append(line)
+    return "\r\n".join(kept) + "\r\n", found
+
+
 @contextlib.asynccontextmanager
-async def peer(base: str, **offer: Any) -> AsyncIterator[Peer]:
+async def peer(base: str, *, trickle: bool = False, **offer: Any) -> AsyncIterator[Peer]:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     mic = BotAudioTrack()
     channel = pc.createDataChannel("voxline")
@@ -175,12 +191,20 @@ async def peer(base: str, **offer: Any) -> AsyncIterator[Peer]:
         answered.reader = asyncio.ensure_future(answered.read(track))
 
     await pc.setLocalDescription(await pc.createOffer())
+    sdp, candidates = without_candidates(pc.localDescription.sdp)
     async with httpx.AsyncClient(base_url=base) as http:
         response = await http.post(
-            "/web/rtc/offer", json={"type": "offer", "sdp": pc.localDescription.sdp, **offer}
+            "/web/rtc/offer",
+            json={"type": "offer", "sdp": sdp if trickle else pc.localDescription.sdp, **offer},
         )
-    assert response.status_code == 200, response.text
-    answered = Peer(pc, mic, channel, response.json())
+        assert response.status_code == 200, response.text
+        answered = Peer(pc, mic, channel, response.json())
+        if trickle:  # the candidates follow the offer, then their end
+            assert candidates
+            for candidate in [*candidates, {"candidate": None}]:
+                url = f"/web/rtc/{answered.answer['call_id']}/candidate"
+                sent = await http.post(url, json=candidate)
+                assert sent.status_code == 204, sent.text
 
     @channel.on("message")
     def on_message(message: str) -> None:
@@ -319,6 +343,26 @@ async def test_the_agent_ends_the_call_after_its_goodbye_and_the_server_closes_t
         assert bot == ["Goodbye then.", "Take care."]
         assert browser.loud_since(0.0) >= round(len("Goodbye then.Take care.") * 0.03 / 0.02) - 5
         await eventually(lambda: len(env.hub.calls) == 0)
+
+
+async def test_trickled_candidates_connect_a_call_whose_offer_had_none(
+    make_env: EnvFactory,
+) -> None:
+    """(The server would also learn the browser's address from its connectivity checks, as a
+    peer-reflexive candidate: this checks that trickled candidates are taken, not needed.)"""
+    async with (
+        make_env([], agents=[helper()]) as env,
+        peer(env.twilio.base, trickle=True) as browser,
+    ):
+        await browser.event("hello")
+        call = f"/web/rtc/{browser.answer['call_id']}/candidate"
+        async with httpx.AsyncClient(base_url=env.twilio.base) as http:
+            bad = await http.post(call, json={"candidate": "candidate:nonsense", "sdpMid": "0"})
+            assert bad.status_code == 400 and "could not be read" in bad.json()["error"]
+            nowhere = await http.post(call, json={"candidate": "candidate:1 1 udp 1 h 1 typ host"})
+            assert nowhere.status_code == 400 and "sdpMid" in nowhere.json()["error"]
+            unknown = await http.post("/web/rtc/nope/candidate", json={"candidate": None})
+            assert unknown.status_code == 404
 
 
 async def test_the_page_closing_its_peer_connection_ends_the_call(make_env: EnvFactory) -> None:

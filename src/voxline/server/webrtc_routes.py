@@ -1,9 +1,11 @@
-"""The browser channel's WebRTC door: `POST /web/rtc/offer` and `DELETE /web/rtc/{call_id}`.
+"""The browser channel's WebRTC door: `POST /web/rtc/offer`, `POST /web/rtc/{call_id}/candidate`
+and `DELETE /web/rtc/{call_id}`.
 
 The page sends its SDP offer (microphone as Opus on a send-and-receive audio transceiver, and a
-data channel named `voxline`) once its ICE candidates are gathered, and gets the server's answer
-with the server's own candidates in it: no trickling either way, no STUN or TURN server, so
-candidates are the host addresses of both machines (a browser on this machine or its network;
+data channel named `voxline`) at once, and its ICE candidates after it as it finds them (trickle
+ICE; an offer that already carries them all works too), and gets the server's answer with all of
+the server's candidates in it (aiortc gathers before answering, which for host candidates takes
+milliseconds). No STUN or TURN server, so candidates are the host addresses of both machines (a browser on this machine or its network;
 one behind another NAT would need TURN, which is not offered, and uses the socket instead). The
 offer's JSON carries what the socket's query string does (`agent`, `conversation`); the
 credential is the socket's (`Authorization: Bearer` with a session token or API key, or none for
@@ -31,9 +33,11 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCDataChannel,
+    RTCIceCandidate,
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.sdp import candidate_from_sdp
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -68,6 +72,8 @@ CONNECT_TIMEOUT = 15.0
 """Seconds from the answer to the data channel opening: ICE and DTLS on a working path take
 well under one; a peer that never connects gives its slot back after this."""
 CHANNEL_LABEL = "voxline"
+MAX_CANDIDATES = 64  # trickled candidates one call may send: a browser has a handful
+MAX_CANDIDATE_BYTES = 2048
 _STATUS = {POLICY_VIOLATION: 403, TRY_AGAIN_LATER: 429, SERVER_ERROR: 503}
 _NO_CACHE = {"Cache-Control": "no-store"}
 
@@ -90,6 +96,7 @@ class RtcPeer:
     caller: asyncio.Future[MediaStreamTrack] = field(default_factory=asyncio.Future)
     channel: asyncio.Future[RTCDataChannel] = field(default_factory=asyncio.Future)
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # hung up, failed or closed
+    candidates: int = 0  # trickled in after the offer
 
     def watch(self) -> None:
         @self.pc.on("track")
@@ -138,6 +145,7 @@ class WebRtcRoutes:
         return [
             Route(OFFER_PATH, self.offer, methods=["POST"]),
             Route(RTC_PREFIX + "{call_id}", self.hang_up, methods=["DELETE"]),
+            Route(RTC_PREFIX + "{call_id}/candidate", self.candidate, methods=["POST"]),
         ]
 
     async def offer(self, request: Request) -> Response:
@@ -197,6 +205,26 @@ class WebRtcRoutes:
         if peer is None:
             return _error("no such call", 404)
         peer.gone.set()
+        return Response(status_code=204, headers=_NO_CACHE)
+
+    async def candidate(self, request: Request) -> Response:
+        """A browser ICE candidate found after its offer was sent (trickle ICE), or, with
+        `candidate` null or empty, the end of them. The call's id is its capability."""
+        peer = self.peers.get(request.path_params["call_id"])
+        if peer is None:
+            return _error("no such call", 404)
+        try:
+            found = _read_candidate(await request.body())
+        except BadOffer as exc:
+            return _error(str(exc), 400)
+        if found is not None:
+            peer.candidates += 1
+            if peer.candidates > MAX_CANDIDATES:
+                return _error(f"over {MAX_CANDIDATES} candidates for one call", 400)
+        try:
+            await peer.pc.addIceCandidate(found)
+        except Exception as exc:  # a candidate for no section of the offer, or after close
+            return _error(f"the candidate could not be used: {exc or type(exc).__name__}", 400)
         return Response(status_code=204, headers=_NO_CACHE)
 
     async def _answer(self, sdp: str) -> tuple[RtcPeer, RTCSessionDescription]:
@@ -324,6 +352,34 @@ async def _read_offer(request: Request) -> dict[str, str]:
         if value:
             fields[name] = value
     return fields
+
+
+def _read_candidate(raw: bytes) -> RTCIceCandidate | None:
+    """A trickled candidate as the browser's `RTCIceCandidate.toJSON()` sends it."""
+    if len(raw) > MAX_CANDIDATE_BYTES:
+        raise BadOffer(f"the candidate is over {MAX_CANDIDATE_BYTES} bytes")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise BadOffer("the body is not JSON: send a candidate's toJSON()") from exc
+    if not isinstance(body, dict):
+        raise BadOffer("the body must be a JSON object")
+    line = body.get("candidate")
+    if line is None or line == "":
+        return None  # the end of the browser's candidates
+    mid, index = body.get("sdpMid"), body.get("sdpMLineIndex")
+    if not isinstance(line, str) or (mid is not None and not isinstance(mid, str)):
+        raise BadOffer("'candidate' and 'sdpMid' must be strings")
+    if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
+        raise BadOffer("'sdpMLineIndex' must be a whole number")
+    if mid is None and index is None:
+        raise BadOffer("a candidate needs 'sdpMid' or 'sdpMLineIndex'")
+    try:
+        found = candidate_from_sdp(line.removeprefix("candidate:"))
+    except (AssertionError, ValueError, IndexError) as exc:
+        raise BadOffer(f"the candidate could not be read: {line[:80]!r}") from exc
+    found.sdpMid, found.sdpMLineIndex = mid, index
+    return found
 
 
 def _error(message: str, status: int, *, fallback: bool = False) -> JSONResponse:

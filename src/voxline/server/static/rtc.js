@@ -3,15 +3,15 @@
 // server's track (played by an <audio> element, so the browser's echo canceller hears it), and
 // the same JSON events as the WebSocket on a data channel named "voxline".
 //
-// Offer and answer go over HTTP (POST /web/rtc/offer) once this side's ICE candidates are
-// gathered: no trickling, and no STUN or TURN server, so only host candidates are offered and
-// nothing outside this page's own server is contacted. Whatever goes wrong before the data
+// Offer and answer go over HTTP (POST /web/rtc/offer) with trickle ICE: the offer leaves at
+// once, and this side's candidates follow it as they are found (POST /web/rtc/CALL/candidate),
+// then their end; the server's are all in its answer. No STUN or TURN server is configured, so
+// only host candidates exist and nothing outside this page's own server is contacted. Whatever goes wrong before the data
 // channel opens (no WebRTC in this browser, no aiortc on the server, no path between the two)
 // rejects with `fallback` set, and the page uses the WebSocket instead.
 "use strict";
 
 window.VoxlineRtc = (() => {
-  const GATHER_MS = 2000; // host candidates take milliseconds; a stuck gathering is not waited on
   const CONNECT_MS = 10000; // from the answer to an open data channel
 
   function supported() {
@@ -24,15 +24,6 @@ window.VoxlineRtc = (() => {
       this.fallback = fallback;
       this.status = status;
     }
-  }
-
-  function gathered(pc) {
-    if (pc.iceGatheringState === "complete") return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => { if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); } };
-      const timer = setTimeout(resolve, GATHER_MS);
-      pc.addEventListener("icegatheringstatechange", done);
-    });
   }
 
   // Resolves to a link {kind, send(text), useMicrophone(track), close()} once the data channel
@@ -64,6 +55,20 @@ window.VoxlineRtc = (() => {
       if (opened) onClose(reason);
     };
 
+    // Candidates go to the server once its answer has named the call; those found before wait.
+    const late = [];
+    let sending = Promise.resolve(); // one at a time, so the end of them arrives last
+    const trickle = (candidate) => {
+      const body = JSON.stringify(candidate ? candidate.toJSON() : { candidate: null });
+      sending = sending.then(() => fetch(`/web/rtc/${encodeURIComponent(callId)}/candidate`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body,
+      })).catch(() => { /* the call's own checks decide whether it connects */ });
+    };
+    pc.onicecandidate = (event) => {
+      if (callId) trickle(event.candidate);
+      else late.push(event.candidate);
+    };
+
     pc.ontrack = (event) => {
       audio.srcObject = event.streams[0] || new MediaStream([event.track]);
       audio.play().catch(() => { /* autoplay waits for the click that started the call */ });
@@ -76,7 +81,6 @@ window.VoxlineRtc = (() => {
 
     try {
       await pc.setLocalDescription(await pc.createOffer());
-      await gathered(pc);
       const body = { type: "offer", sdp: pc.localDescription.sdp };
       if (agent) body.agent = agent;
       if (conversation) body.conversation = conversation;
@@ -95,6 +99,7 @@ window.VoxlineRtc = (() => {
         throw new RtcError(answer.error || `the server answered ${response.status}`, { fallback, status: response.status });
       }
       callId = answer.call_id;
+      late.splice(0).forEach(trickle);
       await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
       await new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new RtcError("no WebRTC path to the server", { fallback: true })), CONNECT_MS);
