@@ -5,12 +5,12 @@ The page sends its SDP offer (microphone as Opus on a send-and-receive audio tra
 data channel named `voxline`) at once, and its ICE candidates after it as it finds them (trickle
 ICE; an offer that already carries them all works too), and gets the server's answer with all of
 the server's candidates in it (aiortc gathers before answering, which for host candidates takes
-milliseconds). No STUN or TURN server, so candidates are the host addresses of both machines (a browser on this machine or its network;
-one behind another NAT would need TURN, which is not offered, and uses the socket instead). The
-offer's JSON carries what the socket's query string does (`agent`, `conversation`); the
-credential is the socket's (`Authorization: Bearer` with a session token or API key, or none for
-a browser on this machine in open-localhost mode), with the same per-address limits, throttling
-and origin check (channels of one door, not a second set of rules).
+milliseconds). No STUN or TURN server, so candidates are the host addresses of both machines
+(a browser on this machine or its network; one behind another NAT would need TURN, which is not
+offered, and uses the socket instead). The offer's JSON carries what the socket's query string
+does (`agent`, `conversation`); the credential is the socket's (`Authorization: Bearer` with a
+session token or API key, or none for a browser on this machine in open-localhost mode), with
+the same per-address limits, throttling and origin check (two doors, one set of rules).
 
 Each call runs as a task of the hub's (`hub.tasks`, closed at shutdown) and counts as a call in
 progress for a graceful drain. It ends when the agent ends it, when the page hangs up (`DELETE`,
