@@ -264,3 +264,12 @@ async def test_without_tools_the_text_passes_through_unconstrained() -> None:
     llm, engine = _local([["{not", " a call}"]])
     result = await complete(llm, LLMRequest([SYSTEM, ChatMessage("user", "x")]))
     assert result.text == "{not a call}" and "grammar" not in engine.bodies[0]
+
+
+async def test_warming_evaluates_the_system_prefix_and_parses_nothing() -> None:
+    llm, engine = _local([['{"']])  # a call's first token must not be taken for a cut-off call
+    await llm.warm(LLMRequest([SYSTEM, ChatMessage("user", "ignored")], tools=[WEATHER]))
+    [body] = engine.bodies
+    assert body["n_predict"] == 1 and "grammar" not in body
+    real = render_prompt([SYSTEM, ChatMessage("user", "Hi")], [WEATHER])
+    assert real.startswith(body["prompt"].removesuffix("<|im_start|>assistant\n"))

@@ -110,13 +110,11 @@ class LocalLLM:
         llama.cpp keeps the evaluated prefix, so the first real reply only pays for the user's
         words; a cold prompt with tool schemas costs seconds on a small CPU.
         """
-        system_only = LLMRequest(
-            messages=[m for m in request.messages if m.role == "system"],
-            tools=request.tools,
-            tool_choice=request.tool_choice,
-            max_tokens=1,
+        system = [m for m in request.messages if m.role == "system"]
+        body = self._body(
+            LLMRequest(system, max_tokens=1), render_prompt(system, request.tools), None
         )
-        async for _ in self.stream(system_only):
+        async for _ in self._generate(body, StepParser(speech_only=True), None):
             pass
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
