@@ -457,6 +457,13 @@ def _same_args(expected: dict[str, Any], got: dict[str, Any]) -> bool:
     )
 
 
+def _asks(text: str) -> bool:
+    """A question for the missing value, with or without its question mark."""
+    return "?" in text or any(
+        cue in text for cue in ("please provide", "please tell", "please give", "i need", "which")
+    )
+
+
 def _pct(part: int, whole: int) -> str:
     return f"{part}/{whole} ({100 * part / whole:.0f}%)" if whole else "n/a"
 
@@ -492,7 +499,7 @@ def report(outcomes: list[Outcome]) -> list[tuple[str, str]]:
             no_tool_clean += not out.calls
         if case.kind == "ask":
             ask += 1
-            asked += not out.calls and "?" in text
+            asked += not out.calls and _asks(text)
         if case.calls and matched:
             reportable += 1
             reported += any(word in text for word in case.report)
@@ -533,7 +540,7 @@ def _miss(out: Outcome) -> str | None:
         _same_args(w[1], g[1]) for g, w in zip(got, want, strict=False)
     )
     unreported = case.calls and not any(word in out.text.lower() for word in case.report)
-    unasked = case.kind == "ask" and "?" not in out.text
+    unasked = case.kind == "ask" and not _asks(out.text.lower())
     if wrong_calls or unreported or unasked:
         return f"miss {case.id} ({case.kind}) {case.text!r}: calls={got} said={out.text[:120]!r}"
     return None

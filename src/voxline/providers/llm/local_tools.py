@@ -238,9 +238,8 @@ def review_call(
     if missing:
         return Verdict(
             None,
-            f"The user has not said the {' and '.join(missing)} for {call.name}. If they want "
-            f"{call.name}, ask them for it in one short question; otherwise answer what they "
-            "said. Call nothing now.",
+            f"The user has not said the {' and '.join(missing)} for {call.name}. Ask them for "
+            "it in one short question; never answer with a guess.",
         )
     return Verdict(ToolCallRequest(call.id, call.name, json.dumps(arguments)))
 
