@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import math
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -23,12 +24,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.server.browser import ToneTTS
 from tests.server.conftest import EnvFactory, lookup_order
 from voxline import Agent
 from voxline.agents.spec import AgentSpec
 from voxline.providers.llm.fake import FakeReply, FakeToolCall
 from voxline.providers.stt.base import Transcript
+from voxline.providers.tts.base import AudioChunk
 from voxline.tools.decorator import FunctionTool
 from voxline.voice.providers import SpeechProviders
 
@@ -74,10 +75,49 @@ class OneQuestionSTT:
         return Transcript(HEARD, audio_duration=len(pcm) / 16000)
 
 
+class SineTTS:
+    """Speaks a 440 Hz tone, 20 ms per character: a tone survives Opus, a constant level does
+    not, and the WebRTC test measures the agent's voice as the browser received it."""
+
+    label = "sine"
+    sample_rate = 16000
+
+    async def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+        t = np.arange(round(len(text) * 0.02 * 16000)) / 16000
+        yield AudioChunk((np.sin(2 * math.pi * 440 * t) * 8000).astype(np.int16), 16000, text)
+
+
+# The page's peer connections, kept where the test can ask them for their statistics.
+KEEP_PEERS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  if (!Native) return;
+  window.__peers = [];
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Native(...args);
+    window.__peers.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+})();
+"""
+RECEIVED_ENERGY = """
+async () => {
+  let energy = 0;
+  for (const pc of window.__peers || []) {
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "audio") energy += s.totalAudioEnergy || 0;
+    });
+  }
+  return energy;
+}
+"""
+
+
 @pytest.fixture(autouse=True)
 def speech(monkeypatch: pytest.MonkeyPatch) -> None:
     async def load(spec: AgentSpec, *, vad: str = "local", **_: object) -> SpeechProviders:
-        return SpeechProviders(OneQuestionSTT(), ToneTTS(), LevelVAD())
+        return SpeechProviders(OneQuestionSTT(), SineTTS(), LevelVAD())
 
     monkeypatch.setattr("voxline.server.speech_pool.load_speech_providers", load)
 
@@ -197,6 +237,7 @@ async def test_a_spoken_question_is_answered_and_a_barge_in_strikes_out_the_unhe
     async with make_env(script, agents=[helper()]) as env:
         page = await browser.new_page(viewport={"width": 1280, "height": 860})  # type: ignore[attr-defined]
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.add_init_script(KEEP_PEERS)
         await page.goto(f"{env.twilio.base}/?transport={transport}")
         await page.click("#talk")
         await page.locator("#transport-name", has_text=shown).wait_for(timeout=WAIT_MS)
@@ -205,6 +246,10 @@ async def test_a_spoken_question_is_answered_and_a_barge_in_strikes_out_the_unhe
             timeout=WAIT_MS
         )
         await page.locator("#latency-rows tr.spoken").first.wait_for(timeout=WAIT_MS)
+        if transport == "webrtc":  # the agent's voice arrived on the remote track, not silence
+            async with asyncio.timeout(WAIT_MS / 1000):
+                while await page.evaluate(RECEIVED_ENERGY) < 0.01:  # noqa: ASYNC110 (stats: no event)
+                    await asyncio.sleep(0.1)
         row = await page.locator("#latency-rows tr.spoken").first.inner_text()
         assert row.count("ms") >= 3  # end of turn, transcript, first token, ... in ms
         level = await page.get_attribute("#level-bar", "data-level")
