@@ -163,7 +163,7 @@ def test_a_cut_off_call_is_an_error_not_text() -> None:
 def test_a_required_value_the_caller_never_said_becomes_a_question() -> None:
     messages = [SYSTEM, ChatMessage("user", "Hello, how are you?")]
     verdict = review_call(_call("get_weather", city="Paris"), WEATHER, messages)
-    assert verdict.call is None and "city" in verdict.note and "ask them" in verdict.note
+    assert verdict.call is None and "city" in verdict.note and "Ask them" in verdict.note
 
 
 def test_values_the_caller_or_a_result_gave_are_kept_invented_optional_ones_dropped() -> None:
