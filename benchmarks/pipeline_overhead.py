@@ -181,9 +181,11 @@ def ramp(
         result = measure(framework, count, args)
         results.append(result)
         if behind(result):
-            bad = count
-            break
-        good = count
+            bad = bad or count
+            if not args.all_counts:
+                break
+        elif not bad:
+            good = count
     for _ in range(args.refine if bad else 0):
         middle = (good + bad) // 2
         if middle in (good, bad):
@@ -411,6 +413,13 @@ def main() -> None:
         help="how long a Silero batch may wait for more calls' windows once 32 calls are "
         "open (default: the library's, 4 ms; 0: one loop turn only)",
     )
+    parser.add_argument(
+        "--all-counts",
+        action="store_true",
+        help="run every listed count even past the first that falls behind: on a loaded shared "
+        "machine lateness says little, and the CPU fit (projected per core) needs the points",
+    )
+    parser.add_argument("--pipecat-sessions", help="Pipecat's own ramp (default: --sessions)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -440,7 +449,10 @@ def main() -> None:
     capacity: dict[str, int] = {}
     for framework in frameworks:
         print(f"{framework}:")
-        runs[framework], capacity[framework] = ramp(framework, counts, args)
+        listed = counts
+        if framework == "pipecat" and args.pipecat_sessions:
+            listed = sorted(int(c) for c in args.pipecat_sessions.split(","))
+        runs[framework], capacity[framework] = ramp(framework, listed, args)
     print("harness:")
     top = max(capacity.get("voxline", 0), counts[1] if len(counts) > 1 else 2 * counts[0])
     harness = Fit.of([run("harness", count, args) for count in (counts[0], top)])

@@ -65,10 +65,15 @@ class Recording:
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
         self.outputs.append("")
-        async for event in self.inner.stream(request):
-            if isinstance(event, TextDelta):
-                self.outputs[-1] += event.text
-            yield event
+        started = time.perf_counter()
+        try:
+            async for event in self.inner.stream(request):
+                if isinstance(event, TextDelta):
+                    self.outputs[-1] += event.text
+                yield event
+        finally:  # also when the summarizer stops reading (a loop, a runaway)
+            spent = time.perf_counter() - started
+            print(f"  the model wrote {words(self.outputs[-1])} words in {spent:.0f} s", flush=True)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -92,7 +97,7 @@ async def main(args: argparse.Namespace) -> None:
         summary = await summarizer.summarize(store)
         spent = time.perf_counter() - started
         written = [words(text) for text in llm.outputs[asked:]]
-        print(f"round {round_ + 1}: model wrote {written} words ({spent:.1f} s)")
+        print(f"round {round_ + 1}: model wrote {written} words ({spent:.1f} s)", flush=True)
         if summary is None:
             print("  no summary stored\n")
             continue
