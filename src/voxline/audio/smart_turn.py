@@ -202,17 +202,20 @@ def _words(text: str) -> list[str]:
     return [w for w in words if w]
 
 
+def _digits(word: str) -> int:
+    """Digits in one word: "four" 1, "415" 3, Whisper's "415-555" or "7.7" 6 and 2."""
+    plain = word.replace("-", "").replace(".", "").replace(",", "")
+    return len(plain) if plain.isdigit() else int(word in _DIGITS)
+
+
 def _trailing_digits(words: list[str]) -> tuple[int, int]:
     """(digits, words) of the run of spoken or written digits that ends `words`."""
     digits = count = 0
     for word in reversed(words):
-        plain = word.replace("-", "")
-        if plain.isdigit():
-            digits += len(plain)
-        elif word in _DIGITS:
-            digits += 1
-        else:
+        found = _digits(word)
+        if not found:
             break
+        digits += found
         count += 1
     return digits, count
 
@@ -262,8 +265,14 @@ def still_dictating(text: str) -> bool:
     if count == len(words) and digits < 7:
         return True  # the turn so far is nothing but digits
     cue = max((i for i, w in enumerate(words) if any(c in w for c in _NUMBER_CUES)), default=-1)
-    # a number announced whose digits have not been heard yet: "my number", "my number is"
-    return cue >= 0 and all(w in {"is", "it's", "its", "was"} for w in words[cue + 1 :])
+    if cue < 0:
+        return False
+    after = words[cue + 1 :]
+    # a number announced, and fewer digits heard since than any real one has ("my number",
+    # "my number is", Whisper's "the account number to 7.7" for "... is seven seven")
+    return all(w in {"is", "it's", "its", "was"} for w in after) or (
+        0 < sum(_digits(w) for w in after) < 7
+    )
 
 
 class SmartTurnEndOfTurn:
