@@ -70,14 +70,17 @@ class SilenceTTS:
         self.delay = delay
         self.texts: list[str] = []
         self.cancelled = 0
+        self.mute: dict[str, float] = {}  # text -> seconds after which its stream ends, silent
 
     async def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[AudioChunk]:
         self.texts.append(text)
         try:
-            await sleep_until(self._clock, self._clock.now() + self.delay)
+            await sleep_until(self._clock, self._clock.now() + self.mute.get(text, self.delay))
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
+        if text in self.mute:
+            return
         samples = round(len(text) * SECONDS_PER_CHAR * self.sample_rate)
         yield AudioChunk(np.zeros(samples, dtype=np.int16), self.sample_rate, text)
 

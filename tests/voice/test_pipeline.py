@@ -86,6 +86,25 @@ async def test_a_question_is_transcribed_answered_and_spoken_in_full(
     await call.close()
 
 
+async def test_a_last_sentence_voiced_with_no_audio_leaves_the_bot_done_speaking(
+    store: Store, settings: Settings
+) -> None:
+    """A voice may end a sentence's stream without audio (a hosted voice closing early); the
+    player waiting for more of the stretch must still finish, or the bot stays 'speaking' and
+    the caller's next words count as a barge-in."""
+    call = Call(store, settings, vad=ASKING, words=QUESTION, replies=[FakeReply(LONG_REPLY)])
+    call.tts.mute = {SENTENCES[-1]: 6.0}  # ends after the sentence before it has played
+    await call.start()
+    await call.run(10.0)
+    assert call.tts.texts == SENTENCES
+    assert played_seconds(call) == pytest.approx(
+        sum(speech_seconds(s) for s in SENTENCES[:-1]), abs=0.02
+    )
+    assert not call.pipeline.bot_active
+    assert call.session.state is SessionState.LISTENING
+    await call.close()
+
+
 async def test_latency_stages_are_measured_from_the_end_of_speech(
     store: Store, settings: Settings
 ) -> None:

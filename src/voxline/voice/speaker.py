@@ -77,6 +77,9 @@ class _Run:
         self.synthesizing = False
         self.waiting_for_room = False
         self.sending = False
+        # Set whenever audio is queued or a synthesis ends: the player waiting for more of a
+        # stretch wakes on either, so a synthesis that ends with no audio cannot strand it.
+        self.changed = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
 
@@ -313,6 +316,7 @@ class Speaker:
                     start = sentence.start + found
                     run.waiting_for_room = run.audio.full()
                     await run.audio.put(_Piece(pcm, sentence.turn, text, start, start + len(text)))
+                    run.changed.set()
                     run.waiting_for_room = False
             except Exception as exc:
                 log.exception("speech synthesis failed", text=sentence.text)
@@ -320,6 +324,7 @@ class Speaker:
                 self._on_error(exc)
             finally:
                 run.synthesizing = False
+                run.changed.set()
                 # Stopped midway (barge-in): release the voice now; a hosted one cancels.
                 with contextlib.suppress(Exception):
                     await _aclose(chunks)
@@ -366,9 +371,12 @@ class Speaker:
             self._spans.append(_Span(self._cursor, end, piece))
             self._cursor = end
             yield piece.pcm
-            if run.audio.empty() and not self._sentences and not run.synthesizing:
-                return
-            piece = await run.audio.get()
+            while run.audio.empty():
+                if not self._sentences and not run.synthesizing:
+                    return
+                run.changed.clear()
+                await run.changed.wait()
+            piece = run.audio.get_nowait()
 
 
 async def _aclose(chunks: AsyncIterator[object]) -> None:
