@@ -264,6 +264,9 @@ def still_dictating(text: str) -> bool:
     digits, count = _trailing_digits(words)
     if count == len(words) and digits < 7:
         return True  # the turn so far is nothing but digits
+    mail = max((i for i, w in enumerate(words) if "email" in w or "e-mail" in w), default=-1)
+    if mail >= 0 and len(words) - mail <= 3:
+        return True  # "... to my email, which": the address may come next
     cue = max((i for i, w in enumerate(words) if any(c in w for c in _NUMBER_CUES)), default=-1)
     if cue < 0:
         return False
