@@ -35,6 +35,7 @@ from voxline.voice import VoicePipeline
 
 REPLY = "Sure, one moment."
 GATHER_MS: float | None = None  # --gather-ms: override how long a Silero batch may wait
+UNBATCHED = False  # --unbatched: every call runs Silero inline, as before batching
 TTS_RATE = 16000
 SPEECH_SECONDS_PER_CHAR = 0.05
 
@@ -95,6 +96,8 @@ async def run_voxline(
     silero: VAD | None = create_vad("silero") if vad_kind == "silero" else None
     if isinstance(silero, SileroVAD) and GATHER_MS is not None:
         silero.schedulers.set_gather(GATHER_MS / 1000, GATHER_FROM)
+    if isinstance(silero, SileroVAD) and UNBATCHED:
+        silero.batchable = False
     with tempfile.TemporaryDirectory() as folder:
         store = SqlStore(f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}")
         await store.open()

@@ -96,6 +96,7 @@ def child(spec: str, args: argparse.Namespace) -> None:
         import _voxline_calls
 
         _voxline_calls.GATHER_MS = args.gather_ms
+        _voxline_calls.UNBATCHED = args.unbatched
         runner = _voxline_calls.run_voxline
     elif framework == "pipecat":
         from _pipecat_calls import run_pipecat as runner
@@ -116,6 +117,7 @@ def run(framework: str, sessions: int, args: argparse.Namespace) -> RunResult:
         *["--seconds", str(args.seconds), "--warmup", str(args.warmup)],
         *["--vad", args.vad, "--turn-every", str(args.turn_every)],
         *(["--gather-ms", str(args.gather_ms)] if args.gather_ms is not None else []),
+        *(["--unbatched"] if args.unbatched else []),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -418,6 +420,9 @@ def main() -> None:
         action="store_true",
         help="run every listed count even past the first that falls behind: on a loaded shared "
         "machine lateness says little, and the CPU fit (projected per core) needs the points",
+    )
+    parser.add_argument(
+        "--unbatched", action="store_true", help="voxline runs Silero inline per call (before)"
     )
     parser.add_argument("--pipecat-sessions", help="Pipecat's own ramp (default: --sessions)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
