@@ -282,16 +282,17 @@ class SmartTurnEndOfTurn:
     """End-of-turn strategy that asks smart-turn v3, with the words as a check (module doc).
 
     Its inputs beyond the silence: `listen(source)`, the turn's audio so far (the listener's
-    `speech_so_far`; without it only the silence rule applies); `update_partial(text)`, words of
-    the turn's beginning transcribed while the caller talked (the listener does this every
-    `transcribe_every` seconds of speech); `update_transcript(text)`, the words of the whole
-    turn up to the current pause (the listener's early transcript of each pause).
+    `speech_so_far`; without it only the silence rule applies); `update_partial(text, covers)`,
+    words of the turn's first `covers` seconds transcribed while the caller talked (the listener
+    does this every `transcribe_every` seconds of speech); `update_transcript(text)`, the words
+    of the whole turn up to the current pause (the listener's early transcript of each pause).
 
     When the model says "complete" the turn ends at once, unless the words already heard show
-    the caller reading out a number or an address (`still_dictating`): then it waits for the
-    pause's own words, which end it if they sound finished and hold it open to `max_silence`
-    if not (`sounds_unfinished`). `wait_for_words=True` always waits for them (or for
-    `silence`). `decisions` records, per pause that reached the model, its probability.
+    the caller reading out a number or an address (`still_dictating`) or miss more than
+    `max_unheard` seconds of speech: then it waits for the pause's own words, which end it if
+    they sound finished and hold it open to `max_silence` if not (`sounds_unfinished`).
+    `wait_for_words=True` always waits for them (or for `silence`). `decisions` records, per
+    pause that reached the model, its probability.
     """
 
     def __init__(
