@@ -205,6 +205,17 @@ def test_a_value_counts_as_given_when_the_caller_said_it_in_other_words(
     assert (verdict.call is not None) is given
 
 
+def test_after_a_result_a_call_with_invented_values_reports_the_result_instead() -> None:
+    messages = [
+        SYSTEM,
+        ChatMessage("user", "Weather in Rome?"),
+        ChatMessage("assistant", tool_calls=[_call("get_weather", city="Rome")]),
+        ChatMessage("tool", "sunny", tool_call_id="c_get_weather"),
+    ]
+    verdict = review_call(_call("set_timer", minutes=10), TIMER, messages)
+    assert verdict.call is None and "results above" in verdict.note and "Ask" not in verdict.note
+
+
 def test_the_same_call_twice_in_one_turn_is_answered_instead() -> None:
     messages = [
         SYSTEM,

@@ -214,7 +214,8 @@ def review_call(
     A value counts as given when its words occur in what the caller said, in a tool result,
     or in the instructions/summaries (facts the agent was told). Enum values are choices, not
     facts, and are always accepted. An invented optional value is dropped; an invented
-    required one turns the call into a question.
+    required one turns the call into a question, or, after a tool has answered this turn,
+    into reporting that answer (a later step reaching for an unrelated tool).
     """
     arguments = call.parsed_arguments()
     if _repeats(call, arguments, messages):
@@ -235,6 +236,14 @@ def review_call(
             missing.append(name.replace("_", " "))
         else:
             del arguments[name]
+    if missing and _has_results(messages):
+        # A further step inventing values is the model reaching for a tool it does not need:
+        # the request is answered by what the earlier steps found.
+        return Verdict(
+            None,
+            f"{call.name} is not needed: the user did not ask for it. Tell the user what the "
+            "results above say; call nothing.",
+        )
     if missing:
         return Verdict(
             None,
@@ -242,6 +251,16 @@ def review_call(
             "it in one short question; never answer with a guess.",
         )
     return Verdict(ToolCallRequest(call.id, call.name, json.dumps(arguments)))
+
+
+def _has_results(messages: Sequence[ChatMessage]) -> bool:
+    """A tool has answered since the caller last spoke."""
+    for message in reversed(messages):
+        if message.role == "user":
+            return False
+        if message.role == "tool":
+            return True
+    return False
 
 
 def _repeats(
