@@ -1,6 +1,7 @@
 """Does the embedded model call tools only when it should, with the caller's own values?
 
     .venv/bin/python benchmarks/tool_precision.py [--limit N] [--only WORD] [--threads N]
+        [--call-bias B]
 
 Runs a dev set of realistic caller requests through the real reply engine (`ReplyEngine`, the
 tool loop every session uses) with the local Qwen model and six tools whose fake
@@ -13,6 +14,7 @@ need no tool, argument accuracy, result reporting, two-step success and latencie
 `--only` keeps the cases whose id or kind contains the word; `--limit` keeps the first N of
 each kind, so a short run still covers every kind. `--threads` is llama.cpp's thread count
 (its default, every core, decodes several times slower on a machine other work keeps busy).
+`--call-bias` overrides the local provider's logit bias on a call's first token (`CALL_BIAS`).
 """
 
 from __future__ import annotations
@@ -561,12 +563,16 @@ async def main() -> None:
     parser.add_argument("--limit", type=int, help="first N cases of each kind")
     parser.add_argument("--only", help="cases whose id contains this, or a kind")
     parser.add_argument("--threads", type=int, help="llama.cpp threads (default: every core)")
+    parser.add_argument("--call-bias", type=float, help="logit bias on a call's first token")
     options = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     cases = select(options.only, options.limit)
     print(f"load average at start: {os.getloadavg()}; {len(cases)} cases")
     llm = create_local_llm(None, Settings(), threads=options.threads)
     print(f"model load: {llm.load():.1f} s")
+    if options.call_bias is not None:
+        llm.call_bias = options.call_bias
+    print(f"call bias: {llm.call_bias}")
     tools = _tools()
     warm_started = time.monotonic()
     await llm.warm(
