@@ -1,13 +1,15 @@
 """Voice latency with the embedded models: caller speech in, first bot audio out.
 
-    .venv/bin/python benchmarks/voice_latency.py [--runs 2] [--tools] [--baseline | --compare]
+    .venv/bin/python benchmarks/voice_latency.py [--runs 2] [--tools | --tool-turns]
+        [--baseline | --compare]
         [--silence SECONDS]
 
 Each utterance is synthesised with espeak-ng (or Piper when espeak-ng is missing), framed with
 silence and streamed in real time through `VoicePipeline` (Silero VAD, Whisper tiny.en, the
 local Qwen 1.5B, Piper), exactly as `voxline simulate` does. Prints p50/p95 of each stage, in
-ms from the end of the caller's speech. `--tools` gives the agent a weather tool, which moves
-every reply onto the slower schema-constrained path of the local model.
+ms from the end of the caller's speech. `--tools` gives the agent a weather tool (the local
+model then decides, in one constrained token, whether to speak or call it); `--tool-turns` asks
+only weather questions, so every measured turn calls the tool and speaks its result.
 
 By default the pipeline runs as shipped: a speculative reply started at the caller's pause and
 the reply's opening phrase spoken at its first clause. `--baseline` turns both off (the model
@@ -48,6 +50,15 @@ UTTERANCES = [
     "What's the weather in Paris tomorrow?",
     "Can you recommend a good book?",
 ]
+# `--tool-turns`: questions the weather tool answers, so every turn is a tool turn (decision,
+# call, result, then the spoken answer); implies `--tools`.
+TOOL_UTTERANCES = [
+    "What's the weather in Paris tomorrow?",
+    "How is the weather in Berlin today?",
+    "Will it rain in London this weekend?",
+    "What's the temperature in Madrid right now?",
+    "Is it sunny in Rome today?",
+]
 INSTRUCTIONS = "You are a voice assistant on the phone. Answer in one short sentence."
 VARIANTS = {
     "shipped": VoiceOptions(),
@@ -77,6 +88,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2, help="passes over the utterances")
     parser.add_argument("--tools", action="store_true", help="give the agent a weather tool")
+    parser.add_argument(
+        "--tool-turns",
+        action="store_true",
+        help="ask only weather questions, so every turn calls the tool (implies --tools)",
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
         "--baseline", action="store_true", help="no speculative reply, whole first sentence"
@@ -95,7 +111,8 @@ async def main() -> None:
     print(f"load average at start: {_load()}")
     settings = Settings()
     tools: list[object] = []
-    if args.tools:
+    utterances = TOOL_UTTERANCES if args.tool_turns else UTTERANCES
+    if args.tools or args.tool_turns:
         from tests.weather_tool import get_weather
 
         tools = [get_weather]
@@ -103,10 +120,10 @@ async def main() -> None:
     agent = Agent(name="bench", instructions=INSTRUCTIONS, llm="local", tools=tools, turn=turn)  # type: ignore[arg-type]
     speech = await load_speech_providers(agent.spec)
     llm = create_llm("local", settings)
-    callers = [await speak(text, speech.tts) for text in UTTERANCES]
+    callers = [await speak(text, speech.tts) for text in utterances]
     turns: dict[str, list[TurnLatency]] = {name: [] for name in names}
     for run in range(args.runs):
-        for text, caller in zip(UTTERANCES, callers, strict=True):
+        for text, caller in zip(utterances, callers, strict=True):
             for name in names:
                 result = await simulate_call(
                     caller, agent, speech, settings=settings, llm=llm, options=VARIANTS[name]
