@@ -10,13 +10,15 @@ Models come from installed wheels only, so nothing is downloaded at run time:
   handed to CTranslate2 (`files=`), so nothing is written to disk either.
 
 Specs: `local` / `whisper`, `local:MODEL` (`tiny.en`, `base` or a CTranslate2 directory) and
-`local:MODEL#beam=N` (beam search of N instead of greedy decoding). A bare `local` depends on
-the channel (`resolve_local_spec`), as measured by `benchmarks/stt_accuracy.py` on 44 sentences
-of names, numbers, addresses and e-mails spoken by espeak-ng and Piper: on 8 kHz µ-law phone
-audio tiny.en with a beam of 5 was as accurate as base with a beam of 5 (21.1% vs 22.1% WER;
-greedy: tiny.en 24.1%, base 25.8%) at a fraction of the compute, so the phone gets
-`tiny.en#beam=5`; wideband audio (browser, terminal) keeps greedy tiny.en, the fastest reply.
-Both use one tiny.en model: a second channel costs no memory.
+`local:MODEL#beam=N` (beam search of N instead of greedy decoding). A bare `local` is resolved
+per channel (`resolve_local_spec`, `CHANNEL_MODELS`), from `benchmarks/stt_accuracy.py` on 44
+sentences of names, numbers, addresses and e-mails spoken by espeak-ng and Piper. On 8 kHz
+µ-law phone audio tiny.en with a beam of 5 was as accurate as base with a beam of 5 (21.1% vs
+22.1% WER; greedy: tiny.en 24.1%, base 25.8%) for well under half the compute; on 16 kHz audio
+base's beam bought 0.7 points over tiny.en's (11.5% vs 12.2%; greedy tiny.en 14.3%). The beam
+costs tiny.en only about 5% more CPU, so today both channels get `tiny.en#beam=5`, one model in
+memory; the table keeps the two apart because the best choice for narrow-band audio need not
+be the best for wideband.
 
 One model per process serves every session through a `ModelWorker`: transcription runs on its
 thread, utterances queue in order, and the event loop stays free. Recognizers that differ only in
@@ -48,7 +50,7 @@ Channel = Literal["phone", "wideband"]
 """What kind of audio a recognizer will hear: `phone` is 8 kHz G.711 (Twilio Media Streams),
 `wideband` is 16 kHz or better (the browser, the terminal)."""
 
-CHANNEL_MODELS: dict[Channel, str] = {"phone": "tiny.en#beam=5", "wideband": "tiny.en"}
+CHANNEL_MODELS: dict[Channel, str] = {"phone": "tiny.en#beam=5", "wideband": "tiny.en#beam=5"}
 """What a bare `local` means on each kind of channel (see the module docstring)."""
 
 # Wheel pairs that hold the base model's files under `<package>/data`, in joining order.
