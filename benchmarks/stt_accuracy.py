@@ -22,12 +22,12 @@ is never an error: lowercase; `@` -> "at" and a dot inside a word -> "dot" (e-ma
 `$5.50` -> "5 dollars and 50 cents"; ordinals as cardinals ("fourth", "4th" -> 4); common
 abbreviations spelled out (st -> street, dr -> doctor); other punctuation dropped (hyphens
 and colons split words, and so does a dot between digits: "7:30", "7.30" and "seven thirty"
-agree); then
-**numbers to digits, one token per digit**: number words are parsed ("twelve thirty four" ->
-12 34, "one hundred and five" -> 105, "oh" next to a number -> 0) and every digit run is split
-into single digits. So "four one five" and "415" are both `4 1 5`, and a wrong digit in a phone
-number costs one error, as it does for the caller. WER = (substitutions + deletions +
-insertions) / reference tokens, summed over all sentences of a condition.
+agree); then **numbers to digits, one token per digit**: number words are parsed ("twelve
+thirty four" -> 12 34, "one hundred and five" -> 105, "oh" between numbers -> 0) and every
+digit run is split into single digits. So "four one five" and "415" are both `4 1 5`, and a
+wrong digit in a phone number costs one error, as it does for the caller. WER =
+(substitutions + deletions + insertions) / reference tokens, summed over all sentences of a
+condition.
 
 Real-time factor (RTF) is transcription seconds / audio seconds (lower is faster), measured with
 the model loaded and warmed, one utterance at a time on the model's own thread, as calls use it;
