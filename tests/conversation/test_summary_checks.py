@@ -288,3 +288,22 @@ def test_a_label_before_the_synopsis_is_dropped_and_word_forms_count_as_mentions
     parsed = Summary.parse("Summary: Maria's lamp will arrive by Thursday, free of charge.")
     assert parsed.synopsis == ["Maria's lamp will arrive by Thursday, free of charge."]
     assert covers(parsed.render(), "Agent: Express delivery arrives Thursday, free of charge.")
+
+
+async def test_a_latest_line_the_next_summary_leaves_out_is_carried_as_a_fact() -> None:
+    store = TurnStore("c")
+    order_call(store)
+    first = "Maria Lopez asked about order A-58213.\nFacts:\n- Name: Maria Lopez"
+    llm = FakeLLM([first, "Maria Lopez called.\nFacts:\n- Name: Maria Lopez"])
+    summarizer = Summarizer(policy(max_summary_words=120), llm)
+    await summarizer.summarize(store)
+    added = Summary.parse(stored(store)).latest
+    assert added  # the refund turns were not in the first answer
+    for text in ("Where is my replacement?", "On its way.", "Thanks.", "Bye."):
+        store.add_user_text(text)
+
+    await summarizer.summarize(store)
+
+    parsed = Summary.parse(stored(store))
+    for line in added:
+        assert line in parsed.facts

@@ -281,8 +281,10 @@ class Summarizer:
         parsed = Summary.parse(text)
         summary = parsed.dedupe()
         previous = Summary.parse(_summaries(replaced))
-        carried = carry_facts(previous, summary)
-        summary.facts += carried
+        summary.facts += carry_facts(previous, summary)
+        # A line added for a turn the previous model answer left out is kept the same way,
+        # as a fact, until a summary mentions it (else the next re-summary loses it again).
+        summary.facts += [line for line in previous.latest if not covers(summary.render(), line)]
         newest = [line for turn in replaced if not _is_summary(turn) if (line := render_turn(turn))]
         rendered = summary.render()
         for line in newest[-NEWEST_COVERED:]:

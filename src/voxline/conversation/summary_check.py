@@ -129,10 +129,10 @@ class Summary:
                 if inline:
                     summary.facts.append(_BULLET.sub("", inline.group(1)).strip())
                 continue
-            if in_facts and (_BULLET.match(raw) or ":" in line):
-                summary.facts.append(_BULLET.sub("", line).strip())
-            elif line.lower().startswith("latest:"):
+            if line.lower().startswith("latest:"):
                 summary.latest.append(line.split(":", 1)[1].strip())
+            elif in_facts and (_BULLET.match(raw) or ":" in line):
+                summary.facts.append(_BULLET.sub("", line).strip())
             else:
                 in_facts = False
                 summary.synopsis += sentences(line)
