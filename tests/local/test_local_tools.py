@@ -18,7 +18,7 @@ from voxline.providers.llm.base import (
     ToolDefinition,
     complete,
 )
-from voxline.providers.llm.local import LocalLLM
+from voxline.providers.llm.local import CALL_BIAS, LocalLLM
 from voxline.providers.llm.local_tools import (
     TOOL_RULES,
     StepParser,
@@ -245,6 +245,8 @@ async def test_small_talk_is_spoken_with_the_decision_grammar_and_no_call() -> N
     [body] = engine.bodies
     assert "start: call | speech" in body["grammar"]
     assert body["prompt"].endswith("<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n")
+    # Only a call's first tokens are biased; speech can never contain "{".
+    assert body["logit_bias"] == [["{", CALL_BIAS], ['{"', CALL_BIAS]]
 
 
 async def test_an_invented_argument_is_replaced_by_a_question_on_the_same_prefix() -> None:
@@ -269,6 +271,7 @@ async def test_tool_choice_none_keeps_the_tools_listed_and_only_allows_speech() 
     await complete(llm, request)
     [body] = engine.bodies
     assert "<tools>" in body["prompt"] and "start: speech\n" in body["grammar"]
+    assert "logit_bias" not in body
 
 
 async def test_without_tools_the_text_passes_through_unconstrained() -> None:
