@@ -239,3 +239,16 @@ def test_hosted_speech_is_allowed_when_its_key_is_configured() -> None:
     assert check_agent(spec.model_copy(update={"voice": "alloy"}), keyed) == []
     chained_file = spec.model_copy(update={"stt": "deepgram:nova-3,whisper:/tmp/x"})
     assert [v.loc for v in check_agent(chained_file, keyed)] == [("stt",)]
+
+
+def test_the_bundled_recognizer_may_be_named_with_a_beam_but_not_beside_a_path() -> None:
+    from voxline.agents.policy import check_agent
+    from voxline.agents.spec import AgentSpec
+
+    settings = Settings(llm="fake")
+    for stt in ("local", "local:tiny.en", "local:tiny.en#beam=5", "whisper:tiny.en#beam=2"):
+        assert check_agent(AgentSpec(name="a", stt=stt), settings) == [], stt
+    for stt in ("local:/tmp/model#beam=5", "local:tiny.en#size=9", "local:small.en"):
+        assert [v.loc for v in check_agent(AgentSpec(name="a", stt=stt), settings)] == [("stt",)], (
+            stt
+        )

@@ -126,6 +126,19 @@ def _installed(*modules: str) -> bool:
     return all(importlib.util.find_spec(module) is not None for module in modules)
 
 
+_BEAM = ("", "#beam=*")
+
+
+def _installed_whisper_models(bundled: str) -> list[str]:
+    """The named Whisper models an API agent may pick: the bundled one, and `base` where its
+    wheels (the `whisper-base` extra) are installed."""
+    try:
+        whisper = importlib.import_module("voxline.providers.stt.whisper")
+    except ImportError:  # pragma: no cover - it imports only voxline and numpy
+        return [bundled]
+    return [bundled, *(["base"] if whisper.model_installed("base") else [])]
+
+
 @functools.cache
 def _bundled_names() -> tuple[str, str, str]:
     """The names of the bundled LLM, Whisper model and Piper voice, read from their modules."""
@@ -191,7 +204,9 @@ class AllowList:
             found += _realtime_defaults(settings, bool(urls))
         stt = settings.api_allowed_stt
         if stt is None:
-            whisper = ["local", "whisper", f"local:{stt_name}", f"whisper:{stt_name}"]
+            whisper = ["local", "whisper"]
+            for model in _installed_whisper_models(stt_name):  # with or without `#beam=N`
+                whisper += [f"{p}:{model}{beam}" for p in ("local", "whisper") for beam in _BEAM]
             stt = whisper if _installed("faster_whisper") else []
             stt = [*stt, settings.stt] if not _file_spec(settings.stt) else stt
             stt = [*stt, *_hosted_defaults(settings, _HOSTED_STT)]
