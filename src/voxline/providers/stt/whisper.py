@@ -16,9 +16,12 @@ sentences of names, numbers, addresses and e-mails spoken by espeak-ng and Piper
 µ-law phone audio tiny.en with a beam of 5 was as accurate as base with a beam of 5 (21.1% vs
 22.1% WER; greedy: tiny.en 24.1%, base 25.8%) for well under half the compute; on 16 kHz audio
 base's beam bought 0.7 points over tiny.en's (11.5% vs 12.2%; greedy tiny.en 14.3%). The beam
-costs tiny.en only about 5% more CPU, so today both channels get `tiny.en#beam=5`, one model in
-memory; the table keeps the two apart because the best choice for narrow-band audio need not
-be the best for wideband.
+costs tiny.en only about 5% more CPU but decodes step by step for longer: in
+`benchmarks/voice_latency.py` on a quiet 2-core machine the transcript was ready 150 ms after
+the end of the turn with it, and at the end of the turn without. So the phone, where greedy
+tiny.en loses a quarter of its words, gets `tiny.en#beam=5`, and wideband audio (the browser,
+the terminal), where greedy is 2 points worse, keeps greedy `tiny.en` and the speed: one model
+in memory for both.
 
 One model per process serves every session through a `ModelWorker`: transcription runs on its
 thread, utterances queue in order, and the event loop stays free. Recognizers that differ only in
@@ -50,7 +53,7 @@ Channel = Literal["phone", "wideband"]
 """What kind of audio a recognizer will hear: `phone` is 8 kHz G.711 (Twilio Media Streams),
 `wideband` is 16 kHz or better (the browser, the terminal)."""
 
-CHANNEL_MODELS: dict[Channel, str] = {"phone": "tiny.en#beam=5", "wideband": "tiny.en#beam=5"}
+CHANNEL_MODELS: dict[Channel, str] = {"phone": "tiny.en#beam=5", "wideband": "tiny.en"}
 """What a bare `local` means on each kind of channel (see the module docstring)."""
 
 # Wheel pairs that hold the base model's files under `<package>/data`, in joining order.
