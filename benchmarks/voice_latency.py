@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxline import Agent
+from voxline import Agent, tool
 from voxline.audio import AudioFrame, read_wav, resample
 from voxline.providers.llm.registry import create_llm
 from voxline.providers.tts.base import TTS
@@ -64,6 +64,20 @@ VARIANTS = {
     "shipped": VoiceOptions(),
     "baseline": VoiceOptions(speculate=False, first_chunk_words=None),
 }
+
+
+FORECASTS = {"paris": "sunny, 22 degrees", "berlin": "cloudy, 14 degrees", "rome": "sunny, 27"}
+
+
+@tool
+def get_weather(city: str, day: str = "today") -> str:
+    """Get the weather forecast for a city.
+
+    Args:
+        city: The city name, e.g. "Paris".
+        day: "today" or "tomorrow".
+    """
+    return f"{city} {day}: {FORECASTS.get(city.lower(), 'dry, 18 degrees, light wind')}"
 
 
 async def speak(text: str, tts: TTS) -> AudioFrame:
@@ -113,8 +127,6 @@ async def main() -> None:
     tools: list[object] = []
     utterances = TOOL_UTTERANCES if args.tool_turns else UTTERANCES
     if args.tools or args.tool_turns:
-        from tests.weather_tool import get_weather
-
         tools = [get_weather]
     turn = {} if args.silence is None else {"end_of_turn_silence": args.silence}
     agent = Agent(name="bench", instructions=INSTRUCTIONS, llm="local", tools=tools, turn=turn)  # type: ignore[arg-type]
