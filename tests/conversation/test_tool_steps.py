@@ -6,52 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from voxline.conversation.engine import WRAP_UP_NOTE, Delivery, ReplyEngine, ReplyPlan
-from voxline.conversation.state import SessionState, StateMachine
-from voxline.conversation.turns import BotTurn, SystemTurn, ToolCallTurn, ToolResultTurn, TurnStore
-from voxline.events import EventBus
+from tests.conversation.order_tools import order_tools, reply_engine
+from voxline.conversation.engine import WRAP_UP_NOTE, ReplyEngine, ReplyPlan
+from voxline.conversation.turns import BotTurn, SystemTurn, ToolCallTurn, ToolResultTurn
 from voxline.providers.llm.base import LLM, LLMRequest
 from voxline.providers.llm.fake import FakeLLM, FakeReply, FakeToolCall
-from voxline.tools.base import RunContext, Tool
-from voxline.tools.decorator import tool
-from voxline.tools.executor import ToolExecutor
-
-
-def _order_tools(log: list[str]) -> list[Tool]:
-    @tool
-    async def lookup_order(order_id: str) -> str:
-        """Look up an order.
-
-        Args:
-            order_id: The order number.
-        """
-        log.append(f"lookup {order_id}")
-        return '{"status": "delivered", "total": "$42.50"}'
-
-    @tool
-    async def refund_order(order_id: str) -> str:
-        """Refund a delivered order.
-
-        Args:
-            order_id: The order number.
-        """
-        log.append(f"refund {order_id}")
-        return '{"refunded": "$42.50"}'
-
-    return [lookup_order, refund_order]
+from voxline.tools.base import Tool
 
 
 def _engine(llm: LLM, tools: list[Tool], max_steps: int = 4) -> tuple[ReplyEngine, ReplyPlan]:
-    bus = EventBus()
-    turns = TurnStore("conv_steps", bus)
-    engine = ReplyEngine(
-        turns,
-        bus,
-        StateMachine(bus, SessionState.LISTENING),
-        ToolExecutor(tools),
-        Delivery(auto=True),
-        lambda call_id: RunContext(conversation_id="conv_steps", call_id=call_id),
-    )
+    engine, _ = reply_engine("conv_steps", tools)
     return engine, ReplyPlan(llm=llm, instructions="x", tools=tools, max_steps=max_steps)
 
 
@@ -64,7 +28,7 @@ async def test_check_then_act_runs_two_tool_steps_in_one_reply() -> None:
             FakeReply(text="It was delivered, so I refunded $42.50."),
         ]
     )
-    engine, plan = _engine(llm, _order_tools(log))
+    engine, plan = _engine(llm, order_tools(log))
     engine.turns.add_user_text("Check order 12345 and refund it if it was delivered.")
     answer = await engine.reply(plan)
     assert log == ["lookup 12345", "refund 12345"]
@@ -88,7 +52,7 @@ async def test_at_the_step_bound_the_model_says_what_it_did_and_what_is_left() -
         return FakeReply(tool_calls=[FakeToolCall("lookup_order", {"order_id": "1"})])
 
     llm = FakeLLM(always_calls)
-    engine, plan = _engine(llm, _order_tools(log), max_steps=2)
+    engine, plan = _engine(llm, order_tools(log), max_steps=2)
     engine.turns.add_user_text("Check order 1 and refund it.")
     answer = await engine.reply(plan)
     assert log == ["lookup 1", "lookup 1"]  # two rounds, then no more tools
@@ -104,7 +68,7 @@ async def test_at_the_step_bound_the_model_says_what_it_did_and_what_is_left() -
 async def test_a_provider_ignoring_tool_choice_none_at_the_bound_runs_nothing_more() -> None:
     log: list[str] = []
     llm = FakeLLM(default=FakeReply(tool_calls=[FakeToolCall("lookup_order", {"order_id": "1"})]))
-    engine, plan = _engine(llm, _order_tools(log), max_steps=1)
+    engine, plan = _engine(llm, order_tools(log), max_steps=1)
     engine.turns.add_user_text("Check order 1.")
     await engine.reply(plan)
     assert log == ["lookup 1"] and len(llm.requests) == 2
@@ -117,7 +81,7 @@ async def test_a_provider_ignoring_tool_choice_none_at_the_bound_runs_nothing_mo
 async def test_small_talk_is_one_spoken_step_with_no_tool(text: str) -> None:
     log: list[str] = []
     llm = FakeLLM([FakeReply(text="Nice to hear from you!")])
-    engine, plan = _engine(llm, _order_tools(log))
+    engine, plan = _engine(llm, order_tools(log))
     engine.turns.add_user_text(text)
     answer = await engine.reply(plan)
     assert log == [] and len(llm.requests) == 1

@@ -5,39 +5,11 @@ from __future__ import annotations
 
 import itertools
 
+from tests.conversation.order_tools import order_tools, reply_engine
 from tests.local.scripted_engine import ScriptedEngine
-from voxline.conversation.engine import Delivery, ReplyEngine, ReplyPlan
-from voxline.conversation.state import SessionState, StateMachine
+from voxline.conversation.engine import ReplyPlan
 from voxline.conversation.turns import BotTurn, ToolCallTurn, TurnStore
-from voxline.events import EventBus
 from voxline.providers.llm.local import LocalLLM
-from voxline.tools.base import RunContext, Tool
-from voxline.tools.decorator import tool
-from voxline.tools.executor import ToolExecutor
-
-
-def _tools(log: list[str]) -> list[Tool]:
-    @tool
-    async def lookup_order(order_id: str) -> str:
-        """Look up an order.
-
-        Args:
-            order_id: The order number.
-        """
-        log.append(f"lookup {order_id}")
-        return '{"status": "delivered", "total": "$42.50"}'
-
-    @tool
-    async def refund_order(order_id: str) -> str:
-        """Refund a delivered order.
-
-        Args:
-            order_id: The order number.
-        """
-        log.append(f"refund {order_id}")
-        return '{"refunded": "$42.50"}'
-
-    return [lookup_order, refund_order]
 
 
 async def _reply(
@@ -46,17 +18,8 @@ async def _reply(
     scripted = ScriptedEngine(outputs)
     llm = LocalLLM(scripted, "local:scripted")  # type: ignore[arg-type]
     log: list[str] = []
-    tools = _tools(log)
-    bus = EventBus()
-    turns = TurnStore("conv_local", bus)
-    engine = ReplyEngine(
-        turns,
-        bus,
-        StateMachine(bus, SessionState.LISTENING),
-        ToolExecutor(tools),
-        Delivery(auto=True),
-        lambda call_id: RunContext(conversation_id="conv_local", call_id=call_id),
-    )
+    tools = order_tools(log)
+    engine, turns = reply_engine("conv_local", tools)
     turns.add_user_text(said)
     await engine.reply(ReplyPlan(llm=llm, instructions="Be brief.", tools=tools))
     return scripted, turns, log
