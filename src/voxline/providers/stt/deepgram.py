@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -92,8 +93,9 @@ class _DeepgramStream(SocketStream):
             status = getattr(exc, "status_code", None)
             raise refused(self.provider, status, str(exc) or type(exc).__name__) from exc
 
+    @abstractmethod
     def _connector(self) -> Any:
-        raise NotImplementedError
+        """The SDK's connect context manager for this model family (Nova's v1, Flux's v2)."""
 
     async def _send_audio(self, audio: bytes) -> None:
         await self._socket.send_media(audio)

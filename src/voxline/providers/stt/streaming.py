@@ -309,7 +309,8 @@ async def transcribe_by_stream(
         await stream.close()
         interim = await reader
     finally:
-        reader.cancel()
+        reader.cancel()  # owned here: cancelled and awaited however the close went
+        await asyncio.gather(reader, return_exceptions=True)
     text = " ".join(part for part in finals if part) or interim
     return Transcript(text.strip(), language=language, audio_duration=duration)
 
