@@ -11,12 +11,12 @@ events, debug feed, tools and approvals.
 - **Audio** goes to the channel (`RealtimeAudioOut`) the moment it arrives, in the session's
   format: µ-law on Twilio untouched both ways, nothing decoded or resampled here.
 - **Tools** run through voxline's `ToolExecutor` (timeouts, retries, breaker, approvals) as
-  tasks of the session's group, with a `RunContext` made of the session's public fields. Each
-  result goes back as `function_call_output`, and once the response that asked and all its
-  calls are done, one `response.create` lets the model go on. A tool that needs approval
-  returns the pending message (the model says it is checking); when a human decides, the
-  session runs the tool and records a fresh call/result pair, which the engine sends as items
-  before asking for a response (the engine answers for the session: `Session.set_responder`).
+  tasks of the session's group (`realtime_tools.RealtimeToolCalls` runs them). Each result
+  goes back as `function_call_output`, and once the response that asked and all its calls are
+  done, one `response.create` lets the model go on. A tool that needs approval returns the
+  pending message (the model says it is checking); when a human decides, the session runs the
+  tool and records a fresh call/result pair, which is sent as items before asking for a
+  response (the engine answers for the session: `Session.set_responder`).
 - **Barge-in.** Caller speech while the model's audio is playing (or being made) stops local
   playback at once (`clear()`: Twilio's `clear`), tells the server how much of the item was
   heard (`conversation.item.truncate` with the milliseconds actually played), drops the item's
@@ -41,23 +41,20 @@ import structlog
 
 from voxline.conversation.session import Session
 from voxline.conversation.state import InvalidTransition, SessionState
-from voxline.conversation.turns import BotTurn, DtmfTurn, ToolCallTurn, ToolResultTurn, UserTurn
-from voxline.providers.llm.base import ToolCallRequest
+from voxline.conversation.turns import BotTurn, DtmfTurn, ToolResultTurn, UserTurn
 from voxline.providers.realtime import events as wire
 from voxline.providers.realtime.client import RealtimeClient
 from voxline.providers.realtime.config import AudioFormat, config_from_agent
 from voxline.providers.realtime.events import RealtimeEvent, RealtimeProtocolError
-from voxline.providers.realtime.history import DTMF_NOTE, SpeakingRate, approved_pair, seed_items
+from voxline.providers.realtime.history import DTMF_NOTE, SpeakingRate, seed_items
 from voxline.providers.realtime.latency import LatencyTracker
 from voxline.providers.realtime.registry import create_realtime
-from voxline.store.base import ApprovalRecord
-from voxline.tools.base import RunContext, ToolOutcome
 from voxline.tools.executor import ToolExecutor
 from voxline.voice.metrics import LatencySummary, TurnLatency, summarize
 from voxline.voice.realtime_summary import RealtimeSummaries
+from voxline.voice.realtime_tools import RealtimeToolCalls
 
 S = SessionState
-STOPPED = "the tool was stopped because the conversation ended; it may not have finished"
 BENIGN_ERRORS = frozenset(
     {"response_cancel_not_active", "conversation_already_has_active_response"}
 )
@@ -128,7 +125,10 @@ class RealtimeVoiceEngine:
         self._cut: set[str] = set()  # items and responses cut short: their late deltas are dropped
         self._playing_item: str | None = None  # the assistant item whose audio went out last
         self._rate = SpeakingRate()  # judges a barge-in when the transcript ran ahead of audio
-        self._tools: dict[str, asyncio.Task[None]] = {}
+        self._calls = RealtimeToolCalls(
+            session, self.client, self.executor, on_finished=self._tool_finished
+        )
+        self._tools = self._calls.running  # call id -> its task, while it runs
         self._waiting_calls: set[str] = set()  # calls of a finished response still running
         self._want_response = False  # ask for a response once the one in flight is done
         self._lost_answer = False  # a dropped socket took an answer with it
@@ -136,7 +136,7 @@ class RealtimeVoiceEngine:
         self.latency = LatencyTracker(audio, self._report, clock)
         self._pump: asyncio.Task[None] | None = None
         self.summaries = RealtimeSummaries(session, self.client)
-        self._unsubscribe = session.bus.on("approval_resolved", self._on_approval_resolved)
+        self._unsubscribe = session.bus.on("approval_resolved", self._calls.on_approval_resolved)
         session.set_responder(self.request_response)  # `respond()` asks this model
         self.log = structlog.get_logger("voxline.voice.realtime").bind(
             session_id=session.id, connection=session.connection_id, realtime=spec
@@ -158,9 +158,7 @@ class RealtimeVoiceEngine:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
-        running = [task for task in self._tools.values() if not task.done()]
-        if running:  # a started tool records its real result (each is bounded by its timeout)
-            await asyncio.wait(running)
+        await self._calls.wait()  # a started tool records its real result
         await self.client.close()
         self._end_response(interrupted=True)
         self.latency.retire()
@@ -334,7 +332,9 @@ class RealtimeVoiceEngine:
         item = wire.item_of(event)
         if item.get("type") == "function_call":
             if item.get("status", "completed") == "completed":
-                self._start_tool(item)
+                calls = self._response.calls if self._response is not None else None
+                if self._calls.start(item, calls):
+                    self._to(S.CALLING_TOOLS)
             else:
                 self.log.info("unfinished function call ignored", status=item.get("status"))
             return
@@ -509,78 +509,17 @@ class RealtimeVoiceEngine:
         return bot
 
     # -- tools -----------------------------------------------------------------------------
-    def _start_tool(self, item: Any) -> None:
-        call = ToolCallRequest(
-            id=str(item.get("call_id") or item.get("id") or ""),
-            name=str(item.get("name") or ""),
-            arguments=str(item.get("arguments") or "{}"),
-        )
-        if not call.id or call.id in self._tools:
-            return
-        turn = self.session.turns.add_tool_call(call.id, call.name, call.arguments)
-        if self._response is not None:
-            self._response.calls.append(call.id)
-        self.session.bus.emit("tool_started", call=call, turn=turn)
-        generation = self.client.generation
-        task = self.session.tasks.spawn(
-            self._run_tool(call, turn, generation), name=f"tool {call.name}"
-        )
-        self._tools[call.id] = task
-        self._to(S.CALLING_TOOLS)
-
-    async def _run_tool(self, call: ToolCallRequest, turn: ToolCallTurn, generation: int) -> None:
-        try:
-            outcome = await self.executor.run(call, self._context(call.id))
-        except asyncio.CancelledError:
-            self._record(call, ToolOutcome(call.id, call.name, STOPPED, is_error=True))
-            self._tools.pop(call.id, None)
-            raise
-        if outcome.approval_id:
-            turn.approval_id = outcome.approval_id
-            self.session.bus.emit(
-                "approval_requested", approval_id=outcome.approval_id, call=call, turn=turn
-            )
-        self._record(call, outcome)
-        if generation != self.client.generation:  # the server that asked is gone: say both
-            self.client.send(wire.function_call_item(call.id, call.name, call.arguments))
-        self.client.send(wire.function_call_output(call.id, outcome.content))
-        self._tools.pop(call.id, None)
-        self._waiting_calls.discard(call.id)
+    def _tool_finished(self, call_id: str) -> None:
+        """A call's result went to the model: once the response that asked has all of its
+        results, ask for the answer (or after the response now speaking, if a later one is)."""
+        self._waiting_calls.discard(call_id)
         if self._waiting_calls:
             return  # the last of the response's calls asks for the answer
         if self._response is None:
             self._want_response = False
             self.request_response()
-        elif call.id not in self._response.calls:
+        elif call_id not in self._response.calls:
             self._want_response = True  # a later response is speaking: answer after it
-
-    def _record(self, call: ToolCallRequest, outcome: ToolOutcome) -> None:
-        result = self.session.turns.add_tool_result(
-            call.id, call.name, outcome.content, is_error=outcome.is_error
-        )
-        self.session.bus.emit("tool_finished", call=call, outcome=outcome, turn=result)
-
-    def _context(self, call_id: str) -> RunContext:
-        session = self.session
-        return RunContext(
-            conversation_id=session.id,
-            call_id=call_id,
-            subject=session.subject,
-            user_data=session.user_data,
-            session=session,
-            log=session.log.bind(call_id=call_id),
-        )
-
-    def _on_approval_resolved(self, approval: ApprovalRecord) -> None:
-        """The session ran a decided approval and recorded a fresh call/result pair: send both,
-        and have the session's `respond()` that follows ask this model for the answer."""
-        pair = approved_pair(self.session.turns.all(), approval.id)
-        if pair is None:
-            return
-        call, result = pair
-        self.client.send(wire.function_call_item(call.call_id, call.name, call.arguments))
-        self.client.send(wire.function_call_output(call.call_id, result.content))
-        # the session's `respond()` that follows asks this model (see `set_responder`)
 
     # -- latency and state -----------------------------------------------------------------
     def _report(self, probe: TurnLatency) -> None:
