@@ -1,23 +1,16 @@
 """voxline's AssemblyAI recognizer (a direct WebSocket) against the loopback fake of the v3
 streaming protocol: turns with interim and final words, its end of turn, ForceEndpoint, the
-Terminate handshake, 50 ms audio messages from 20 ms phone frames, errors and a dropped socket."""
+Terminate handshake, 50 ms audio messages from 20 ms phone frames. A refused key, a provider
+error and a dropped socket are in test_stt_stream_failures.py (the same for each provider)."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.providers.stt_fakes import FakeAssemblyAI, mulaw_tone, tone
 from tests.providers.stt_streams import collect, send
 from voxline.providers.stt.assemblyai import AssemblyAISTT
-from voxline.providers.stt.base import (
-    LINEAR16_16K,
-    MULAW_8K,
-    StreamOptions,
-    SttEventKind,
-    SttStreamError,
-)
+from voxline.providers.stt.base import MULAW_8K, StreamOptions, SttEventKind
 
 QUESTION = 5000
 PHRASES = {QUESTION: "my number is four one five", 9000: "yes"}
@@ -86,31 +79,3 @@ async def test_batch_transcription_is_one_short_stream() -> None:
         heard = await stt.transcribe(tone(9000, 0.6))
         assert fake.connections[0].query["encoding"] == "pcm_s16le"
     assert heard.text == "yes"
-
-
-async def test_a_refused_key_is_not_worth_retrying() -> None:
-    async with FakeAssemblyAI(PHRASES, api_key="another-key") as fake:
-        stt = AssemblyAISTT("universal-streaming", api_key="test-key", base_url=fake.url)
-        with pytest.raises(SttStreamError, match="401") as refused:
-            await stt.open_stream(StreamOptions(LINEAR16_16K))
-    assert refused.value.retryable is False
-
-
-async def test_a_provider_error_and_its_close_code_end_the_stream() -> None:
-    async with FakeAssemblyAI(PHRASES, errors={0: 0.2}) as fake:
-        stt = AssemblyAISTT("universal-streaming", api_key="test-key", base_url=fake.url)
-        stream = await stt.open_stream(StreamOptions(MULAW_8K))
-        send(stream, mulaw_tone(QUESTION, 0.5))
-        with pytest.raises(SttStreamError, match=r"the fake broke|3005"):
-            await collect(stream)
-        await stream.close()
-
-
-async def test_a_dropped_socket_ends_the_stream_with_an_error() -> None:
-    async with FakeAssemblyAI(PHRASES, drops={0: 0.3}) as fake:
-        stt = AssemblyAISTT("universal-streaming", api_key="test-key", base_url=fake.url)
-        stream = await stt.open_stream(StreamOptions(MULAW_8K))
-        send(stream, mulaw_tone(QUESTION, 1.0))
-        with pytest.raises(SttStreamError, match=r"no close frame|failed"):
-            await collect(stream)
-        await stream.close()

@@ -1,6 +1,7 @@
 """voxline's Deepgram recognizer (through the official SDK) against the loopback fake:
 interim and final words, provider end-of-turn signals, Finalize / ForceEndTurn, KeepAlive, the
-CloseStream handshake, a refused key, a provider error and a dropped socket."""
+CloseStream handshake. A refused key, a provider error and a dropped socket are in
+test_stt_stream_failures.py (the same for each provider)."""
 
 from __future__ import annotations
 
@@ -139,32 +140,3 @@ def test_flux_eager_end_of_turn_and_resumption_are_events() -> None:
         parse_flux(
             v2.ListenV2FatalError(sequence_id=1, code="BAD_AUDIO", description="no"), "deepgram"
         )
-
-
-async def test_a_refused_key_is_not_worth_retrying() -> None:
-    async with FakeDeepgram(PHRASES, api_key="another-key") as fake:
-        stt = DeepgramSTT("nova-3", api_key="test-key", base_url=fake.url)
-        with pytest.raises(SttStreamError, match="401") as refused:
-            await stt.open_stream(StreamOptions(MULAW_8K))
-    assert refused.value.retryable is False
-
-
-async def test_a_provider_error_ends_the_stream_with_its_description() -> None:
-    async with FakeDeepgram(PHRASES, errors={0: 0.2}) as fake:
-        stt = DeepgramSTT("nova-3", api_key="test-key", base_url=fake.url)
-        stream = await stt.open_stream(StreamOptions(MULAW_8K))
-        send(stream, mulaw_tone(QUESTION, 0.5))
-        with pytest.raises(SttStreamError, match="the fake broke") as failed:
-            await collect(stream)
-        await stream.close()
-    assert failed.value.retryable
-
-
-async def test_a_dropped_socket_ends_the_stream_with_an_error() -> None:
-    async with FakeDeepgram(PHRASES, drops={0: 0.3}) as fake:
-        stt = DeepgramSTT("nova-3", api_key="test-key", base_url=fake.url)
-        stream = await stt.open_stream(StreamOptions(MULAW_8K))
-        send(stream, mulaw_tone(QUESTION, 1.0))
-        with pytest.raises(SttStreamError, match=r"deepgram:nova-3: (the socket failed|closed)"):
-            await collect(stream)
-        await stream.close()
