@@ -1,14 +1,20 @@
-"""Suite-wide fixtures."""
+"""Suite-wide fixtures: fresh logging for every test, and for the session, voice and guardrail
+tests a real SQLite store and settings on the fake model (folders that test other stores, such
+as tests/store and tests/api, define their own `store`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import structlog
 
 from voxline.guardrails.redact import reset_redaction
 from voxline.logging import uninstall_stdlib_redaction
+from voxline.settings import Settings
+from voxline.store.base import Store
+from voxline.store.sql import SqlStore
 
 
 @pytest.fixture(autouse=True)
@@ -19,3 +25,16 @@ def _fresh_logging() -> Iterator[None]:
     structlog.reset_defaults()
     uninstall_stdlib_redaction()
     reset_redaction()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    db = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'voxline.db'}")
+    await db.open()
+    yield db
+    await db.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", llm="fake")

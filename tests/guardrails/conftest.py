@@ -1,4 +1,5 @@
-"""What the guardrail tests share: a SQLite store, settings on the fake model, an engine harness.
+"""What the guardrail tests share: an engine harness and sessions with guardrails (the SQLite
+`store` and fake-model `settings` fixtures are the suite's, in tests/conftest.py).
 
 The session builds its engine with the agent's guardrails (`Session.start`); `wire` remains
 for tests that drive an engine harness directly.
@@ -6,11 +7,8 @@ for tests that drive an engine harness directly.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from voxline import Agent, Session
 from voxline.agents.spec import AgentSpec
@@ -22,22 +20,8 @@ from voxline.guardrails.runner import Guardrails
 from voxline.providers.llm.base import LLM
 from voxline.settings import Settings
 from voxline.store.base import Store
-from voxline.store.sql import SqlStore
 from voxline.tools.base import RunContext, Tool
 from voxline.tools.executor import ToolExecutor
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    db = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'voxline.db'}")
-    await db.open()
-    yield db
-    await db.close()
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", llm="fake")
 
 
 def spec(**guardrails: Any) -> AgentSpec:

@@ -7,9 +7,7 @@ sounds, and the clock moves 20 ms per inbound frame.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +17,6 @@ from voxline.conversation.turns import BotTurn, ToolCallTurn, ToolResultTurn, Us
 from voxline.providers.llm.fake import FakeReply, FakeToolCall
 from voxline.settings import Settings
 from voxline.store.base import Store
-from voxline.store.sql import SqlStore
 from voxline.voice import TurnLatency, VoiceOptions
 
 from .fakes import Call, speech_seconds
@@ -32,19 +29,6 @@ SENTENCES = [
     "Tomorrow looks much the same.",
 ]
 LONG_REPLY = " ".join(SENTENCES)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    db = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'voxline.db'}")
-    await db.open()
-    yield db
-    await db.close()
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", llm="fake")
 
 
 def users(call: Call) -> list[str]:

@@ -242,18 +242,3 @@ def test_conversation_relay_calls_ask_twilio_to_record() -> None:
     not_twilio = AgentSpec(name="a", recording={"enabled": True, "twilio_relay": False})
     root = ET.fromstring(relay_twiml(not_twilio, TwilioOptions(), connect))
     assert [child.tag for child in root] == ["Connect"]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    from voxline.store.sql import SqlStore
-
-    db = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'voxline.db'}")
-    await db.open()
-    yield db
-    await db.close()
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", llm="fake")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from voxline.providers.llm.fake import FakeLLM, FakeReply, FakeToolCall
 from voxline.providers.stt.base import PCM16, Transcript
 from voxline.settings import Settings
 from voxline.store.base import Store
-from voxline.store.sql import SqlStore
 from voxline.voice import VoiceOptions
 
 from .fakes import Call, ScriptedSTT
@@ -31,19 +29,6 @@ QUESTION = [(0.35, 0.6, "what's"), (0.6, 0.9, "the"), (0.9, 1.25, "weather")]
 ASKING = [(0.0, 0.3), (0.9, 1.0)]  # silence, then the question from 0.3 s to 1.3 s
 TURN_ENDS = 1.3 + 0.6  # speech end plus the end-of-turn silence
 GUESS_AT = 1.3 + 0.2 + 0.1  # the pause transcript (0.2 s in) takes the scripted STT 0.1 s
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    db = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'voxline.db'}")
-    await db.open()
-    yield db
-    await db.close()
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", llm="fake")
 
 
 class Watched:
