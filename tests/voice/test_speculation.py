@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from voxline import Agent, Session, tool
-from voxline.conversation.speculation import normalize
+from voxline.conversation.speculation import SpeculativeReply, normalize
 from voxline.conversation.turns import BotTurn, ToolCallTurn, UserTurn
 from voxline.providers.llm.base import LLMEvent, LLMRequest, TextDelta
 from voxline.providers.llm.fake import FakeLLM, FakeReply, FakeToolCall
@@ -54,6 +54,15 @@ class Watched:
         rows = await self.session.store.load_turns(self.session.id)
         return " ".join(str(row.get("content") or "") for row in rows)
 
+    async def settled_guess(self, words: str) -> SpeculativeReply:
+        """Start the session and guess at `words`, letting the guess run as far as it can
+        before the caller's final words arrive (what the pipeline does at a pause)."""
+        await self.session.start(greet=False)
+        guess = self.session.speculate(words)
+        assert guess is not None
+        await settled(lambda: guess.done)
+        return guess
+
 
 async def settled(guess_done: Any) -> None:
     """Let the guess's background read run until it has nothing more to do right now."""
@@ -75,10 +84,7 @@ async def test_a_matching_guess_is_committed_and_the_model_is_asked_once(
     llm = FakeLLM([FakeReply("It is sunny.")])
     watched = Watched(store, settings, llm, [])
     session = watched.session
-    await session.start(greet=False)
-    guess = session.speculate("What's the weather?")
-    assert guess is not None
-    await settled(lambda: guess.done)
+    guess = await watched.settled_guess("What's the weather?")
     assert watched.events == []  # the whole reply is written, and nothing of it was seen
     assert [t for t in session.turns if isinstance(t, UserTurn | BotTurn)] == []
     reply = await session.send_text("what's the weather", speculation=guess)
@@ -96,10 +102,7 @@ async def test_a_guess_on_other_words_is_discarded_unseen_unsaid_and_unstored(
     llm = FakeLLM([FakeReply("It is sunny in Paris."), FakeReply("It is half past two.")])
     watched = Watched(store, settings, llm, [])
     session = watched.session
-    await session.start(greet=False)
-    guess = session.speculate("what's the weather")
-    assert guess is not None
-    await settled(lambda: guess.done)
+    guess = await watched.settled_guess("what's the weather")
     reply = await session.send_text("what's the time", speculation=guess)
     assert reply == "It is half past two."
     assert guess.outcome == "cancelled"
@@ -140,7 +143,9 @@ async def test_no_guess_is_made_for_an_agent_that_screens_the_callers_words(
     await session.close()
 
 
-def counting_weather() -> tuple[Any, list[str]]:
+def weather_guess(store: Store, settings: Settings, answer: str) -> tuple[Watched, list[str]]:
+    """A watched session whose model calls `get_weather` for Paris, then says `answer`; the
+    list holds the cities the tool actually ran for."""
     runs: list[str] = []
 
     @tool
@@ -153,21 +158,17 @@ def counting_weather() -> tuple[Any, list[str]]:
         runs.append(city)
         return f"{city}: sunny"
 
-    return get_weather, runs
+    call = FakeToolCall("get_weather", {"city": "Paris"})
+    llm = FakeLLM([FakeReply(tool_calls=[call]), FakeReply(answer)])
+    return Watched(store, settings, llm, [get_weather]), runs
 
 
 async def test_a_guess_that_calls_a_tool_runs_it_only_once_committed(
     store: Store, settings: Settings
 ) -> None:
-    weather, runs = counting_weather()
-    call = FakeToolCall("get_weather", {"city": "Paris"})
-    llm = FakeLLM([FakeReply(tool_calls=[call]), FakeReply("Sunny in Paris.")])
-    watched = Watched(store, settings, llm, [weather])
+    watched, runs = weather_guess(store, settings, "Sunny in Paris.")
     session = watched.session
-    await session.start(greet=False)
-    guess = session.speculate("weather in Paris")
-    assert guess is not None
-    await settled(lambda: guess.done)
+    guess = await watched.settled_guess("weather in Paris")
     assert runs == [] and watched.events == []  # the model chose the tool; nothing ran
     assert not any(isinstance(t, ToolCallTurn) for t in session.turns)
     assert await session.send_text("Weather in Paris?", speculation=guess) == "Sunny in Paris."
@@ -178,15 +179,9 @@ async def test_a_guess_that_calls_a_tool_runs_it_only_once_committed(
 async def test_a_discarded_guess_never_runs_the_tool_it_chose(
     store: Store, settings: Settings
 ) -> None:
-    weather, runs = counting_weather()
-    call = FakeToolCall("get_weather", {"city": "Paris"})
-    llm = FakeLLM([FakeReply(tool_calls=[call]), FakeReply("Hello there.")])
-    watched = Watched(store, settings, llm, [weather])
+    watched, runs = weather_guess(store, settings, "Hello there.")
     session = watched.session
-    await session.start(greet=False)
-    guess = session.speculate("weather in Paris")
-    assert guess is not None
-    await settled(lambda: guess.done)
+    guess = await watched.settled_guess("weather in Paris")
     assert await session.send_text("hello", speculation=guess) == "Hello there."
     assert runs == []
     assert not any(name == "tool_started" for name, _ in watched.events)
