@@ -3,13 +3,17 @@
 N concurrent calls per run, each fed 20 ms frames of 8 kHz mu-law on a real-time schedule by
 its own asyncio task (mostly line noise, one utterance per `--turn-every` seconds), with instant
 STT, LLM and TTS so only the frameworks' own work is measured. Each run is a fresh process pinned
-to one core; per run it reports the process CPU per call (percent of that core) and the frame
-lateness (frame due -> all its inbound work done) at p50/p99. The concurrency ramps through
-`--sessions` until frames fall behind (p99 later than one frame, or the core saturated), then
-bisects between the last good and the first bad count: that is the sessions per core.
+to one core (every thread of it: voxline's VAD worker thread shares that core with the event
+loop). Per run it reports the process CPU per call: CPU time of the whole process, all threads
+(`time.process_time`), per wall second of the measured window, divided by the calls, as percent
+of that one core; and the frame lateness (frame due -> all its inbound work done, the VAD's
+decision on every window the frame completed included) at p50/p99. The concurrency ramps
+through `--sessions` until frames fall behind (p99 later than one frame, or the core over 95%
+busy), then bisects between the last good and the first bad count: that is the calls per core.
 
     python benchmarks/pipeline_overhead.py [--sessions 10,25,50,100,200,400] [--seconds 10]
         [--vad scripted|silero] [--turn-every 10] [--core N] [--vad-costs] [--gather-ms MS]
+        [--max-batch N] [--worker-from N]
 
 With `--vad silero` it first prints what one 32 ms window costs: both sides' models inline, and
 voxline's batched at several batch sizes (calls whose windows share one inference), then a
@@ -97,6 +101,8 @@ def child(spec: str, args: argparse.Namespace) -> None:
 
         _voxline_calls.GATHER_MS = args.gather_ms
         _voxline_calls.UNBATCHED = args.unbatched
+        _voxline_calls.MAX_BATCH = args.max_batch
+        _voxline_calls.WORKER_FROM = args.worker_from
         runner = _voxline_calls.run_voxline
     elif framework == "pipecat":
         from _pipecat_calls import run_pipecat as runner
@@ -118,6 +124,8 @@ def run(framework: str, sessions: int, args: argparse.Namespace) -> RunResult:
         *["--vad", args.vad, "--turn-every", str(args.turn_every)],
         *(["--gather-ms", str(args.gather_ms)] if args.gather_ms is not None else []),
         *(["--unbatched"] if args.unbatched else []),
+        *(["--max-batch", str(args.max_batch)] if args.max_batch else []),
+        *(["--worker-from", str(args.worker_from)] if args.worker_from else []),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -262,10 +270,11 @@ def batched_silero_costs(sizes: tuple[int, ...] = BATCH_SIZES) -> dict[int, floa
 
 def single_call_latency(windows: int = 200) -> tuple[list[float], list[float]]:
     """A lone call's time from a frame that completes a window arriving to its gate decision,
-    in microseconds: inline (the VAD runs inside `push`) and batched (the decision comes from
-    the batch run at the start of the next loop turn: timed by a callback queued behind it).
-    Two gates take the same frames 10 ms apart, each every 20 ms as on a phone line, so each
-    window is a batch of one and a load burst on the machine hits both alike."""
+    in microseconds: inline (the VAD runs inside `push`) and batched (the decision comes when
+    the call's batch has run, seen by `TimedVAD`). Two gates take the same frames 10 ms apart,
+    each every 20 ms as on a phone line, so each window is a batch of one and a load burst on
+    the machine hits both alike."""
+    from _voxline_calls import TimedVAD
     from voxline.audio.turn_taking import SpeechGate
     from voxline.providers.vad.silero import create_silero_vad
 
@@ -274,27 +283,32 @@ def single_call_latency(windows: int = 200) -> tuple[list[float], list[float]]:
     frames = [audio[i : i + 320] for i in range(0, len(audio) - 319, 320)]
 
     async def lone_calls() -> tuple[list[float], list[float]]:
-        loop = asyncio.get_running_loop()
+        inline_times: list[float] = []
+        batched_times: list[float] = []
+
+        def decided(arrived: float) -> None:
+            batched_times.append((time.perf_counter() - arrived) * 1e6)
+
+        timed = TimedVAD(vad, decided)
         inline = SpeechGate(vad)
-        batched = SpeechGate(vad, on_events=lambda events: None)
+        batched = SpeechGate(timed, on_events=lambda events: None)
         assert batched.batched and not inline.batched
-        latencies: dict[SpeechGate, list[float]] = {inline: [], batched: []}
-
-        def decided(gate: SpeechGate, arrived: float) -> None:
-            latencies[gate].append((time.perf_counter() - arrived) * 1e6)
-
         for frame in frames:
-            for gate in (inline, batched):
-                await asyncio.sleep(0.01)
-                arrived = time.perf_counter()
-                before = gate.time
-                gate.push(frame)
-                if gate.pending:
-                    loop.call_soon(decided, gate, arrived)
-                elif gate.time > before:  # a window was decided inline
-                    decided(gate, arrived)
+            await asyncio.sleep(0.01)
+            arrived = time.perf_counter()
+            before = inline.time
+            inline.push(frame)
+            if inline.time > before:  # a window was decided inline
+                inline_times.append((time.perf_counter() - arrived) * 1e6)
+            await asyncio.sleep(0.01)
+            answered = timed.submitted
+            arrived = time.perf_counter()
+            batched.push(frame)
+            if timed.submitted > answered:  # the frame completed a window
+                timed.track(arrived)
         await asyncio.sleep(0.01)
-        return latencies[inline][5:], latencies[batched][5:]
+        batched.close()
+        return inline_times[5:], batched_times[5:]
 
     return asyncio.run(lone_calls())
 
@@ -423,6 +437,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--unbatched", action="store_true", help="voxline runs Silero inline per call (before)"
+    )
+    parser.add_argument("--max-batch", type=int, help="windows per Silero inference (cap)")
+    parser.add_argument(
+        "--worker-from", type=int, help="Silero batches this big run on the worker thread"
     )
     parser.add_argument("--pipecat-sessions", help="Pipecat's own ramp (default: --sessions)")
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -34,18 +34,32 @@ class Member:
         self.answers: list[int] = []
 
     @property
-    def pending(self) -> int:
+    def queued(self) -> int:
         return len(self.windows)
+
+
+class RecordedBatch:
+    """Takes each member's oldest window when built; answers it with itself when finished."""
+
+    def __init__(self, members: list[Member]) -> None:
+        self.members = members
+        self.taken = [member.windows.pop(0) for member in members]
+
+    def compute(self) -> None:
+        return None
+
+    def finish(self) -> None:
+        for member, window in zip(self.members, self.taken, strict=True):
+            member.answers.append(window)
 
 
 class Recorder:
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
 
-    def __call__(self, members: list[Member]) -> None:
+    def __call__(self, members: list[Member]) -> RecordedBatch:
         self.batches.append([member.name for member in members])
-        for member in members:
-            member.answers.append(member.windows.pop(0))
+        return RecordedBatch(members)
 
 
 async def test_every_window_of_a_loop_turn_goes_into_one_inference() -> None:
@@ -81,6 +95,9 @@ async def test_a_stream_with_several_windows_takes_one_per_inference_in_order() 
     scheduler.ready(many)
     scheduler.ready(one)
     await asyncio.sleep(0)
+    assert model.batches == [["many", "one"]]
+    for _ in range(2):  # the rest one loop turn each: other calls' frames get in between
+        await asyncio.sleep(0)
     assert model.batches == [["many", "one"], ["many"], ["many"]]
     assert many.answers == [1, 2, 3] and one.answers == [9]
 
@@ -126,11 +143,16 @@ def test_batches_are_capped_at_max_batch() -> None:
     model = Recorder()
     scheduler: BatchScheduler[Member] = BatchScheduler(model, max_batch=2)
     members = [Member(name) for name in "abcde"]
-    for member in members:
-        member.windows.append(0)
-        scheduler._ready[member] = None  # queued in one turn, run below
-    scheduler.run()
+    scheduler.loop = asyncio.new_event_loop()  # queued, not run at once: `run` below runs them
+    try:
+        for member in members:
+            member.windows.append(0)
+            scheduler.ready(member)
+        scheduler.run()
+    finally:
+        scheduler.loop.close()
     assert model.batches == [["a", "b"], ["c", "d"], ["e"]]
+    assert [member.answers for member in members] == [[0]] * 5
 
 
 # -- the real model ----------------------------------------------------------------------------
@@ -257,7 +279,8 @@ async def test_a_full_queue_is_answered_at_once_and_counted_nothing_dropped(
         assert stream.pending <= 4
     assert silero.batch_stats().overflows - overflows == 2  # at the 5th and the 9th window
     assert len(answers) == 8
-    await asyncio.sleep(0)
+    for _ in range(2):  # the last two, one loop turn each
+        await asyncio.sleep(0)
     assert answers == pytest.approx(one_at_a_time(silero, callers[0])[:10], abs=TOLERANCE)
 
 
@@ -324,7 +347,9 @@ async def test_a_closed_gate_hears_nothing_more(
     open_gate.push(audio)
     gone.push(audio)
     gone.close()
-    await asyncio.sleep(0)
+    for _ in range(len(audio) // CHUNK_SAMPLES):  # one batch per loop turn
+        await asyncio.sleep(0)
+    assert open_gate.pending == 0
     assert [type(event) for event in heard][:1] == [SpeechStarted]
     assert closed == [] and gone.pending == 0
 

@@ -6,12 +6,14 @@ sit on it, each holding its caller's LSTM state and the 64-sample context Silero
 of every 512 new samples:
 
 - `SileroStream.process` answers inline: for a script, a test, one call.
-- `SileroBatchStream.submit` answers through a callback, and the windows of every call submitted
-  in the same event-loop turn run as one inference (`batch.py`): on a server the VAD is most of
-  a listening call's CPU, and a batch costs about half as much per window. With `GATHER_FROM`
-  calls open or more, a batch also waits up to `GATHER` (4 ms of a 32 ms window) for the other
-  calls' windows: their frames arrive spread over the frame period, so a loop turn alone holds
-  few of them. A lone call, or a quiet server, is answered in the next loop turn.
+- `SileroBatchStream.submit` answers through a callback, and the windows of many calls run as
+  one inference (`batch.py`): on a server the VAD is most of a listening call's CPU, and a batch
+  costs about half as much per window. A batch of `WORKER_FROM` windows or more runs on the
+  scheduler's worker thread (ONNX Runtime releases the GIL), so the event loop keeps taking the
+  other calls' frames meanwhile; smaller ones run inline at the next loop turn. With
+  `GATHER_FROM` calls open or more, a batch also waits up to `GATHER` after its oldest window for
+  the other calls' windows (their frames arrive spread over the frame period, so a loop turn
+  alone holds few of them), and goes at once when it reaches `MAX_BATCH` windows.
 
 The file's graph takes its first input dimension as a *sequence* of one stream's windows (the LSTM
 runs across them, batch 1), so it cannot batch independent calls as shipped. At load the graph
@@ -44,6 +46,8 @@ STATE = 128  # LSTM hidden size
 MAX_PENDING = 32  # windows one batched stream may hold (1 s): past it the batch runs at once
 GATHER = 0.004  # with GATHER_FROM calls open, a batch waits this long for more calls' windows
 GATHER_FROM = 32  # (fewer calls: answered in the next loop turn; see batch.BatchScheduler)
+MAX_BATCH = 64  # windows per inference: bigger gains ~2% per window and delays every answer
+WORKER_FROM = 8  # batches this big run on the worker thread; smaller ones inline (~0.5 ms)
 INSTALL_HINT = "pip install 'voxline[local]'"
 log = structlog.get_logger("voxline.vad")
 
@@ -78,11 +82,12 @@ class SileroStream:
 
 class SileroBatchStream:
     """One caller's state for batched inference: `submit` queues a window, and `on_probability`
-    is called with its speech probability when the loop turn's batch has run (before `submit`
-    returns when no event loop runs, or when this stream already holds `max_pending` windows).
+    is called with its speech probability once its batch has run (before `submit` returns when
+    no event loop runs, or when this stream already holds `max_pending` windows).
 
     Windows are answered in order, one per inference. `reset` and `close` drop the windows
-    still waiting, unanswered, so a gate that forgot its audio never hears about it again.
+    still waiting, unanswered, and the answer of one being computed, so a gate that forgot its
+    audio never hears about it again.
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class SileroBatchStream:
         self._on_probability = on_probability
         self.max_pending = max_pending
         self._windows: deque[npt.NDArray[np.float32]] = deque()
+        self.computing = 0  # windows taken into a batch and not answered yet (0 or 1)
         self._scheduler = model.schedulers.current()
         self._scheduler.attach(self)
         self.epoch = 0  # bumped by reset/close: answers computed before it are not delivered
@@ -106,8 +112,14 @@ class SileroBatchStream:
         self._context: npt.NDArray[np.float32] = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
 
     @property
-    def pending(self) -> int:
+    def queued(self) -> int:
+        """Windows waiting for a batch."""
         return len(self._windows)
+
+    @property
+    def pending(self) -> int:
+        """Windows submitted and not answered yet (waiting, or in a batch being computed)."""
+        return len(self._windows) + self.computing
 
     def submit(self, chunk: npt.NDArray[np.int16] | npt.NDArray[np.float32]) -> None:
         if self.closed:
@@ -115,6 +127,8 @@ class SileroBatchStream:
         if len(chunk) != CHUNK_SAMPLES:
             raise ValueError(f"Silero takes {CHUNK_SAMPLES} samples per chunk, got {len(chunk)}")
         scheduler = self._scheduler
+        if scheduler.closed:  # its batch in flight, if any, will never answer
+            raise RuntimeError("the VAD model was closed under this stream")
         if scheduler.loop is not asyncio_running_loop():  # first window on this loop
             scheduler.detach(self)
             scheduler = self._scheduler = self._model.schedulers.current()
@@ -134,13 +148,14 @@ class SileroBatchStream:
 
     def settle(self) -> None:
         """Answers every window still waiting (this stream's and the others'), now."""
-        if self._windows:
+        if self.pending:
             self._scheduler.run()
 
     def reset(self) -> None:
         """Fresh recurrent state and context; windows still waiting are dropped unanswered."""
         self.epoch += 1
         self._windows.clear()
+        self.computing = 0
         self._scheduler.discard(self)
         self.h = np.zeros((1, 1, STATE), dtype=np.float32)
         self.c = np.zeros((1, 1, STATE), dtype=np.float32)
@@ -154,10 +169,68 @@ class SileroBatchStream:
 
     def take(self) -> npt.NDArray[np.float32]:
         """The oldest waiting window (for the batch being built)."""
+        self.computing += 1
         return self._windows.popleft()
 
     def deliver(self, probability: float) -> None:
+        self.computing -= 1
         self._on_probability(probability)
+
+
+class SileroBatch:
+    """One inference over one window of each of `streams`: built on the loop (`take`s the
+    windows, gathers the states), computed anywhere (only `session.run`), finished on the loop
+    (stores the states and delivers the answers of the streams not reset meanwhile)."""
+
+    __slots__ = ("_session", "c", "epochs", "error", "h", "inputs", "outputs", "streams")
+
+    def __init__(self, session: Any, streams: list[SileroBatchStream]) -> None:
+        self._session = session
+        self.streams = streams
+        self.epochs = [stream.epoch for stream in streams]
+        if len(streams) == 1:
+            only = streams[0]
+            self.inputs = only.take()[np.newaxis, :]
+            self.h, self.c = only.h, only.c
+        else:
+            self.inputs = np.stack([stream.take() for stream in streams])
+            self.h = np.concatenate([stream.h for stream in streams], axis=1)
+            self.c = np.concatenate([stream.c for stream in streams], axis=1)
+        self.outputs: tuple[Any, Any, Any] | None = None
+        self.error: Exception | None = None
+
+    def compute(self) -> None:
+        try:
+            probabilities, hn, cn = self._session.run(
+                None, {"input": self.inputs, "h": self.h, "c": self.c}
+            )
+            self.outputs = (probabilities, hn, cn)
+        except Exception as exc:  # logged on the loop, in finish
+            self.error = exc
+
+    def finish(self) -> None:
+        streams, epochs = self.streams, self.epochs
+        if self.outputs is None:
+            # Each gate waits for one answer per window in order: a missing one would pair
+            # every later window with the wrong probability. Silence keeps them in step.
+            log.error("Silero batch failed; its windows count as silence", error=repr(self.error))
+            self.outputs = (np.zeros(len(streams), dtype=np.float32), self.h, self.c)
+        probabilities, hn, cn = self.outputs
+        probabilities = probabilities.reshape(-1)
+        # States first, then answers: a callback that resets another stream of this batch
+        # (its epoch moves on) must not have that reset overwritten or answered afterwards.
+        # A stream reset while the batch computed keeps its fresh state.
+        for index, stream in enumerate(streams):
+            if stream.epoch == epochs[index]:
+                stream.h = hn[:, index : index + 1]
+                stream.c = cn[:, index : index + 1]
+        # One call's failing handler must not cost the others their answers.
+        for index, stream in enumerate(streams):
+            if stream.epoch == epochs[index]:
+                try:
+                    stream.deliver(float(probabilities[index]))
+                except Exception:
+                    log.exception("a VAD answer's handler failed")
 
 
 class SileroVAD:
@@ -173,14 +246,19 @@ class SileroVAD:
         session: Any,
         *,
         batchable: bool = True,
-        max_batch: int = 256,
+        max_batch: int = MAX_BATCH,
         gather: float = GATHER,
         gather_from: int = GATHER_FROM,
+        worker_from: int = WORKER_FROM,
     ) -> None:
         self._session = session
         self.batchable = batchable
         self.schedulers: LoopSchedulers[SileroBatchStream] = LoopSchedulers(
-            self._infer, max_batch=max_batch, gather=gather, gather_from=gather_from
+            self._prepare,
+            max_batch=max_batch,
+            gather=gather,
+            gather_from=gather_from,
+            worker_from=worker_from,
         )
 
     def stream(self) -> SileroStream:
@@ -189,8 +267,8 @@ class SileroVAD:
     def batched_stream(
         self, on_probability: Callable[[float], None], *, max_pending: int = MAX_PENDING
     ) -> SileroBatchStream | None:
-        """A stream answered through `on_probability`, batched with every other call's windows
-        of the same loop turn; None when the loaded graph cannot batch (no `onnx` package)."""
+        """A stream answered through `on_probability`, batched with the other calls' windows;
+        None when the loaded graph cannot batch (no `onnx` package)."""
         if not self.batchable:
             return None
         return SileroBatchStream(self, on_probability, max_pending)
@@ -199,36 +277,13 @@ class SileroVAD:
         """The running loop's batching statistics."""
         return self.schedulers.stats()
 
-    def _infer(self, streams: list[SileroBatchStream]) -> None:
-        epochs = [stream.epoch for stream in streams]
-        if len(streams) == 1:
-            only = streams[0]
-            inputs = only.take()[np.newaxis, :]
-            h, c = only.h, only.c
-        else:
-            inputs = np.stack([stream.take() for stream in streams])
-            h = np.concatenate([stream.h for stream in streams], axis=1)
-            c = np.concatenate([stream.c for stream in streams], axis=1)
-        try:
-            probabilities, hn, cn = self._session.run(None, {"input": inputs, "h": h, "c": c})
-        except Exception:
-            # Each gate waits for one answer per window in order: a missing one would pair
-            # every later window with the wrong probability. Silence keeps them in step.
-            log.exception("Silero batch failed; its windows count as silence")
-            probabilities, hn, cn = np.zeros(len(streams), dtype=np.float32), h, c
-        probabilities = probabilities.reshape(-1)
-        for index, stream in enumerate(streams):
-            stream.h = hn[:, index : index + 1]
-            stream.c = cn[:, index : index + 1]
-        # States first, then answers: a callback that resets another stream of this batch
-        # (its epoch moves on) must not have that reset overwritten or answered afterwards.
-        # One call's failing handler must not cost the others their answers.
-        for index, stream in enumerate(streams):
-            if stream.epoch == epochs[index]:
-                try:
-                    stream.deliver(float(probabilities[index]))
-                except Exception:
-                    log.exception("a VAD answer's handler failed")
+    def close(self) -> None:
+        """Stops the batching worker threads (a batch in flight finishes, undelivered). Streams
+        still open can submit no more (their answers would be lost); new ones start afresh."""
+        self.schedulers.close()
+
+    def _prepare(self, streams: list[SileroBatchStream]) -> SileroBatch:
+        return SileroBatch(self._session, streams)
 
 
 def model_path() -> Path:
