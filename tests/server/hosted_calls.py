@@ -1,6 +1,6 @@
-"""What the Media Streams tests of hosted speech providers share: dialing the server, reading
-back the stored turns, the voices' loopback fakes with the settings that point a server at them,
-and the byte-for-byte check of µ-law from a provider to the phone.
+"""What the Media Streams tests of hosted speech providers share: dialing the server, a call
+with a barge-in, reading back the stored turns, the voices' loopback fakes with the settings
+that point a server at them, and the byte-for-byte check of µ-law from a provider to the phone.
 
 A fake's key and base URL are handed to the server as `Settings` fields (`make_env(**settings)`),
 not through the environment: that is what proves the server builds its providers from its own
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +24,9 @@ from tests.providers.tts_fakes import (
     FakeElevenLabs,
     FakeOpenAISpeech,
 )
+from tests.server.browser import LoudnessVAD
 from tests.server.conftest import Env
-from tests.server.media_emulator import FRAME, MediaClient
+from tests.server.media_emulator import FRAME, MediaClient, media_call
 from tests.server.twilio_emulator import eventually, voice_params
 from voxline.server.live_calls import LiveCalls
 
@@ -53,6 +54,13 @@ def no_provider_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Environment variables outrank `Settings(...)` arguments: none may be set."""
     for name in PROVIDER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+def loudness_ears(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a server whose providers are the fakes: no provider variables in the environment,
+    and voice activity by loudness (tones are not speech to Silero)."""
+    no_provider_environment(monkeypatch)
+    monkeypatch.setattr("voxline.voice.providers.create_vad", lambda *a, **k: LoudnessVAD())
 
 
 def record_errors(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
@@ -83,6 +91,27 @@ async def greeted(phone: MediaClient) -> bytes:
     await eventually(lambda: bool(phone.events("media")))
     await phone.quiet()
     return bytes(phone.heard)
+
+
+async def barge_in_call(
+    env: Env, ask: Callable[[MediaClient], Awaitable[None]], interrupt: bytes, *, after: float
+) -> tuple[MediaClient, bytes]:
+    """A call with a barge-in: greeted; `ask` asks for the long answer; once `after` seconds of
+    it have played the caller says `interrupt` over it; Twilio is told to `clear`, the model is
+    asked about the interruption and its answer plays. Returns the phone (everything it got)
+    and what it heard of the greeting."""
+    async with media_call(env.twilio, await dial(env)) as phone:
+        greeting = await greeted(phone)
+        await ask(phone)
+        await eventually(lambda: len(phone.heard) - len(greeting) >= after * 8000)
+        await phone.say(interrupt)
+        await eventually(lambda: bool(phone.events("clear")))
+        await eventually(lambda: len(env.llm.requests) == 2)
+        cleared = phone.events("clear")[0].at
+        await eventually(lambda: any(m.at > cleared for m in phone.events("media")))
+        await phone.quiet()
+        await phone.stop()
+    return phone, greeting
 
 
 async def stored_turns(env: Env) -> list[dict[str, Any]]:
@@ -228,3 +257,24 @@ def check_barge_in(
         start = padded(voice.said(greeting))  # the greeting's last frame is padded
         assert played[start:] == spoken[: len(played) - start]
     return asked
+
+
+def check_reply_spoken_over(
+    voice: Voice,
+    phone: MediaClient,
+    heard_greeting: bytes,
+    bots: list[tuple[str, bool]],
+    *,
+    reply: str,
+    after: str,
+) -> tuple[list[tuple[str, bytes, bool, bool]], str]:
+    """A `barge_in_call` as the voice and the store saw it: the greeting reached the phone
+    (`check_greeting`), `reply` was stopped at the provider midway (`check_barge_in`), and the
+    stored bot turns, (content, interrupted), are the greeting, the reply cut short and `after`.
+    Returns the pieces of `reply` the voice was asked for, and what was kept of it."""
+    check_greeting(voice, GREETING, heard_greeting, voice_name="coral")
+    asked = check_barge_in(voice, phone, greeting=GREETING, reply=reply)
+    assert bots[0] == (GREETING, False) and bots[2] == (after, False)
+    cut, interrupted = bots[1]
+    assert interrupted and reply.startswith(cut) and 0 < len(cut) < len(reply)
+    return asked, cut

@@ -30,18 +30,17 @@ import pytest
 
 from tests.providers.stt_fakes import FakeDeepgram, FakeOpenAI, frames, mulaw_tone
 from tests.providers.tts_fakes import API_KEY, SECONDS_PER_CHAR
-from tests.server.browser import LoudnessVAD
 from tests.server.conftest import Env, EnvFactory
 from tests.server.hosted_calls import (
     GREETING,
     PACED,
     Voice,
-    check_barge_in,
-    check_greeting,
+    barge_in_call,
+    check_reply_spoken_over,
     dial,
     greeted,
     hosted_voice,
-    no_provider_environment,
+    loudness_ears,
     record_errors,
     stored_turns,
 )
@@ -116,24 +115,12 @@ async def providers(pair: str) -> AsyncIterator[Providers]:
 
 @pytest.fixture(autouse=True)
 def loudness_vad(monkeypatch: pytest.MonkeyPatch) -> None:
-    no_provider_environment(monkeypatch)
-    monkeypatch.setattr("voxline.voice.providers.create_vad", lambda *a, **k: LoudnessVAD())
+    loudness_ears(monkeypatch)
 
 
 async def converse(env: Env) -> tuple[MediaClient, bytes]:
     """Greeted; a question; the caller speaks over the answer; the agent answers that."""
-    async with media_call(env.twilio, await dial(env)) as phone:
-        greeting = await greeted(phone)
-        await phone.say(ASKED)
-        await eventually(lambda: len(phone.heard) - len(greeting) >= 0.8 * 8000)
-        await phone.say(INTERRUPTS)
-        await eventually(lambda: bool(phone.events("clear")))
-        await eventually(lambda: len(env.llm.requests) == 2)
-        cleared = phone.events("clear")[0].at
-        await eventually(lambda: any(m.at > cleared for m in phone.events("media")))
-        await phone.quiet()
-        await phone.stop()
-    return phone, greeting
+    return await barge_in_call(env, lambda phone: phone.say(ASKED), INTERRUPTS, after=0.8)
 
 
 @pytest.mark.parametrize("pair", list(PAIRS))
@@ -165,20 +152,15 @@ async def test_a_call_heard_and_spoken_by_hosted_providers_with_barge_in(
     if fakes.transcriber is not None:
         assert {r["model"] for r in fakes.transcriber.requests} == {"gpt-4o-transcribe"}
 
-    # The agent spoke: the greeting untouched, the reply stopped at the provider midway.
-    check_greeting(voice, GREETING, greeting, voice_name="coral")
-    asked = check_barge_in(voice, phone, greeting=GREETING, reply=REPLY)
+    # The agent spoke: the greeting untouched, the reply stopped at the provider midway, and
+    # the stored reply is what the caller heard of it.
+    bot = [(t["data"]["content"], bool(t["data"].get("interrupted"))) for t in turns]
+    bot = [b for b, t in zip(bot, turns, strict=True) if t["kind"] == "bot_text"]
+    asked, cut = check_reply_spoken_over(voice, phone, greeting, bot, reply=REPLY, after=AFTER)
     check_cancelled(voice, asked[-1][0])
     assert len(phone.events("clear")) == 1
     if voice.provider != "openai":  # after the clear: the answer to the interruption, exactly
         assert bytes(phone.heard[phone.heard_at_clear :]).startswith(voice.said(AFTER))
-
-    # The stored reply is what the caller heard of it.
-    bot = [(t["data"]["content"], bool(t["data"].get("interrupted"))) for t in turns]
-    bot = [b for b, t in zip(bot, turns, strict=True) if t["kind"] == "bot_text"]
-    assert bot[0] == (GREETING, False) and bot[2] == (AFTER, False)
-    cut, interrupted = bot[1]
-    assert interrupted and REPLY.startswith(cut) and 0 < len(cut) < len(REPLY)
     heard = heard_of_reply([s[0] for s in asked], (phone.heard_at_clear - len(greeting)) / 8000)
     # Never more than was heard; short of it by at most a word or two (the word under way at
     # the clear and the marks' round trip; measured 2-13 characters).

@@ -25,23 +25,21 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.providers.tts_fakes import API_KEY, Behaviour, FakeCartesia, FakeElevenLabs
-from tests.server.browser import LoudnessVAD
 from tests.server.conftest import Env, EnvFactory
 from tests.server.hosted_calls import (
     GREETING,
     PACED,
     assert_untouched,
+    barge_in_call,
     bot_turns,
-    check_barge_in,
-    check_greeting,
+    check_reply_spoken_over,
     dial,
     greeted,
     hosted_voice,
-    no_provider_environment,
+    loudness_ears,
     record_errors,
 )
 from tests.server.media_emulator import MediaClient, media_call
-from tests.server.twilio_emulator import eventually
 from voxline import Agent
 from voxline.audio import mulaw_encode
 from voxline.providers.stt.base import Transcript
@@ -73,9 +71,8 @@ class LoudSTT:
 def stand_in_ears(monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent's voice is loaded for real (from the server's settings); its ears are
     stand-ins."""
-    no_provider_environment(monkeypatch)
+    loudness_ears(monkeypatch)
     monkeypatch.setattr("voxline.voice.providers.create_stt", lambda *a, **k: LoudSTT())
-    monkeypatch.setattr("voxline.voice.providers.create_vad", lambda *a, **k: LoudnessVAD())
 
 
 AGENT_VOICES: dict[str, dict[str, Any]] = {
@@ -109,28 +106,12 @@ async def test_a_media_streams_call_spoken_by_a_hosted_voice_with_barge_in(
         async with make_env(script, agents=[phone_agent(provider)], **voice.settings) as env:
             phone, greeting = await call_and_barge_in(env)
             turns = await bot_turns(env)
-        check_greeting(voice, GREETING, greeting, voice_name="coral")
-        check_barge_in(voice, phone, greeting=GREETING, reply=REPLY)
-        assert turns[0] == (GREETING, False)
-        cut, interrupted = turns[1]
-        assert interrupted and REPLY.startswith(cut) and 0 < len(cut) < len(REPLY)
-        assert turns[2] == (AFTER, False)
+        check_reply_spoken_over(voice, phone, greeting, turns, reply=REPLY, after=AFTER)
 
 
 async def call_and_barge_in(env: Env) -> tuple[MediaClient, bytes]:
     """Greeted, a key press asks for REPLY, the caller speaks over it, the agent answers."""
-    async with media_call(env.twilio, await dial(env)) as phone:
-        greeting = await greeted(phone)
-        await phone.press("1")
-        await eventually(lambda: len(phone.heard) - len(greeting) >= 0.6 * 8000)
-        await phone.say(caller_speaks(0.8))
-        await eventually(lambda: bool(phone.events("clear")))
-        await eventually(lambda: len(env.llm.requests) == 2)
-        cleared = phone.events("clear")[0].at
-        await eventually(lambda: any(m.at > cleared for m in phone.events("media")))
-        await phone.quiet()
-        await phone.stop()
-    return phone, greeting
+    return await barge_in_call(env, lambda phone: phone.press("1"), caller_speaks(0.8), after=0.6)
 
 
 async def test_a_voice_that_drops_mid_greeting_is_reconnected_and_the_caller_hears_it_all(
