@@ -1,6 +1,6 @@
 """The "check, then act" pair of tools and a bare reply engine, shared by the multi-step tool
 tests on scripted providers (`test_tool_steps.py`) and on the local provider
-(`tests/local/test_local_tool_turns.py`)."""
+(`tests/local/test_local_tool_turns.py`); the engine also serves `test_reply_joining.py`."""
 
 from __future__ import annotations
 

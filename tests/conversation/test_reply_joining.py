@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from voxline.conversation.engine import Delivery, ReplyEngine, ReplyPlan
-from voxline.conversation.state import SessionState, StateMachine
+from tests.conversation.order_tools import reply_engine
+from voxline.conversation.engine import ReplyEngine, ReplyPlan
 from voxline.conversation.turns import BotTurn, TurnStore
-from voxline.events import EventBus
 from voxline.providers.llm.fake import FakeLLM, FakeReply, FakeToolCall
 from voxline.text.joining import heard_lengths, separator
-from voxline.tools.base import RunContext, Tool
+from voxline.tools.base import Tool
 from voxline.tools.decorator import tool
-from voxline.tools.executor import ToolExecutor
 
 
 # -- the rule --------------------------------------------------------------------------------
@@ -79,18 +77,9 @@ def test_heard_lengths_never_exceed_the_parts() -> None:
 
 # -- in the engine -----------------------------------------------------------------------------
 def _engine(llm: FakeLLM, tools: list[Tool]) -> tuple[ReplyEngine, ReplyPlan, list[str], TurnStore]:
-    bus = EventBus()
-    turns = TurnStore("conv_join", bus)
-    engine = ReplyEngine(
-        turns,
-        bus,
-        StateMachine(bus, SessionState.LISTENING),
-        ToolExecutor(tools),
-        Delivery(auto=True),
-        lambda call_id: RunContext(conversation_id="conv_join", call_id=call_id),
-    )
+    engine, turns = reply_engine("conv_join", tools)
     deltas: list[str] = []
-    bus.on("bot_text_delta", lambda turn, delta: deltas.append(delta))
+    turns.bus.on("bot_text_delta", lambda turn, delta: deltas.append(delta))
     return engine, ReplyPlan(llm=llm, instructions="x", tools=tools), deltas, turns
 
 
