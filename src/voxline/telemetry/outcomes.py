@@ -10,26 +10,14 @@ Everything else that failed is `error`. The set of kinds is closed, so it is saf
 
 from __future__ import annotations
 
-from voxline.tools.base import ToolOutcome
+from voxline.tools.base import OUTCOME_KINDS, ToolOutcome
 
-KINDS = frozenset(
-    {
-        "ok",
-        "error",
-        "timeout",
-        "circuit_open",
-        "invalid_arguments",
-        "unknown_tool",
-        "pending_approval",
-        "rejected",
-    }
-)
 _FAILED = "the tool failed: "
 
 
 def outcome_kind(outcome: ToolOutcome) -> str:
     explicit = getattr(outcome, "kind", None)
-    if isinstance(explicit, str) and explicit in KINDS:
+    if isinstance(explicit, str) and explicit in OUTCOME_KINDS:
         return explicit
     if not outcome.is_error:
         waiting = outcome.approval_id is not None and outcome.attempts == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import structlog
 
@@ -52,6 +52,20 @@ class Tool(Protocol):
     async def invoke(self, arguments: dict[str, Any], ctx: RunContext) -> Any: ...
 
 
+OutcomeKind = Literal[
+    "ok",
+    "error",
+    "timeout",
+    "circuit_open",
+    "invalid_arguments",
+    "unknown_tool",
+    "pending_approval",
+    "rejected",
+]
+"""How a call ended, as the executor decides it; a closed set, so safe as a metrics label."""
+OUTCOME_KINDS: frozenset[str] = frozenset(get_args(OutcomeKind))
+
+
 @dataclass
 class ToolOutcome:
     """The result of one call as the model will see it. Failures are outcomes, not exceptions."""
@@ -63,6 +77,5 @@ class ToolOutcome:
     approval_id: str | None = None  # set when the call is waiting for a human
     attempts: int = 1
     duration: float = 0.0
-    # How it ended, for metrics and audits: ok, error, timeout, circuit_open, unknown_tool,
-    # invalid_arguments, pending_approval, rejected (the executor's outcome kinds).
+    # How it ended, for metrics and audits: one of `OUTCOME_KINDS` (the executor's kinds).
     kind: str = "ok"

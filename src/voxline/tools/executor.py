@@ -13,7 +13,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import pydantic_core
 import structlog
@@ -21,24 +21,14 @@ import structlog
 from voxline.providers.llm.base import ConfigurationError, ToolCallRequest, ToolDefinition
 from voxline.store.base import ApprovalRecord, ApprovalStatus
 from voxline.tools.approvals import ApprovalManager
-from voxline.tools.base import RunContext, Tool, ToolOutcome
+from voxline.tools.base import OutcomeKind, RunContext, Tool, ToolOutcome
 from voxline.tools.breaker import CircuitBreaker
 from voxline.tools.registry import UnknownToolError
 from voxline.tools.schema import ToolArgumentsError
 
 _log = structlog.get_logger("voxline.tools")
 
-Kind = Literal[
-    "ok",
-    "error",
-    "timeout",
-    "circuit_open",
-    "invalid_arguments",
-    "unknown_tool",
-    "pending_approval",
-    "rejected",
-]
-_NOT_ERRORS: frozenset[Kind] = frozenset({"ok", "pending_approval"})
+_NOT_ERRORS: frozenset[OutcomeKind] = frozenset({"ok", "pending_approval"})
 _MAX_REASON = 300
 
 PENDING_APPROVAL_MESSAGE = (
@@ -195,7 +185,7 @@ class ToolExecutor:
     ) -> ToolOutcome:
         started = self._clock()
         breaker = self._breakers[tool.name]
-        kind: Kind = "circuit_open"
+        kind: OutcomeKind = "circuit_open"
         content = f"{tool.name} is unavailable after repeated failures; try again later"
         attempts = 0
         for attempt in range(1, tool.options.retries + 2):
@@ -211,7 +201,7 @@ class ToolExecutor:
 
     async def _attempt(
         self, tool: Tool, arguments: dict[str, Any], ctx: RunContext, breaker: CircuitBreaker
-    ) -> tuple[Kind, str]:
+    ) -> tuple[OutcomeKind, str]:
         # A sync tool runs in a thread that a timeout cannot stop; the call is abandoned, and
         # the thread finishes in the background.
         scope = asyncio.timeout(tool.options.timeout)
@@ -237,7 +227,7 @@ class ToolExecutor:
         call_id: str,
         name: str,
         started: float,
-        kind: Kind,
+        kind: OutcomeKind,
         content: str,
         attempts: int,
         approval_id: str | None = None,
