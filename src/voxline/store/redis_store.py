@@ -429,19 +429,31 @@ class RedisStore:
         pipe.hset(self._key(kind, record.id), mapping=fields)  # type: ignore[arg-type]
         pipe.sadd(self._key(kind + "s"), record.id)
 
+    async def _save_unique(
+        self,
+        record: UniqueRecord,
+        kind: str,
+        index: str,
+        unique: Callable[[dict[str, str]], str],
+        conflict: ConflictError,
+    ) -> None:
+        """Save a unique-indexed record that needs no other check or write (agents, API keys):
+        `_check_unique` then `_write_unique` in one transaction watching the index and the
+        record, so a concurrent save of the same unique value conflicts instead of both winning.
+        """
+
+        async def body(pipe: Pipeline) -> None:
+            stored = await self._check_unique(pipe, record, kind, index, unique, conflict)
+            _multi(pipe)
+            self._write_unique(pipe, record, kind, index, unique, stored)
+
+        await self._transaction(body, self._key(index), self._key(kind, record.id))
+
     # -- agents ------------------------------------------------------------------------------
     async def save_agent(self, record: AgentRecord) -> None:
         """Insert or replace by id, keeping the first `created_at`; a taken name conflicts."""
         conflict = ConflictError("agent", "name", record.name)
-
-        async def body(pipe: Pipeline) -> None:
-            stored = await self._check_unique(
-                pipe, record, "agent", "agent_names", _agent_name, conflict
-            )
-            _multi(pipe)
-            self._write_unique(pipe, record, "agent", "agent_names", _agent_name, stored)
-
-        await self._transaction(body, self._key("agent_names"), self._key("agent", record.id))
+        await self._save_unique(record, "agent", "agent_names", _agent_name, conflict)
 
     async def get_agent(self, agent_id: str) -> AgentRecord | None:
         return await self._load_one(AgentRecord, self._key("agent", agent_id))
@@ -542,15 +554,7 @@ class RedisStore:
     async def save_api_key(self, record: ApiKeyRecord) -> None:
         """Insert or replace by id (revoking is saving with `revoked=True`); hashes are unique."""
         conflict = ConflictError("API key", "key_hash", record.key_hash)
-
-        async def body(pipe: Pipeline) -> None:
-            stored = await self._check_unique(
-                pipe, record, "api_key", "api_key_hashes", _key_hash, conflict
-            )
-            _multi(pipe)
-            self._write_unique(pipe, record, "api_key", "api_key_hashes", _key_hash, stored)
-
-        await self._transaction(body, self._key("api_key_hashes"), self._key("api_key", record.id))
+        await self._save_unique(record, "api_key", "api_key_hashes", _key_hash, conflict)
 
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         """The key with this hash, revoked ones included, so the caller can say why it fails."""
