@@ -42,6 +42,7 @@ from voxline.server.call_admission import CallAdmission, CallFacts
 from voxline.server.config import HostedAgent
 from voxline.server.hub import Contact, ConversationHub, SessionOptions
 from voxline.server.live_calls import hosting_call
+from voxline.server.socket_frames import twilio_text_frames
 from voxline.server.speech_pool import SpeechPool
 from voxline.server.twilio_guard import TwilioGuard
 from voxline.tools.base import Tool
@@ -54,7 +55,6 @@ PARAM_CALLER = "voxlineCaller"
 PARAM_NUMBER = "voxlineNumber"
 PARAM_LISTENER = "voxlineListener"
 POLICY_VIOLATION = 1008
-MESSAGE_TOO_BIG = 1009
 
 
 def media_stream_twiml(
@@ -292,22 +292,7 @@ class _Events:
         return self._events()
 
     async def _events(self) -> AsyncIterator[wire.MediaEvent]:
-        while True:
-            try:
-                message = await self._ws.receive()
-            except (WebSocketDisconnect, RuntimeError):
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            text = message.get("text")
-            if text is None:
-                log.warning("binary frame ignored", size=len(message.get("bytes") or b""))
-                continue
-            if len(text.encode()) > self._max:
-                log.warning("frame too large; closing", size=len(text), limit=self._max)
-                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                    await self._ws.close(code=MESSAGE_TOO_BIG)
-                return
+        async for text in twilio_text_frames(self._ws, self._max, log):
             try:
                 event = wire.parse_event(text)
             except wire.MediaProtocolError as exc:

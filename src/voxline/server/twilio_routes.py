@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import structlog
 from starlette.requests import Request
@@ -43,6 +44,7 @@ from voxline.server.hub import Contact, ConversationHub, SessionOptions
 from voxline.server.listeners import WS_PREFIX, ListenerDirectory
 from voxline.server.live_calls import hosting_call
 from voxline.server.media_routes import media_stream_twiml
+from voxline.server.socket_frames import twilio_text_frames
 from voxline.server.twilio_guard import SIGNATURE_HEADER, TwilioGuard
 from voxline.store.base import ListenerRecord, PlatformStore
 
@@ -54,7 +56,6 @@ PARAM_GREETING = "voxlineGreeting"
 PARAM_LISTENER = "voxlineListener"
 CALL_FAILED = "Sorry, something went wrong with this call. Please call again later."
 POLICY_VIOLATION = 1008
-MESSAGE_TOO_BIG = 1009
 
 
 def xml(body: str, status: int = 200) -> Response:
@@ -379,30 +380,17 @@ class _Frames:
             self.log.warning("message before setup ignored", message=type(message).__name__)
         return None
 
-    def __aiter__(self) -> _Frames:
-        return self
+    def __aiter__(self) -> AsyncIterator[wire.RelayMessage]:
+        return self._messages()
 
-    async def __anext__(self) -> wire.RelayMessage:
-        while True:
+    async def _messages(self) -> AsyncIterator[wire.RelayMessage]:
+        async for text in twilio_text_frames(self._ws, self._max, self.log):
             try:
-                event = await self._ws.receive()
-            except (WebSocketDisconnect, RuntimeError):
-                raise StopAsyncIteration from None
-            if event["type"] == "websocket.disconnect":
-                raise StopAsyncIteration
-            text = event.get("text")
-            if text is None:
-                self.log.warning("binary frame ignored", size=len(event.get("bytes") or b""))
-                continue
-            if len(text.encode()) > self._max:
-                self.log.warning("frame too large; closing", size=len(text), limit=self._max)
-                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                    await self._ws.close(code=MESSAGE_TOO_BIG)
-                raise StopAsyncIteration
-            try:
-                return wire.parse_message(text)
+                message = wire.parse_message(text)
             except wire.RelayProtocolError as exc:
                 self.log.warning("malformed frame ignored", error=str(exc))
+                continue
+            yield message
 
 
 async def _handle_all(frames: _Frames, call: RelayCall) -> None:

@@ -75,6 +75,7 @@ from voxline.server.auth_throttle import (
 )
 from voxline.server.config import HostedAgent
 from voxline.server.hub import ConversationHub, SessionOptions
+from voxline.server.socket_frames import received
 from voxline.server.web_tokens import (
     WebClaims,
     WebTokenError,
@@ -525,13 +526,7 @@ def _voice_delivery(session: Session) -> None:
 
 async def _read(websocket: WebSocket, call: WebCall) -> None:
     """Client frames into the call until the socket closes."""
-    while True:
-        try:
-            message = await websocket.receive()
-        except (WebSocketDisconnect, RuntimeError):
-            return
-        if message["type"] == "websocket.disconnect":
-            return
+    async for message in received(websocket):
         data = message.get("bytes")
         if data is not None:
             call.handle_audio(data)

@@ -29,6 +29,7 @@ from voxline.server.hub import ConversationHub
 from voxline.server.realtime.bridge import RealtimeBridge, SpeechSource
 from voxline.server.realtime.outbox import Outbox
 from voxline.server.realtime.protocol import ClientError, Dialect
+from voxline.server.socket_frames import received
 from voxline.store.base import PlatformStore
 
 log = structlog.get_logger("voxline.realtime")
@@ -156,13 +157,7 @@ async def _deny(websocket: WebSocket, refused: _Refused) -> None:
 
 async def _read(websocket: WebSocket, bridge: RealtimeBridge) -> None:
     """Client frames into the bridge, in order, until the socket closes."""
-    while True:
-        try:
-            message = await websocket.receive()
-        except (WebSocketDisconnect, RuntimeError):
-            return
-        if message["type"] == "websocket.disconnect":
-            return
+    async for message in received(websocket):
         text = message.get("text")
         if text is not None:
             await bridge.handle(text)
