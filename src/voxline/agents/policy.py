@@ -39,6 +39,7 @@ from pydantic_core import PydanticCustomError
 
 from voxline.agents.spec import AgentSpec
 from voxline.providers.llm.registry import (
+    BaseUrl,
     base_url_within,
     llm_prefixes,
     parse_base_url,
@@ -263,13 +264,27 @@ def _check_realtime(part: str, allow: AllowList) -> str | None:
                 f"{REALTIME_PREFIX} needs a plain ws(s) or http(s) base URL (no query, no dot "
                 f"segments): {REALTIME_PREFIX}:ws://HOST:PORT/v1#MODEL"
             )
-        if parsed.credentials:
-            return f"{shown_url(url)}: credentials in a URL are never accepted"
-        if not allow.allows_url(http_form(url)):
-            urls = tuple(allow.shown_base_urls())
-            return f"{shown_url(url)} is not an allowed base URL; " + _allowed_text(
-                urls, "VOXLINE_API_ALLOWED_BASE_URLS"
-            )
+        refused = _refused_base_url(url, http_form(url), parsed, allow)
+        if refused is not None:
+            return refused
+    return _refused_llm(part, allow)
+
+
+def _refused_base_url(url: str, checked: str, parsed: BaseUrl, allow: AllowList) -> str | None:
+    """Why a base URL a spec names may not be used (None when it may): credentials in it, or
+    `checked` (its http(s) form) outside the allowed base URLs."""
+    if parsed.credentials:
+        return f"{shown_url(url)}: credentials in a URL are never accepted"
+    if not allow.allows_url(checked):
+        urls = tuple(allow.shown_base_urls())
+        return f"{shown_url(url)} is not an allowed base URL; " + _allowed_text(
+            urls, "VOXLINE_API_ALLOWED_BASE_URLS"
+        )
+    return None
+
+
+def _refused_llm(part: str, allow: AllowList) -> str | None:
+    """Why a well-formed LLM spec may not be used here: it matches no allowed pattern."""
     if not any(_matches(pattern, _canonical(part)) for pattern in allow.llms):
         return f"{shown_spec(part)!r} is not allowed here; " + _allowed_text(
             tuple(allow.shown_llms()), "GET /api/models; VOXLINE_API_ALLOWED_LLMS"
@@ -327,18 +342,10 @@ def _check_llm_part(part: str, allow: AllowList) -> str | None:
                 f"{_COMPATIBLE} needs a plain http(s) base URL (no query, no dot segments) and "
                 f"a model: {_COMPATIBLE}:BASE_URL#MODEL"
             )
-        if parsed.credentials:
-            return f"{shown_url(url)}: credentials in a URL are never accepted"
-        if not allow.allows_url(url):
-            urls = tuple(allow.shown_base_urls())
-            return f"{shown_url(url)} is not an allowed base URL; " + _allowed_text(
-                urls, "VOXLINE_API_ALLOWED_BASE_URLS"
-            )
-    if not any(_matches(pattern, _canonical(part)) for pattern in allow.llms):
-        return f"{shown_spec(part)!r} is not allowed here; " + _allowed_text(
-            tuple(allow.shown_llms()), "GET /api/models; VOXLINE_API_ALLOWED_LLMS"
-        )
-    return None
+        refused = _refused_base_url(url, url, parsed, allow)
+        if refused is not None:
+            return refused
+    return _refused_llm(part, allow)
 
 
 def _check_llm(spec: str, allow: AllowList) -> str | None:
