@@ -35,7 +35,7 @@ from voxline.conversation.engine import Delivery, ReplyEngine, ReplyPlan
 from voxline.conversation.state import SessionState, StateMachine
 from voxline.conversation.turns import BotTurn, ToolCallTurn, TurnStore
 from voxline.events import EventBus
-from voxline.providers.llm.base import ChatMessage, LLMRequest
+from voxline.providers.llm.base import ChatMessage, LLMRequest, ToolCallDelta
 from voxline.providers.llm.local import LocalLLM, create_local_llm
 from voxline.settings import Settings
 from voxline.tools.base import RunContext, Tool
@@ -400,6 +400,8 @@ class Outcome:
     text: str = ""
     decision: float | None = None
     first_word: float | None = None
+    named: float | None = None  # the call's name announced (a voice filler could start)
+    withdrawn: int = 0  # calls named, then not made (the filler was said for nothing)
 
 
 async def run_case(llm: LocalLLM, tools: list[Tool], case: Case) -> Outcome:
@@ -430,6 +432,9 @@ async def run_case(llm: LocalLLM, tools: list[Tool], case: Case) -> Outcome:
     def stream(request: LLMRequest) -> Any:  # records each step's decision time
         async def steps() -> Any:
             async for event in original(request):
+                if isinstance(event, ToolCallDelta) and event.name and outcome.named is None:
+                    outcome.named = time.monotonic() - started
+                outcome.withdrawn += isinstance(event, ToolCallDelta) and event.withdrawn
                 yield event
             if llm.last_decision is not None:
                 decisions.append(llm.last_decision)
@@ -526,6 +531,8 @@ def report(outcomes: list[Outcome]) -> list[tuple[str, str]]:
         ("time to decision, tool cases", _quantiles(_times(tool_cases, "decision"))),
         ("time to first word, no-tool cases", _quantiles(_times(quiet_cases, "first_word"))),
         ("time to first word, tool cases", _quantiles(_times(tool_cases, "first_word"))),
+        ("time to the call's name, tool cases", _quantiles(_times(tool_cases, "named"))),
+        ("calls named then withdrawn", str(sum(o.withdrawn for o in outcomes))),
     ]
 
 

@@ -1,5 +1,6 @@
 """A whole reply through the engine on the local provider, with llama.cpp scripted: what the
-model is shown at each step of "check, then act", and a small-talk turn that calls nothing."""
+model is shown at each step of "check, then act", a small-talk turn that calls nothing, and a
+call named early then withdrawn (an invented value), which the engine never runs."""
 
 from __future__ import annotations
 
@@ -29,25 +30,30 @@ async def test_check_then_act_shows_each_result_as_a_tool_response_on_a_growing_
     scripted, turns, log = await _reply(
         [
             ['<tool_call>\n{"name": "lookup_order", ', '"arguments": {"order_id": "12345"}}'],
+            ['lookup_order"'],  # the name, chosen after the call's opening
+            ['{"order_id": ', '"12345"}'],  # then the arguments
             ['{"name": "refund_order", "arguments": {"order_id": "12345"}}'],
+            ['refund_order"'],
+            ['{"order_id": "12345"}'],
             ["It was delivered, so I refunded", " $42.50."],
         ],
         "Check order 12345 and refund it if it was delivered.",
     )
     assert log == ["lookup 12345", "refund 12345"]
     prompts = [body["prompt"] for body in scripted.bodies]
-    assert len(prompts) == 3
+    assert len(prompts) == 7
     for before, after in itertools.pairwise(prompts):
         # Each step appends to the step before: the cached prefix is never invalidated.
         assert after.startswith(before)
     lookup = '<tool_response>\n{"status": "delivered", "total": "$42.50"}\n</tool_response>'
-    assert f"<|im_start|>user\n{lookup}<|im_end|>" in prompts[1]
-    assert prompts[2].endswith(
+    assert f"<|im_start|>user\n{lookup}<|im_end|>" in prompts[3]
+    assert prompts[6].endswith(
         '<|im_start|>user\n<tool_response>\n{"refunded": "$42.50"}\n</tool_response>'
         "<|im_end|>\n<|im_start|>assistant\n"
     )
     assert all(p.count("<|im_start|>system") == 1 for p in prompts)
-    assert all("start: call | speech" in body["grammar"] for body in scripted.bodies)
+    # The steps that may speak run unconstrained; only a call's name and arguments are not.
+    assert ["grammar" in body for body in scripted.bodies] == [False, True, True] * 2 + [False]
     spoken = [t.content for t in turns if isinstance(t, BotTurn)]
     assert spoken == ["It was delivered, so I refunded $42.50."]
 
@@ -56,3 +62,16 @@ async def test_small_talk_calls_nothing_and_is_spoken_from_the_first_token() -> 
     scripted, turns, log = await _reply([["Hi", "! I'm well, thanks."]], "Hello, how are you?")
     assert log == [] and len(scripted.bodies) == 1
     assert not any(isinstance(t, ToolCallTurn) for t in turns)
+
+
+async def test_a_call_named_then_withdrawn_is_never_run_and_the_question_is_spoken() -> None:
+    """The engine sees the name (`ToolCallDelta` with a name and no arguments), then the
+    withdrawal and the question as speech: the accumulator drops the call, so nothing runs
+    and no call turn is stored."""
+    scripted, turns, log = await _reply(
+        [['{"'], ['lookup_order"'], ['{"order_id": "12345"}'], ["Which order", " number?"]],
+        "Can you check my order?",
+    )
+    assert log == [] and len(scripted.bodies) == 4
+    assert not any(isinstance(t, ToolCallTurn) for t in turns)
+    assert [t.content for t in turns if isinstance(t, BotTurn)] == ["Which order number?"]

@@ -1,6 +1,6 @@
 """The local model's tool path without the model: the prompt in Qwen's chat format, the
-one-token decision grammar, the output parser and the checks on a chosen call; and the
-`LocalLLM` provider over a scripted llama.cpp server, so what it sends is inspected whole."""
+grammars of a call's constrained steps, the output parser and the checks on a chosen call.
+The provider's steps over a scripted llama.cpp server are in `test_local_tool_steps.py`."""
 
 from __future__ import annotations
 
@@ -9,22 +9,25 @@ from typing import Any
 
 import pytest
 
-from tests.local.scripted_engine import ScriptedEngine
 from voxline.providers.llm.base import (
     ChatMessage,
     LLMError,
-    LLMRequest,
+    TextDelta,
     ToolCallRequest,
     ToolDefinition,
-    complete,
 )
-from voxline.providers.llm.local import CALL_BIAS, LocalLLM
 from voxline.providers.llm.local_tools import (
+    CALL_OPENING,
     TOOL_RULES,
     StepParser,
-    decision_grammar,
+    arguments_grammar,
+    arguments_opening,
+    may_hold_value,
+    name_grammar,
+    parse_arguments,
     render_prompt,
     review_call,
+    speech_grammar,
 )
 
 WEATHER = ToolDefinition(
@@ -116,16 +119,24 @@ def test_system_message_holds_the_instructions_rules_and_tools_in_qwens_format()
     )
 
 
-# -- the decision ----------------------------------------------------------------------------
-def test_grammar_branches_are_told_apart_by_the_first_token() -> None:
-    both = decision_grammar([WEATHER, TIMER], speak=True, call=True)
-    assert "start: call | speech" in both
-    assert '"<tool_call>\\n" body "\\n</tool_call>" | body' in both
-    assert both.count("%json") == 2
-    assert "start: speech\n" in decision_grammar([WEATHER], speak=True, call=False)
-    assert "start: call\n" in decision_grammar([WEATHER], speak=False, call=True)
-    # Nothing to call: speech, whatever was asked.
-    assert "start: speech\n" in decision_grammar([], speak=False, call=True)
+# -- the steps' grammars and the parser ------------------------------------------------------
+def test_a_call_is_written_in_the_templates_format_after_the_prompt() -> None:
+    """What a call's steps append is what `render_prompt` later shows for the call, so the
+    next step's prompt extends the call's prompt."""
+    call = _call("get_weather", city="Oslo")
+    after = render_prompt(
+        [SYSTEM, ChatMessage("user", "x"), ChatMessage("assistant", tool_calls=[call])], [WEATHER]
+    )
+    before = render_prompt([SYSTEM, ChatMessage("user", "x")], [WEATHER])
+    assert after.startswith(before + arguments_opening("get_weather") + '{"city": "Oslo"}}')
+    assert arguments_opening("get_weather").startswith(CALL_OPENING)
+
+
+def test_each_constrained_step_admits_only_its_part() -> None:
+    assert name_grammar([WEATHER, TIMER]).endswith('start: "get_weather\\"" | "set_timer\\""\n')
+    schema = json.dumps(TIMER.parameters)
+    assert arguments_grammar(TIMER).endswith(f"start: args\nargs: %json {schema}\n")
+    assert "start: speech\n" in speech_grammar() and "%json" not in speech_grammar()
 
 
 @pytest.mark.parametrize("step", [1, 4, 1000])
@@ -134,29 +145,57 @@ def test_speech_streams_from_the_first_token(step: int) -> None:
     raw = " Hello there! How can I help?"
     texts = [e.text for i in range(0, len(raw), step) for e in parser.feed(raw[i : i + step])]  # type: ignore[union-attr]
     assert "".join(texts) == "Hello there! How can I help?"
-    assert parser.call() is None
+    assert parser.kind == "speech" and not parser.done
+
+
+@pytest.mark.parametrize("opening", ["<tool_call>", "{", '{"', "\n<", " {"])
+def test_a_call_opening_ends_the_step_and_is_never_spoken(opening: str) -> None:
+    parser = StepParser()
+    assert parser.feed(opening) == [] and parser.kind == "call" and parser.done
+    assert parser.feed('"name": "x"}') == []
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("chunks", "spoken"),
     [
-        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>',
-        '{"name": "get_weather", "arguments": {"city": "Oslo"}}',
+        (["Let me check. ", "<tool_call>\n{"], "Let me check."),
+        (["Sure", ", here: {", '"a": 1}'], "Sure, here:"),
+        (["Run `ls`", " now"], "Run"),
     ],
 )
-def test_a_call_is_never_spoken_and_parses_whole(raw: str) -> None:
+def test_markup_later_in_speech_ends_the_step_unspoken(chunks: list[str], spoken: str) -> None:
     parser = StepParser()
-    assert [e for ch in raw for e in parser.feed(ch)] == []
-    call = parser.call()
-    assert call is not None and call.name == "get_weather"
-    assert call.parsed_arguments() == {"city": "Oslo"}
+    events = [e for chunk in chunks for e in parser.feed(chunk)]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)).rstrip() == spoken
+    assert parser.done and parser.kind == "speech"
 
 
-def test_a_cut_off_call_is_an_error_not_text() -> None:
-    parser = StepParser()
-    parser.feed('{"name": "get_weather", "arguments": {"ci')
-    with pytest.raises(LLMError):
-        parser.call()
+def test_without_tools_text_passes_through_untouched() -> None:
+    parser = StepParser(speech_only=True)
+    assert parser.feed("{not") == [TextDelta("{not")] and not parser.done
+
+
+def test_cut_off_arguments_are_an_error_not_a_call() -> None:
+    assert parse_arguments('{"city": "Oslo"}') == {"city": "Oslo"}
+    for raw in ['{"ci', "[1]", ""]:
+        with pytest.raises(LLMError):
+            parse_arguments(raw)
+
+
+@pytest.mark.parametrize(
+    ("said", "holds"),
+    [
+        ("Hello, how are you?", False),
+        ("Thanks, I'm done. I think that's all.", False),
+        ("Do I need a coat in Oslo?", True),
+        ("What is the capital of France?", True),
+        ("Set a timer for ten minutes.", True),
+        ("Where is order 777?", True),
+        ("Paris is lovely.", False),  # a sentence's first word is capitalised anyway
+    ],
+)
+def test_words_may_hold_a_value_when_they_hold_a_number_or_a_name(said: str, holds: bool) -> None:
+    assert may_hold_value([SYSTEM, ChatMessage("user", said)]) is holds
 
 
 # -- the checks on a chosen call -------------------------------------------------------------
@@ -235,62 +274,3 @@ def test_the_same_call_twice_in_one_turn_is_answered_instead() -> None:
     # In a later turn the same question is a fresh call.
     later = [*messages, ChatMessage("assistant", "Sunny."), ChatMessage("user", "Rome again?")]
     assert review_call(_call("get_weather", city="Rome"), WEATHER, later).call is not None
-
-
-# -- the provider over a scripted llama.cpp server -------------------------------------------
-def _local(outputs: list[list[str]]) -> tuple[LocalLLM, ScriptedEngine]:
-    engine = ScriptedEngine(outputs)
-    return LocalLLM(engine, "local:scripted"), engine  # type: ignore[arg-type]
-
-
-async def test_small_talk_is_spoken_with_the_decision_grammar_and_no_call() -> None:
-    llm, engine = _local([["Hi", "! Doing", " well."]])
-    result = await complete(
-        llm, LLMRequest([SYSTEM, ChatMessage("user", "Hello!")], tools=[WEATHER])
-    )
-    assert result.text == "Hi! Doing well." and result.tool_calls == []
-    [body] = engine.bodies
-    assert "start: call | speech" in body["grammar"]
-    assert body["prompt"].endswith("<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n")
-    # Only a call's first tokens are biased; speech can never contain "{".
-    assert body["logit_bias"] == [["{", CALL_BIAS], ['{"', CALL_BIAS]]
-
-
-async def test_an_invented_argument_is_replaced_by_a_question_on_the_same_prefix() -> None:
-    llm, engine = _local(
-        [
-            ['{"name": "get_weather", ', '"arguments": {"city": "Paris"}}'],
-            ["Which city", " do you mean?"],
-        ]
-    )
-    request = LLMRequest([SYSTEM, ChatMessage("user", "What's the weather like?")], [WEATHER])
-    result = await complete(llm, request)
-    assert result.tool_calls == [] and result.text == "Which city do you mean?"
-    first, second = engine.bodies
-    assert second["prompt"].startswith(first["prompt"].removesuffix("<|im_start|>assistant\n"))
-    assert "<|im_start|>system\nThe user has not said the city" in second["prompt"]
-    assert "start: speech\n" in second["grammar"]
-
-
-async def test_tool_choice_none_keeps_the_tools_listed_and_only_allows_speech() -> None:
-    llm, engine = _local([["Done."]])
-    request = LLMRequest([SYSTEM, ChatMessage("user", "x")], tools=[WEATHER], tool_choice="none")
-    await complete(llm, request)
-    [body] = engine.bodies
-    assert "<tools>" in body["prompt"] and "start: speech\n" in body["grammar"]
-    assert "logit_bias" not in body
-
-
-async def test_without_tools_the_text_passes_through_unconstrained() -> None:
-    llm, engine = _local([["{not", " a call}"]])
-    result = await complete(llm, LLMRequest([SYSTEM, ChatMessage("user", "x")]))
-    assert result.text == "{not a call}" and "grammar" not in engine.bodies[0]
-
-
-async def test_warming_evaluates_the_system_prefix_and_parses_nothing() -> None:
-    llm, engine = _local([['{"']])  # a call's first token must not be taken for a cut-off call
-    await llm.warm(LLMRequest([SYSTEM, ChatMessage("user", "ignored")], tools=[WEATHER]))
-    [body] = engine.bodies
-    assert body["n_predict"] == 1 and "grammar" not in body
-    real = render_prompt([SYSTEM, ChatMessage("user", "Hi")], [WEATHER])
-    assert real.startswith(body["prompt"].removesuffix("<|im_start|>assistant\n"))

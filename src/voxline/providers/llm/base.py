@@ -70,12 +70,17 @@ class TextDelta:
 
 @dataclass(frozen=True)
 class ToolCallDelta:
-    """A fragment of tool call number `index`; the first fragment carries `id` and `name`."""
+    """A fragment of tool call number `index`; the first fragment carries `id` and `name`.
+
+    `withdrawn`: the provider named this call early (before its arguments) and then decided
+    not to make it (the embedded model's checks on the arguments); the call is dropped, so a
+    name without a complete call never runs."""
 
     index: int
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+    withdrawn: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,9 @@ class ToolCallAccumulator:
         self._calls: dict[int, dict[str, str]] = {}
 
     def add(self, delta: ToolCallDelta) -> None:
+        if delta.withdrawn:
+            self._calls.pop(delta.index, None)
+            return
         call = self._calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
         if delta.id:
             call["id"] = delta.id

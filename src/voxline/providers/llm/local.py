@@ -8,13 +8,21 @@ cancelled) the next chunk callback tells llama.cpp to stop, which frees the work
 
 The prompt is rendered here in the model's own chat format (`local_tools.render_prompt`) and
 sent as a raw completion, so what is cached is exactly what was sent: a step of a turn only
-appends to the prompt of the step before. With tools, a grammar makes the first token choose
-between speaking and calling (see `local_tools`).
+appends to the prompt of the step before. With tools, a step that may speak runs without a
+grammar and streams speech at once; a call it opens is written in short constrained steps
+after it on the same prompt, its name announced before its arguments (see `local_tools`).
+
+The call's events: `ToolCallDelta(index=0, id, name, arguments="")` as soon as the name is
+chosen and the caller's words are about that tool (a voice channel can say a filler while the
+arguments are written), then `ToolCallDelta(index=0, arguments=JSON)` once they pass the
+checks, or `ToolCallDelta(index=0, withdrawn=True)` and the spoken answer when they do not
+(an invented value becomes a question), so a named call that is not made never runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,22 +37,35 @@ from voxline.providers.llm.base import (
     LLMError,
     LLMEvent,
     LLMRequest,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallRequest,
     ToolDefinition,
     Usage,
 )
 from voxline.providers.llm.local_model import GGUF_NAME, INSTALL_HINT, ensure_gguf, part_paths
 from voxline.providers.llm.local_tools import (
+    CALL_OPENING,
     StepParser,
-    call_events,
-    decision_grammar,
+    about_caller,
+    arguments_grammar,
+    arguments_opening,
+    has_results,
+    may_hold_value,
+    name_grammar,
+    new_call_id,
+    parse_arguments,
     render_prompt,
     review_call,
+    speech_grammar,
 )
 from voxline.providers.local_runtime import ModelWorker, shared_worker
 from voxline.settings import Settings
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
 DEFAULT_MAX_TOKENS = 512
+NAME_TOKENS = 16  # a tool name and its closing quote
+ARGUMENT_TOKENS = 256  # a call's arguments object
 CONTEXT_TOKENS = 8192
 # Logit bias on the first token of a call. Qwen2.5-Coder-1.5B, told when not to call, prefers
 # words even for clear requests (first-token margins measured on the dev set: -1 to -5 for
@@ -102,6 +123,7 @@ class LocalLLM:
         self.label = label
         self.last_decision: float | None = None  # request start -> first generated token, s
         self.call_bias = CALL_BIAS
+        self._usage = Usage()  # the last constrained step's, reported with the call
 
     def load(self) -> float:
         """Load the model now if needed (blocking); the seconds its load took."""
@@ -111,11 +133,15 @@ class LocalLLM:
         """Evaluate the request's system prompt (and tool section) ahead of the first turn.
 
         llama.cpp keeps the evaluated prefix, so the first real reply only pays for the user's
-        words; a cold prompt with tool schemas costs seconds on a small CPU.
+        words; a cold prompt with tool schemas costs seconds on a small CPU. With tools the
+        token is sampled under a grammar: llguidance builds its view of the 151k-token
+        vocabulary on first use in the process (0.7 s on 2 cores), and a call's first
+        constrained step should not pay for it.
         """
         system = [m for m in request.messages if m.role == "system"]
+        grammar = speech_grammar() if request.tools else None
         body = self._body(
-            LLMRequest(system, max_tokens=1), render_prompt(system, request.tools), None
+            LLMRequest(system, max_tokens=1), render_prompt(system, request.tools), grammar
         )
         async for _ in self._generate(body, StepParser(speech_only=True), None):
             pass
@@ -124,56 +150,113 @@ class LocalLLM:
         started = time.monotonic()
         self.last_decision = None
         tools = _offered(request)
-        if not request.tools:
-            body = self._body(request, render_prompt(request.messages, []), None)
-            async for event in self._generate(body, StepParser(speech_only=True), started):
+        speak = request.tool_choice != "required" and not _named(request)
+        if not request.tools or request.tool_choice == "none" or not tools:
+            # Every tool stays in the system message whatever `tool_choice` says, so the
+            # cached prefix is the same for every step; the grammar alone forbids a call.
+            grammar = speech_grammar() if request.tools else None
+            prompt = render_prompt(request.messages, request.tools)
+            body = self._body(request, prompt, grammar)
+            async for event in self._generate(body, StepParser(speech_only=not grammar), started):
                 yield event
             return
-        # Every tool stays in the system message whatever `tool_choice` says, so the cached
-        # prefix is the same for every step; the grammar alone narrows what may be written.
-        speak = request.tool_choice not in ("required",) and not _named(request)
-        call = request.tool_choice != "none" and bool(tools)
-        grammar = decision_grammar(tools, speak=speak, call=call)
-        body = self._body(request, render_prompt(request.messages, request.tools), grammar)
-        if speak and call and self.call_bias:
-            # The call branch's first tokens; speech can never hold "{", so this moves only
-            # the speak-or-call boundary (see CALL_BIAS).
-            body.setdefault("logit_bias", [["{", self.call_bias], ['{"', self.call_bias]])
-        parser = StepParser()
-        async for event in self._generate(body, parser, started):
-            yield event
-        chosen = parser.call()
-        if chosen is None:
-            return
-        tool = next((tool for tool in tools if tool.name == chosen.name), None)
-        if tool is None:
-            raise LLMError(
-                f"the local model called an unknown tool {chosen.name!r}",
-                provider="local",
-                retryable=False,
-            )
-        verdict = review_call(chosen, tool, request.messages)
-        if verdict.call is not None:
-            for event in call_events(verdict.call):
+        prompt = render_prompt(request.messages, request.tools)
+        if speak:
+            body = self._body(request, prompt, None)
+            # Greedy, as the constrained steps are: the call bias was tuned that way.
+            body["temperature"] = 0.0 if request.temperature is None else request.temperature
+            if self.call_bias:
+                # A call's first tokens; speech never holds "{" (the parser stops on it), so
+                # this moves only the speak-or-call boundary (see CALL_BIAS).
+                body.setdefault("logit_bias", [["{", self.call_bias], ['{"', self.call_bias]])
+            parser = StepParser()
+            async for event in self._generate(body, parser, started):
                 yield event
-            return
-        # The call is not made: the model says why, after a note appended at the very end of
-        # the prompt (the cached prefix, up to the caller's words, is kept).
-        log.info("local tool call replaced by speech", tool=chosen.name, note=verdict.note)
-        noted = list(request.messages)
-        if verdict.note:  # none: the call was off topic, and the model simply speaks instead
-            noted.append(ChatMessage(role="system", content=verdict.note))
-        speech = decision_grammar(tools, speak=True, call=False)
-        body = self._body(request, render_prompt(noted, request.tools), speech)
-        async for event in self._generate(body, StepParser(speech_only=True), None):
+            if parser.kind != "call":
+                return
+        async for event in self._call(request, prompt, tools, speak, started):
             yield event
 
-    def _body(self, request: LLMRequest, prompt: str, grammar: str | None) -> dict[str, Any]:
+    async def _call(
+        self,
+        request: LLMRequest,
+        prompt: str,
+        tools: list[ToolDefinition],
+        speak: bool,
+        started: float,
+    ) -> AsyncIterator[LLMEvent]:
+        """The model opened a call: choose the tool, check the caller's words are about it,
+        announce it, write its arguments, and make it or speak instead."""
+        tool = tools[0]
+        if len(tools) > 1:
+            body = self._body(request, prompt + CALL_OPENING, name_grammar(tools), NAME_TOKENS)
+            name = "".join([t async for t in self._texts(body, started)]).split('"')[0]
+            tool = next((t for t in tools if t.name == name), tool)
+        about = not speak or about_caller(tool, request.messages)
+        if not about and has_results(request.messages):
+            # A further step reaching for a tool the caller did not ask about: the request is
+            # answered by what the earlier steps found.
+            note = f"{tool.name} is not needed. Tell the user what the results above say."
+            async for event in self._speak(request, note, tool.name):
+                yield event
+            return
+        if not about and not may_hold_value(request.messages):
+            # Nothing the caller said could be its values ("Hello, how are you?"): the call
+            # could only invent them, so the model answers without writing them.
+            async for event in self._speak(request, "", tool.name):
+                yield event
+            return
+        call_id = new_call_id()
+        if about:
+            yield ToolCallDelta(index=0, id=call_id, name=tool.name)
+        opened = prompt + arguments_opening(tool.name)
+        body = self._body(request, opened, arguments_grammar(tool), ARGUMENT_TOKENS)
+        raw = "".join([t async for t in self._texts(body, started)])
+        arguments = json.dumps(parse_arguments(raw))
+        verdict = review_call(
+            ToolCallRequest(call_id, tool.name, arguments), tool, request.messages
+        )
+        if verdict.call is not None:
+            if about:
+                yield ToolCallDelta(index=0, arguments=verdict.call.arguments)
+            else:
+                yield ToolCallDelta(0, call_id, tool.name, verdict.call.arguments)
+            yield self._usage
+            return
+        if about:
+            yield ToolCallDelta(index=0, withdrawn=True)
+        async for event in self._speak(request, verdict.note, tool.name):
+            yield event
+
+    async def _speak(self, request: LLMRequest, note: str, tool: str) -> AsyncIterator[LLMEvent]:
+        """The call is not made: the model speaks on the same prompt, after `note` (a system
+        message appended at its very end, so the cached prefix is kept) when there is one."""
+        log.info("local tool call replaced by speech", tool=tool, note=note)
+        noted = list(request.messages)
+        if note:
+            noted.append(ChatMessage(role="system", content=note))
+        body = self._body(request, render_prompt(noted, request.tools), speech_grammar())
+        async for event in self._generate(body, StepParser(), None):
+            yield event
+
+    async def _texts(self, body: dict[str, Any], started: float) -> AsyncIterator[str]:
+        """The raw text of a constrained step of a call (nothing of it is spoken); its usage
+        is kept for the call's `Usage` event."""
+        parser = StepParser(speech_only=True)
+        async for event in self._generate(body, parser, started):
+            if isinstance(event, TextDelta):
+                yield event.text
+            elif isinstance(event, Usage):
+                self._usage = event
+
+    def _body(
+        self, request: LLMRequest, prompt: str, grammar: str | None, tokens: int | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "prompt": prompt,
             "stream": True,
             "cache_prompt": True,
-            "n_predict": request.max_tokens or DEFAULT_MAX_TOKENS,
+            "n_predict": tokens or request.max_tokens or DEFAULT_MAX_TOKENS,
             **request.options,
         }
         if grammar is not None:
@@ -215,6 +298,8 @@ class LocalLLM:
                         self.last_decision = time.monotonic() - started
                     for event in parser.feed(text):
                         yield event
+                if parser.done:  # the rest would be a call or markup: stop llama.cpp now
+                    return
                 usage = _usage(chunk) or usage
             try:
                 future.result()

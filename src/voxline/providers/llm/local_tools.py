@@ -1,4 +1,4 @@
-"""Tool calling for the small local model in its own chat format, decided in one token.
+"""Tool calling for the small local model in its own chat format: speech first, calls after.
 
 Qwen2.5's chat template (read from the GGUF's `tokenizer.chat_template`) lists tools in the
 system message inside `<tools></tools>`, has the model answer a call as
@@ -10,15 +10,23 @@ system message inside `<tools></tools>`, has the model answer a call as
 - a result reads as a tool's output, not as something the caller said ("Thank you for your
   refund" came from results sent as user turns).
 
-Decoding is constrained by a grammar (`decision_grammar`) whose two branches differ in the first
-token: a tool call starts with `<tool_call>` or `{`, a spoken reply with a word. So the choice
-costs one constrained token, and a spoken reply is plain text streamed from its first token with
-no JSON lead-in (the earlier format spent ~20 tokens of JSON before the first word).
+A step that may speak or call is decoded without a grammar, so speech streams from its first
+token at the model's full speed; a logit bias on "{" (`local.CALL_BIAS`) moves the
+speak-or-call boundary. When the first visible char opens a call (`<` or `{`) the step is
+stopped there and the call is written in short constrained steps on the same cached prompt,
+which only grows: the canonical opening `<tool_call>\n{"name": "` is appended, the tool's
+name is chosen by `name_grammar` (no step at all with one tool), then its arguments are written
+under `arguments_grammar` (the tool's JSON schema). A step that may only speak uses
+`speech_grammar`; speech never holds markup or JSON (it would be read aloud): `StepParser`
+stops a reply at the first `<`, `{` or backtick.
 
-A 1.5B model still over-calls and fills required arguments with guesses, so two checks sit after
-the decision (`LocalLLM` acts on them): a call whose required string or number argument does not
-occur anywhere the caller (or an earlier tool result) said it is turned into a question for that
-value, and a call repeating one already made this turn is turned into a spoken answer.
+A 1.5B model still over-calls and fills required arguments with guesses, so checks sit around
+the call (`LocalLLM` acts on them). Once the name is known: a call whose tool the caller's
+words are not about (`about_caller`) is not written when those words hold no value it could
+take (`may_hold_value`), and after a result this turn it reports that result instead. Once the
+arguments are written: a call whose required string or number argument does not occur anywhere
+the caller (or an earlier tool result) said it is turned into a question for that value, and a
+call repeating one already made this turn is turned into a spoken answer.
 """
 
 from __future__ import annotations
@@ -35,7 +43,6 @@ from voxline.providers.llm.base import (
     LLMError,
     LLMEvent,
     TextDelta,
-    ToolCallDelta,
     ToolCallRequest,
     ToolDefinition,
 )
@@ -62,6 +69,7 @@ _TOOLS_TAIL = (
 DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 # A spoken reply starts with a word and never holds markup or JSON (it would be read aloud).
 _SPEECH = r"/[^\s<{\[`][^<{`]*/"
+_MARKUP = "<{`"
 _WORD = re.compile(r"[a-z0-9]+")
 _SMALL_NUMBERS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
@@ -134,67 +142,85 @@ def _render_call(call: ToolCallRequest) -> str:
     return f"\n<tool_call>\n{body}\n</tool_call>"
 
 
-def decision_grammar(tools: Sequence[ToolDefinition], *, speak: bool, call: bool) -> str:
-    """An llguidance grammar admitting a spoken reply (`speak`), one call to one of `tools`
-    with schema-valid arguments (`call`), or either; the first token tells which."""
-    call = call and bool(tools)
-    speak = speak or not call
-    lines = ["%llguidance {}"]
-    branches = []
-    if call:
-        branches.append("call")
-        lines.append('call: "<tool_call>\\n" body "\\n</tool_call>" | body')
-        lines.append("body: " + " | ".join(f"body{i}" for i in range(len(tools))))
-        for i, tool in enumerate(tools):
-            head = json.dumps(f'{{"name": "{tool.name}", "arguments": ')
-            lines.append(f'body{i}: {head} args{i} "}}"')
-            schema = tool.parameters or {"type": "object"}
-            lines.append(f"args{i}: %json {json.dumps(schema)}")
-    if speak:
-        branches.append("speech")
-        lines.append(f"speech: {_SPEECH}")
-    lines.insert(1, "start: " + " | ".join(branches))
-    return "\n".join(lines) + "\n"
+CALL_OPENING = '<tool_call>\n{"name": "'
+"""Appended to the prompt once the model opens a call: the call is written in the template's
+own format whatever the model's first token was (`{`, `<tool_call>`), so the next step's
+prompt, which shows the call as `_render_call` writes it, extends this one."""
+
+
+def arguments_opening(name: str) -> str:
+    """What precedes a call's arguments: the opening, the tool's name and the arguments key."""
+    return f'{CALL_OPENING}{name}", "arguments": '
+
+
+def speech_grammar() -> str:
+    """An llguidance grammar for a step that may only speak (tool_choice "none", and the
+    spoken answer that replaces a call the checks stopped)."""
+    return f"%llguidance {{}}\nstart: speech\nspeech: {_SPEECH}\n"
+
+
+def name_grammar(tools: Sequence[ToolDefinition]) -> str:
+    """One of `tools`' names and the closing quote, written after `CALL_OPENING`."""
+    names = " | ".join(json.dumps(tool.name + '"') for tool in tools)
+    return f"%llguidance {{}}\nstart: {names}\n"
+
+
+def arguments_grammar(tool: ToolDefinition) -> str:
+    """A JSON object valid against the tool's parameter schema, written after
+    `arguments_opening`; the step ends with the object."""
+    schema = tool.parameters or {"type": "object"}
+    return f"%llguidance {{}}\nstart: args\nargs: %json {json.dumps(schema)}\n"
 
 
 class StepParser:
-    """Turns the constrained output back into events: speech streams out as `TextDelta`s from
-    its first token; a call is held until it is complete and then parsed."""
+    """Turns a step's output into events: speech streams out as `TextDelta`s from its first
+    token; a first visible char that opens a call (`<`, `{`) makes the step a call and ends
+    it (`done`), and so does markup later in speech, which is never spoken (`markup`).
+    Without tools (`speech_only`) the text passes through untouched."""
 
-    def __init__(self, *, speech_only: bool = False) -> None:
+    def __init__(self, *, speech_only: bool = False, markup: bool = True) -> None:
         self.raw = ""
         # "speech" | "call", decided by the first visible char (no tools: always speech)
         self.kind: str | None = "speech" if speech_only else None
+        self.markup = markup and not speech_only
+        self.done = False
 
     def feed(self, text: str) -> list[LLMEvent]:
+        if self.done:
+            return []
         self.raw += text
         if self.kind is None:
-            stripped = self.raw.lstrip()
-            if not stripped:
+            text = self.raw.lstrip()
+            if not text:
                 return []
-            self.kind = "call" if stripped[0] in "<{" else "speech"
-            return [TextDelta(stripped)] if self.kind == "speech" else []
-        if self.kind == "speech" and text:
-            return [TextDelta(text)]
-        return []
+            if text[0] in "<{":
+                self.kind, self.done = "call", True
+                return []
+            self.kind = "speech"
+        if self.markup:
+            cut = next((i for i, ch in enumerate(text) if ch in _MARKUP), None)
+            if cut is not None:
+                self.done, text = True, text[:cut].rstrip()
+        return [TextDelta(text)] if text else []
 
-    def call(self) -> ToolCallRequest | None:
-        """The complete call, once the step is over; None for speech."""
-        if self.kind != "call":
-            return None
-        body = self.raw.strip().removeprefix("<tool_call>").removesuffix("</tool_call>")
-        try:
-            value = json.loads(body)
-            name, arguments = value["name"], value["arguments"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise LLMError(
-                "the local model's tool call was cut off or malformed",
-                provider="local",
-                retryable=False,
-            ) from exc
-        return ToolCallRequest(
-            id=f"call_{uuid.uuid4().hex[:12]}", name=name, arguments=json.dumps(arguments)
+
+def parse_arguments(raw: str) -> dict[str, Any]:
+    """The arguments object an arguments step wrote; an error when it was cut off."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        value = exc
+    if not isinstance(value, dict):
+        raise LLMError(
+            "the local model's tool call was cut off or malformed",
+            provider="local",
+            retryable=False,
         )
+    return value
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:12]}"
 
 
 @dataclass(frozen=True)
@@ -236,7 +262,7 @@ def review_call(
             missing.append(name.replace("_", " "))
         else:
             del arguments[name]
-    if missing and _has_results(messages):
+    if missing and has_results(messages):
         # A further step inventing values is the model reaching for a tool it does not need:
         # the request is answered by what the earlier steps found.
         return Verdict(
@@ -299,7 +325,27 @@ def _about(tool: ToolDefinition, said: str) -> bool:
     return any(w[:5] in stems for w in _words(said) if len(w) > 3 and w not in _PLAIN)
 
 
-def _has_results(messages: Sequence[ChatMessage]) -> bool:
+def about_caller(tool: ToolDefinition, messages: Sequence[ChatMessage]) -> bool:
+    """Whether the caller's last words are about `tool` (see `_about`)."""
+    return _about(tool, _last_said(messages))
+
+
+def may_hold_value(messages: Sequence[ChatMessage]) -> bool:
+    """Whether the caller's last words hold anything a tool argument could take: a number
+    (digits or a number word) or a name (a capitalised word that does not start a sentence).
+    "Hello, how are you?" holds none, so a call there could only invent its values; "Do I need
+    a coat in Oslo?" holds "Oslo", so the call is written and its values checked."""
+    said = _last_said(messages)
+    if any(ch.isdigit() for ch in said) or _words(said) & _NUMBER_WORDS.keys():
+        return True
+    for sentence in re.split(r"[.!?]+\s*", said):
+        for word in re.findall(r"[A-Za-z][\w'-]*", sentence)[1:]:
+            if word[0].isupper() and word not in ("I", "I'm", "I'd", "I'll", "I've"):
+                return True
+    return False
+
+
+def has_results(messages: Sequence[ChatMessage]) -> bool:
     """A tool has answered since the caller last spoke."""
     for message in reversed(messages):
         if message.role == "user":
@@ -361,8 +407,3 @@ def _clock_number(word: str, known: set[str]) -> bool:
         _NUMBER_WORDS[w] for w in known if w in _NUMBER_WORDS
     }
     return any(value in (n, n + 12, n - 12) for n in said)
-
-
-def call_events(call: ToolCallRequest) -> list[LLMEvent]:
-    """A complete call as the one delta the engine's accumulator expects."""
-    return [ToolCallDelta(index=0, id=call.id, name=call.name, arguments=call.arguments)]
