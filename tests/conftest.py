@@ -1,6 +1,7 @@
 """Suite-wide fixtures: fresh logging for every test, and for the session, voice and guardrail
 tests a real SQLite store and settings on the fake model (folders that test other stores, such
-as tests/store and tests/api, define their own `store`)."""
+as tests/store and tests/api, define their own `store`), and for the multi-worker tests a scratch
+PostgreSQL database and Redis key prefix."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from tests.store.conftest import redis_prefix, scratch_postgres_url
 from voxline.guardrails.redact import reset_redaction
 from voxline.logging import uninstall_stdlib_redaction
 from voxline.settings import Settings
@@ -38,3 +40,19 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", llm="fake")
+
+
+@pytest.fixture
+async def scratch_database() -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database for servers started as processes (skips, saying why,
+    where PostgreSQL is not reachable)."""
+    async with scratch_postgres_url() as url:
+        yield url
+
+
+@pytest.fixture
+async def redis_key_prefix() -> AsyncIterator[str]:
+    """A Redis key prefix of this test's own, for servers started as processes (skips where
+    Redis is not reachable)."""
+    async with redis_prefix() as prefix:
+        yield prefix

@@ -13,7 +13,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,22 +21,10 @@ import pytest
 
 from tests.api.conftest import KEY, ApiClient
 from tests.server.twilio_emulator import PUBLIC, TOKEN, Twilio, eventually
-from tests.store.conftest import REDIS_URL, redis_prefix, scratch_postgres_url
+from tests.store.conftest import REDIS_URL
 
 HELLO = "Hello from whichever worker you reached."
 START_TIMEOUT = 60.0
-
-
-@pytest.fixture
-async def scratch_database() -> AsyncIterator[str]:
-    async with scratch_postgres_url() as url:
-        yield url
-
-
-@pytest.fixture
-async def redis_key_prefix() -> AsyncIterator[str]:
-    async with redis_prefix() as prefix:
-        yield prefix
 
 
 def free_port() -> int:

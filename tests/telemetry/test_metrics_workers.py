@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +19,11 @@ import pytest
 
 from tests.api.test_workers import free_port, wait_healthy
 from tests.server.twilio_emulator import PUBLIC, TOKEN, Twilio, eventually
-from tests.store.conftest import REDIS_URL, redis_prefix, scratch_postgres_url
+from tests.store.conftest import REDIS_URL
 from tests.telemetry.conftest import sample, scrape
 
 CALLS = 4
 ANSWER = "Hello! This is the fake model speaking."  # what VOXLINE_LLM=fake says
-
-
-@pytest.fixture
-async def scratch_database() -> AsyncIterator[str]:
-    async with scratch_postgres_url() as url:
-        yield url
-
-
-@pytest.fixture
-async def redis_key_prefix() -> AsyncIterator[str]:
-    async with redis_prefix() as prefix:
-        yield prefix
 
 
 @pytest.fixture
