@@ -23,7 +23,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.server.browser import TONE, LoudnessVAD, ToneTTS
+from tests.server.browser import TONE, LevelSTT, LoudnessVAD, ToneTTS
 from tests.server.conftest import API_KEY, EnvFactory
 from tests.server.realtime_client import RATE, MiB, level, pcm_b64, raw_socket, sdk_socket
 from tests.voice.speech import espeak
@@ -32,7 +32,7 @@ from voxline.agents.spec import AgentSpec
 from voxline.audio import mulaw_decode, mulaw_encode, resample
 from voxline.conversation.turns import BotTurn, ToolCallTurn, ToolResultTurn, turn_from_record
 from voxline.providers.llm.fake import FakeReply, FakeToolCall
-from voxline.providers.stt.base import STT, Transcript
+from voxline.providers.stt.base import STT
 from voxline.server.realtime.outbox import Outbox
 from voxline.voice.interruption import words
 from voxline.voice.providers import SpeechProviders
@@ -69,26 +69,10 @@ def concierge() -> Agent:
 PHRASES = {5000: "what's the weather", 7000: "stop please"}
 
 
-class LevelSTT:
-    """Hears the phrase of the audio's typical loudness (robust to resampling ripple)."""
-
-    label = "levels"
-    sample_rate = 16000
-
-    async def transcribe(
-        self, pcm: npt.NDArray[np.int16], *, language: str | None = None
-    ) -> Transcript:
-        loud = np.abs(pcm.astype(np.int32))
-        loud = loud[loud > 1000]
-        typical = int(np.median(loud)) if len(loud) else 0
-        phrase = next((p for a, p in PHRASES.items() if abs(typical - a) < 500), "")
-        return Transcript(phrase, audio_duration=len(pcm) / self.sample_rate)
-
-
 @pytest.fixture
 def fake_speech(monkeypatch: pytest.MonkeyPatch) -> None:
     async def load(spec: AgentSpec, *, vad: str = "local", **_: object) -> SpeechProviders:
-        return SpeechProviders(LevelSTT(), ToneTTS(), LoudnessVAD())
+        return SpeechProviders(LevelSTT(PHRASES, 500), ToneTTS(), LoudnessVAD())
 
     monkeypatch.setattr("voxline.server.speech_pool.load_speech_providers", load)
 

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from tests.server import conftest
-from tests.server.browser import TONE, LoudnessVAD, ToneTTS
+from tests.server.browser import TONE, LevelSTT, LoudnessVAD, ToneTTS
 from tests.server.conftest import API_KEY, lookup_order, refund
 from tests.server.media_emulator import MediaClient, media_call
 from tests.server.test_approvals_api import api
@@ -48,7 +47,6 @@ from voxline.audio import mulaw_decode, mulaw_encode
 from voxline.conversation.turns import BotTurn, UserTurn, turn_from_record
 from voxline.providers.llm.fake import FakeLLM, FakeReply, FakeToolCall
 from voxline.providers.realtime.client import RealtimeClient
-from voxline.providers.stt.base import Transcript
 from voxline.server import ServerConfig, create_app
 from voxline.settings import Settings
 from voxline.store.sql import SqlStore
@@ -70,23 +68,6 @@ CHECKING = "Let me check that with a colleague."
 DONE = "Good news: your refund of twenty dollars is done."
 PHRASES = {5000: "when do you open", 7000: "how do returns work", 10000: "refund order A17"}
 MS_PER_CHAR = 20  # the tone TTS speaks 20 ms a character
-
-
-class LevelSTT:
-    """Hears the phrase of the audio's typical loudness (µ-law and resampling move a level by
-    a little: 5000 arrives as 5116)."""
-
-    label = "levels"
-    sample_rate = 16000
-
-    async def transcribe(
-        self, pcm: npt.NDArray[np.int16], *, language: str | None = None
-    ) -> Transcript:
-        loud = np.abs(pcm.astype(np.int32))
-        loud = loud[loud > 1000]
-        typical = int(np.median(loud)) if len(loud) else 0
-        phrase = next((p for a, p in PHRASES.items() if abs(typical - a) < 600), "")
-        return Transcript(phrase, audio_duration=len(pcm) / self.sample_rate)
 
 
 def level(amplitude: int, seconds: float) -> bytes:
@@ -128,7 +109,7 @@ def speech_stand_ins(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     async def load(spec: AgentSpec, *, vad: str = "local", **_: object) -> SpeechProviders:
         loaded.append(spec.name)
-        return SpeechProviders(LevelSTT(), ToneTTS(), LoudnessVAD())
+        return SpeechProviders(LevelSTT(PHRASES, 600), ToneTTS(), LoudnessVAD())
 
     monkeypatch.setattr("voxline.server.speech_pool.load_speech_providers", load)
     return loaded
