@@ -23,6 +23,7 @@ from tests.api.conftest import KEY, ApiClient
 from tests.server.twilio_emulator import ACCOUNT, PUBLIC, TOKEN, WAIT, Twilio, running
 from tests.store.conftest import scratch_postgres_url
 from tests.store.private_redis import PrivateRedis, free_port, private_redis
+from tests.store.tcp_relay import TcpRelay
 from voxline import Agent
 from voxline.providers.llm.fake import FakeLLM
 from voxline.server import ServerConfig, create_app
@@ -150,48 +151,11 @@ async def until(condition: Callable[[], bool], within: float) -> None:
 
 
 # -- the database ----------------------------------------------------------------------------
-class Relay:
-    """A TCP relay to a server, so a test can cut the database without touching it."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self._writers: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers += [writer, up_writer]
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
-
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-
-    async def stop(self) -> None:
-        """Refuse new connections and drop the current ones."""
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        self._writers.clear()
-        await self._server.wait_closed()
-
-
 async def test_postgres_going_away_answers_503_json(tmp_path: Path) -> None:
     pytest.importorskip("asyncpg", reason="asyncpg is not installed")
     async with scratch_postgres_url() as url:
         target = parse_database_url(url)
-        relay = Relay(target.host or "127.0.0.1", target.port or 5432)
+        relay = TcpRelay(target.host or "127.0.0.1", target.port or 5432)
         port = await relay.start()
         store = SqlStore(target.set(host="127.0.0.1", port=port).render_as_string(False))
         await store.open()

@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.store.conftest import REDIS_URL, redis_prefix
+from tests.store.tcp_relay import TcpRelay
 from voxline.settings import Settings
 from voxline.store.base import EventBroker
 from voxline.store.brokers import (
@@ -175,56 +176,22 @@ async def test_two_workers_exchange_events_through_redis() -> None:
         assert [message async for message in elsewhere] == []
 
 
-class _Relay:
-    """A TCP relay to Redis, so a test can cut a broker's connections without touching others."""
+def _redis_relay() -> TcpRelay:
+    """A relay to the test Redis, so a test can cut a broker's connections without touching
+    others."""
+    upstream = Redis.from_url(REDIS_URL).connection_pool.connection_kwargs
+    return TcpRelay(upstream["host"], upstream["port"])
 
-    def __init__(self) -> None:
-        self._writers: list[asyncio.StreamWriter] = []
-        self._handlers: set[asyncio.Task[Any]] = set()
-        self._server: asyncio.Server | None = None
 
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        return f"redis://127.0.0.1:{port}/0"
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handler = asyncio.current_task()
-        assert handler is not None
-        self._handlers.add(handler)
-        upstream = Redis.from_url(REDIS_URL).connection_pool.connection_kwargs
-        up_reader, up_writer = await asyncio.open_connection(upstream["host"], upstream["port"])
-        self._writers += [writer, up_writer]
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
-
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-
-    def cut(self) -> None:
-        """Drop every connection made so far; new ones are still relayed."""
-        for writer in self._writers:
-            writer.close()
-        self._writers.clear()
-
-    async def stop(self) -> None:
-        """Refuse new connections and drop the current ones."""
-        assert self._server is not None
-        self._server.close()
-        self.cut()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-        await self._server.wait_closed()
+async def _relayed_url(relay: TcpRelay) -> str:
+    return f"redis://127.0.0.1:{await relay.start()}/0"
 
 
 async def test_a_broker_reconnects_after_losing_its_connection() -> None:
-    relay = _Relay()
+    relay = _redis_relay()
     raw = Redis.from_url(REDIS_URL)
     async with redis_prefix() as prefix:
-        broker = RedisBroker(await relay.start(), prefix=prefix, reconnect_delay=0.01)
+        broker = RedisBroker(await _relayed_url(relay), prefix=prefix, reconnect_delay=0.01)
         await broker.open()
         subscription = broker.subscribe("call:1")
         channel = prefix + "events:call:1"
@@ -252,9 +219,9 @@ async def test_a_broker_reconnects_after_losing_its_connection() -> None:
 
 
 async def test_a_lost_server_keeps_subscriptions_and_fails_publishes_clearly() -> None:
-    relay = _Relay()
+    relay = _redis_relay()
     async with redis_prefix() as prefix:
-        broker = RedisBroker(await relay.start(), prefix=prefix, reconnect_delay=0.01)
+        broker = RedisBroker(await _relayed_url(relay), prefix=prefix, reconnect_delay=0.01)
         await broker.open()
         subscription = broker.subscribe("call:1")
         try:
@@ -275,8 +242,8 @@ async def test_a_lost_server_keeps_subscriptions_and_fails_publishes_clearly() -
 
 
 async def test_opening_a_broker_without_a_server_fails_clearly() -> None:
-    relay = _Relay()
-    url = await relay.start()
+    relay = _redis_relay()
+    url = await _relayed_url(relay)
     await relay.stop()
 
     with pytest.raises(BrokerConnectionError, match="cannot reach Redis"):
