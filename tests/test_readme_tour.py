@@ -20,7 +20,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.ports import free_port
 from tests.providers.chat_server import ChatServer, text_reply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,12 +131,6 @@ def tour(tmp_path: Path) -> Tour:
         PYTHONUNBUFFERED="1",
     )
     return Tour(tmp_path, env)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], starts: str) -> None:

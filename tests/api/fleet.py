@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import ApiClient
+from tests.ports import free_port
 from tests.server.twilio_emulator import PUBLIC, Twilio
 from voxline.tools.base import RunContext
 
@@ -129,13 +129,6 @@ class Counter:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,18 +19,12 @@ import httpx
 import pytest
 
 from tests.api.conftest import KEY, ApiClient
+from tests.ports import free_port
 from tests.server.twilio_emulator import PUBLIC, TOKEN, Twilio, eventually
 from tests.store.conftest import REDIS_URL
 
 HELLO = "Hello from whichever worker you reached."
 START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

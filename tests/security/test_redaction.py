@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import logging.config
-import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import pytest
 import structlog
 from uvicorn.logging import AccessFormatter
 
+from tests.ports import free_port
 from tests.server.conftest import shop_agent
 from tests.server.twilio_emulator import PUBLIC, Twilio, running, sms_params
 from voxline.guardrails.redact import (
@@ -73,13 +73,6 @@ def planted(text: str) -> list[str]:
     """The planted values (in any encoding) that occur in `text`."""
     forms = {v for s in SECRETS for v in (s, quote(s, safe=""), quote_plus(s))} | set(PERSONAL)
     return sorted(form for form in forms if form in text)
-
-
-def free_port() -> int:
-    """A loopback port where nothing listens (the provider that fails)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def provider_url(port: int) -> str:
@@ -319,7 +312,7 @@ async def served(
 ) -> AsyncIterator[Served]:
     """The server with the planted settings, logging at DEBUG, with `capfd` capturing from
     before the server starts."""
-    settings = planted_settings(tmp_path, free_port())
+    settings = planted_settings(tmp_path, free_port())  # nothing listens: the provider fails
     configure_logging("DEBUG", json=True, settings=settings)
     store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'leaks.db'}")
     await store.open()

@@ -20,9 +20,10 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.api.conftest import KEY, ApiClient
+from tests.ports import free_port
 from tests.server.twilio_emulator import ACCOUNT, PUBLIC, TOKEN, WAIT, Twilio, running
 from tests.store.conftest import scratch_postgres_url
-from tests.store.private_redis import PrivateRedis, free_port, private_redis
+from tests.store.private_redis import PrivateRedis, private_redis
 from tests.store.tcp_relay import TcpRelay
 from voxline import Agent
 from voxline.providers.llm.fake import FakeLLM

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_workers import free_port, wait_healthy
+from tests.api.test_workers import wait_healthy
+from tests.ports import free_port
 from tests.server.twilio_emulator import PUBLIC, TOKEN, Twilio, eventually
 from tests.store.conftest import REDIS_URL
 from tests.telemetry.conftest import sample, scrape
