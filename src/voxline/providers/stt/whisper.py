@@ -12,16 +12,15 @@ Models come from installed wheels only, so nothing is downloaded at run time:
 Specs: `local` / `whisper`, `local:MODEL` (`tiny.en`, `base` or a CTranslate2 directory) and
 `local:MODEL#beam=N` (beam search of N instead of greedy decoding). A bare `local` is resolved
 per channel (`resolve_local_spec`, `CHANNEL_MODELS`), from `benchmarks/stt_accuracy.py` on 44
-sentences of names, numbers, addresses and e-mails spoken by espeak-ng and Piper. On 8 kHz
-µ-law phone audio tiny.en with a beam of 5 was as accurate as base with a beam of 5 (21.1% vs
-22.1% WER; greedy: tiny.en 24.1%, base 25.8%) for well under half the compute; on 16 kHz audio
-base's beam bought 0.7 points over tiny.en's (11.5% vs 12.2%; greedy tiny.en 14.3%). The beam
-costs tiny.en only about 5% more CPU but decodes step by step for longer: in
-`benchmarks/voice_latency.py` on a quiet 2-core machine the transcript was ready 150 ms after
-the end of the turn with it, and at the end of the turn without. So the phone, where greedy
-tiny.en loses a quarter of its words, gets `tiny.en#beam=5`, and wideband audio (the browser,
-the terminal), where greedy is 2 points worse, keeps greedy `tiny.en` and the speed: one model
-in memory for both.
+sentences of names, numbers, addresses and e-mails spoken by espeak-ng and Piper. Every
+utterance shorter than 29 s is encoded in a window fitted to it (`whisper_window`) rather than
+Whisper's 30 s: a third of the CPU. With that window, tiny.en with a beam of 5 scored 13.3% WER
+at 16 kHz and 20.1% on 8 kHz µ-law phone audio at 0.047 CPU seconds per audio second, against
+14.2% / 24.2% at 0.138 for greedy decoding of the full window (the earlier wideband default) and
+12.1% / 21.0% at 0.157 for the beam on the full window (the earlier phone default); greedy on
+the fitted window loses more (17.4% / 25.8%). So both channels get `tiny.en#beam=5` today; the
+per-channel table stays because the best choice has differed (Whisper base, extra
+`whisper-base`, was no better on the phone: 22.1% with a full-window beam).
 
 One model per process serves every session through a `ModelWorker`: transcription runs on its
 thread, utterances queue in order, and the event loop stays free. Recognizers that differ only in
