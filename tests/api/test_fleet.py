@@ -39,6 +39,8 @@ from tests.server.twilio_emulator import TOKEN, RelayClient, voice_params
 from tests.store.conftest import REDIS_URL, redis_prefix, scratch_postgres_url
 from voxline.store.sql import SqlStore, parse_database_url
 
+FILLER = "One moment. "  # the tool filler a phone call hears as the model chooses a tool
+
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
@@ -223,7 +225,7 @@ async def test_an_approval_decided_on_the_other_worker_reaches_the_caller(
         staff = created.json()["token"]
         async with phone_call(a, agent, caller) as call:
             await call.prompt("book 4")
-            assert await call.reply() == CHECKING
+            assert await call.reply() == FILLER + CHECKING
             pending = await pending_approval(b, f"phone:{caller}", key=staff)
             assert fleet.counter.runs_for(pending["conversation_id"]) == []
 
@@ -283,7 +285,7 @@ async def test_concurrent_decisions_over_both_workers_have_one_winner(
         async with phone_call(a, agent, caller) as call:
             # 20 approvals at once, half on each worker
             await call.prompt("book 2")
-            assert await call.reply() == CHECKING
+            assert await call.reply() == FILLER + CHECKING
             pending = await pending_approval(a, f"phone:{caller}")
             conversation_id = pending["conversation_id"]
             answers = await asyncio.gather(
@@ -297,7 +299,7 @@ async def test_concurrent_decisions_over_both_workers_have_one_winner(
 
             # approvals and rejections racing, over both workers: still one winner
             await call.prompt("book 3")
-            assert await call.reply() == CHECKING
+            assert await call.reply() == FILLER + CHECKING
             pending = await pending_approval(b, f"phone:{caller}")
             answers = await asyncio.gather(
                 *(
@@ -314,7 +316,8 @@ async def test_concurrent_decisions_over_both_workers_have_one_winner(
             ran = [r["guests"] for r in fleet.counter.runs_for(conversation_id)]
             assert ran == ([2, 3] if approved else [2])
 
-        turns = await settled(store, conversation_id, lambda ts: len(contents(ts, "bot_text")) == 4)
+        # two fillers, two "let me check", two outcomes
+        turns = await settled(store, conversation_id, lambda ts: len(contents(ts, "bot_text")) == 6)
         assert contents(turns, "user_text") == ["book 2", "book 3"]
         assert_gap_free(turns)
         results = [t for t in turns if t["kind"] == "tool_result"]

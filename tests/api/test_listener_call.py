@@ -8,6 +8,7 @@ from voxline.providers.llm.fake import FakeReply, FakeToolCall
 
 PICK = FakeReply(tool_calls=[FakeToolCall("pick_slot", {"day": "friday"})])
 BOOKED = "Friday at ten is yours."
+FILLER = "One moment. "  # said on a voice call as soon as the model chooses a tool
 
 
 async def test_a_call_on_a_websocket_listener_read_whole_from_the_feed(
@@ -37,7 +38,7 @@ async def test_a_call_on_a_websocket_listener_read_whole_from_the_feed(
                         "result": {"slot": "10:00"},
                     }
                 )
-                assert await call.reply() == BOOKED
+                assert await call.reply() == FILLER + BOOKED
             ended = await feed.until("call_ended")
 
         kinds = [e["type"] for e in feed.events]
@@ -55,7 +56,7 @@ async def test_a_call_on_a_websocket_listener_read_whole_from_the_feed(
         [result] = [e for e in feed.events if e["type"] == "tool_result"]
         assert result["is_error"] is False and "10:00" in result["content"]
         spoken = "".join(e["delta"] for e in feed.events if e["type"] == "bot_text")
-        assert spoken == "Hi, this is booking." + BOOKED
+        assert spoken == "Hi, this is booking." + FILLER + BOOKED
         assert any(e["type"] == "state" and e["to"] == "thinking" for e in feed.events)
         assert any(e["type"] == "metrics" and e["kind"] == "llm" for e in feed.events)
         assert [e["seq"] for e in feed.events] == sorted(e["seq"] for e in feed.events)
@@ -71,6 +72,7 @@ async def test_a_call_on_a_websocket_listener_read_whole_from_the_feed(
         assert [t["kind"] for t in detail["turns"]] == [
             "bot_text",
             "user_text",
+            "bot_text",
             "tool_call",
             "tool_result",
             "bot_text",
@@ -91,7 +93,7 @@ async def test_a_client_tool_nobody_answers_times_out(make_env: EnvFactory) -> N
             result = await feed.until("tool_result")
             assert result["is_error"] is True
             assert result["content"] == "the tool failed: timed out after 0.3s"
-            assert await call.reply() == "Sorry, I could not check the calendar."
+            assert await call.reply() == FILLER + "Sorry, I could not check the calendar."
 
 
 async def test_a_client_tool_error_reaches_the_model(make_env: EnvFactory) -> None:
@@ -111,4 +113,4 @@ async def test_a_client_tool_error_reaches_the_model(make_env: EnvFactory) -> No
             assert (await feed.until("error"))["message"].startswith("no pending tool call")
             result = await feed.until("tool_result")
             assert result["content"] == "the tool failed: ClientToolError: closed"
-            assert await call.reply() == "That day is closed."
+            assert await call.reply() == FILLER + "That day is closed."

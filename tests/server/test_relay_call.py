@@ -25,14 +25,14 @@ async def test_call_with_a_tool_call_and_a_barge_in(make_env: EnvFactory) -> Non
             await twilio.prompt("where is my ord", last=False)  # partial: no reply
             await twilio.prompt("where is my order A17?")
             heard = ""
-            while len(heard.split()) < 4:
+            while len(heard.split()) < 6:  # "One moment." (the tool filler), then the answer
                 message = await twilio.next()
                 assert message["type"] == "text" and message["last"] is False
                 heard += message["token"]
             await twilio.send(
                 {
                     "type": "interrupt",
-                    "utteranceUntilInterrupt": "Your order A17",
+                    "utteranceUntilInterrupt": "One moment. Your order A17",
                     "durationUntilInterruptMs": "920",
                 }
             )

@@ -46,7 +46,7 @@ async def call(env: Env) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     feed = env.hub.broker.subscribe(call_channel(conversation))
     async with env.twilio.relay(await env.twilio.call()) as twilio:
         await twilio.prompt(QUESTION)
-        assert await twilio.reply() == SHIPPED
+        assert await twilio.reply() == "One moment. " + SHIPPED  # the tool filler first
         logged = dict(add_trace_ids(None, "info", {"event": "x", "connection": CALL_SID}))
     await env.idle()
     events: list[dict[str, Any]] = []

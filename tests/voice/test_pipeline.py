@@ -278,7 +278,8 @@ async def test_tool_results_survive_an_interruption(store: Store, settings: Sett
         ],
     )
     await call.run(2.0)
-    bot, answer = bots(call)
+    filler, bot, answer = bots(call)
+    assert filler.content == "One moment." and not filler.interrupted  # said as the call began
     assert answer.content == "Sure, go ahead."
     assert bot.interrupted and len(bot.content) < len(LONG_REPLY)
     [call_turn] = [t for t in call.session.turns if isinstance(t, ToolCallTurn)]

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from voxline.agents.twilio import TwilioOptions
+from voxline.conversation.filler import ToolFillerSettings
 from voxline.conversation.summary_policy import SummaryPolicy
 from voxline.guardrails.config import (
     DEFAULT_HANDOFF_RESPONSE,
@@ -63,6 +64,11 @@ class TurnSettings(_Section):
     )
     min_speech: float = Field(0.2, gt=0, description="Seconds of speech that start a turn.")
     pre_roll: float = Field(0.3, ge=0, description="Seconds of audio kept before speech onset.")
+    tool_filler: ToolFillerSettings = Field(
+        default_factory=ToolFillerSettings,
+        description="A short phrase said on voice channels as soon as the model chooses a tool, "
+        "so the caller does not wait in silence while the call is written and run.",
+    )
 
 
 class ApprovalSettings(_Section):

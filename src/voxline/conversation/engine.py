@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import structlog
 
 from voxline.conversation.context import build_messages
+from voxline.conversation.filler import ToolFiller
 from voxline.conversation.state import SessionState, StateMachine
 from voxline.conversation.turns import BotTurn, ToolCallTurn, Turn, TurnStore, UserTurn
 from voxline.events import EventBus
@@ -91,6 +92,7 @@ class ReplyPlan:
     options: dict[str, object] | None = None
     max_steps: int = 4  # tool rounds in one reply; then a wrap-up step without tools
     max_reply_chars: int | None = None
+    filler: ToolFiller | None = None  # voice channels: speaks while a chosen tool call runs
 
 
 class Delivery:
@@ -390,6 +392,8 @@ class ReplyEngine:
                     break
             elif isinstance(event, ToolCallDelta):
                 calls.add(event)
+                if event.name and plan.filler is not None and not self._tail:  # still silent
+                    plan.filler.chosen(self, event.name)
             else:
                 usage = event
         self._flush_filter()

@@ -26,6 +26,7 @@ from voxline.agents.runtime import AgentRuntime, agent_spec_of
 from voxline.conversation.collector import COLLECTOR
 from voxline.conversation.context import build_messages
 from voxline.conversation.engine import Delivery, ReplyEngine, ReplyPlan
+from voxline.conversation.filler import ToolFiller
 from voxline.conversation.memory import ConversationMemory, SessionTurns
 from voxline.conversation.speculation import SpeculativeReply
 from voxline.conversation.state import SessionState, StateMachine
@@ -371,6 +372,7 @@ class Session:
             options=config.options,
             max_steps=self.spec.max_tool_steps,
             max_reply_chars=self.spec.guardrails.max_reply_chars,
+            filler=ToolFiller.for_channel(self.spec.turn.tool_filler, self.channel, self.delivery),
         )
         try:
             turn = await engine.reply(plan)
