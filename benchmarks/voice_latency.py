@@ -1,7 +1,7 @@
 """Voice latency with the embedded models: caller speech in, first bot audio out.
 
     .venv/bin/python benchmarks/voice_latency.py [--runs 2] [--tools | --tool-turns]
-        [--baseline | --compare]
+        [--baseline | --compare] [--no-filler]
         [--silence SECONDS]
 
 Each utterance is synthesised with espeak-ng (or Piper when espeak-ng is missing), framed with
@@ -10,6 +10,14 @@ local Qwen 1.5B, Piper), exactly as `voxline simulate` does. Prints p50/p95 of e
 ms from the end of the caller's speech. `--tools` gives the agent a weather tool (the local
 model then decides, in one constrained token, whether to speak or call it); `--tool-turns` asks
 only weather questions, so every measured turn calls the tool and speaks its result.
+
+A voice reply that calls a tool first says the agent's tool filler ("One moment.",
+`turn.tool_filler`) as soon as the model names the tool. So with tools, `first_audio` and
+`voice_to_voice` are the filler's when one was said, and two more rows time the answer itself:
+`answer_first_audio` (its first TTS audio synthesised) and `answer_heard` (when it starts to
+play: after the filler has played, if it was ready sooner; estimated from the filler's audio
+length, as the speaker plays turns one after the other in real time). `--no-filler` turns the
+filler off, for the answer's timing without it.
 
 By default the pipeline runs as shipped: a speculative reply started at the caller's pause and
 the reply's opening phrase spoken at its first clause. `--baseline` turns both off (the model
@@ -24,18 +32,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import platform
 import shutil
 import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from voxline import Agent, tool
 from voxline.audio import AudioFrame, read_wav, resample
+from voxline.conversation.filler import DEFAULT_PHRASE
 from voxline.providers.llm.registry import create_llm
-from voxline.providers.tts.base import TTS
+from voxline.providers.tts.base import TTS, AudioChunk
 from voxline.settings import Settings
 from voxline.simulate import simulate_call
 from voxline.text.sentences import split_sentences
@@ -80,6 +93,65 @@ def get_weather(city: str, day: str = "today") -> str:
     return f"{city} {day}: {FORECASTS.get(city.lower(), 'dry, 18 degrees, light wind')}"
 
 
+@dataclass
+class Spoken:
+    """One text the voice was asked to say: when its first audio came out, and how long it is."""
+
+    text: str
+    first_audio: float | None = None  # time.monotonic(), the pipeline clock's time
+    seconds: float = 0.0
+
+
+class TimedTTS:
+    """The voice, noting each text's first audio, so the filler and the answer are told apart
+    (the pipeline's own probe stops at the first audio of the turn)."""
+
+    def __init__(self, tts: TTS) -> None:
+        self.label = tts.label
+        self.sample_rate = tts.sample_rate
+        self._tts = tts
+        self.spoken: list[Spoken] = []
+
+    async def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[AudioChunk]:
+        said = Spoken(text)
+        self.spoken.append(said)
+        chunks = self._tts.synthesize(text, voice=voice)
+        try:
+            async for chunk in chunks:
+                if said.first_audio is None and len(chunk.pcm):
+                    said.first_audio = time.monotonic()
+                said.seconds += len(chunk.pcm) / chunk.sample_rate
+                yield chunk
+        finally:  # a barge-in closes this stream: close the voice's too
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+
+
+@dataclass
+class AnswerTiming:
+    """Seconds from the end of the caller's speech to the answer (what follows the filler)."""
+
+    answer_first_audio: float | None
+    answer_heard: float | None
+    filler: bool
+
+
+def answer_timing(turn: TurnLatency, spoken: list[Spoken], filler: str) -> AnswerTiming:
+    said_filler = [s for s in spoken if s.text.strip() == filler and s.first_audio is not None]
+    answer = [s.first_audio for s in spoken if s.text.strip() != filler and s.first_audio]
+    if not answer:
+        return AnswerTiming(None, None, bool(said_filler))
+    first = min(answer) - turn.speech_end
+    if not said_filler:  # no filler: the answer is the turn's first audio
+        return AnswerTiming(first, turn.voice_to_voice, False)
+    filler_end = (
+        None if turn.voice_to_voice is None else turn.voice_to_voice + said_filler[0].seconds
+    )
+    heard = first if filler_end is None else max(first, filler_end)
+    return AnswerTiming(first, heard, True)
+
+
 async def speak(text: str, tts: TTS) -> AudioFrame:
     """The caller saying `text`, with 0.5 s of silence before and 1.5 s after."""
     if shutil.which("espeak-ng"):
@@ -107,6 +179,9 @@ async def main() -> None:
         action="store_true",
         help="ask only weather questions, so every turn calls the tool (implies --tools)",
     )
+    parser.add_argument(
+        "--no-filler", action="store_true", help="no spoken filler while a tool call runs"
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
         "--baseline", action="store_true", help="no speculative reply, whole first sentence"
@@ -128,19 +203,25 @@ async def main() -> None:
     utterances = TOOL_UTTERANCES if args.tool_turns else UTTERANCES
     if args.tools or args.tool_turns:
         tools = [get_weather]
-    turn = {} if args.silence is None else {"end_of_turn_silence": args.silence}
+    turn: dict[str, object] = {} if args.silence is None else {"end_of_turn_silence": args.silence}
+    filler = "" if args.no_filler else DEFAULT_PHRASE
+    turn["tool_filler"] = {"phrase": filler}
     agent = Agent(name="bench", instructions=INSTRUCTIONS, llm="local", tools=tools, turn=turn)  # type: ignore[arg-type]
     speech = await load_speech_providers(agent.spec)
     llm = create_llm("local", settings)
     callers = [await speak(text, speech.tts) for text in utterances]
     turns: dict[str, list[TurnLatency]] = {name: [] for name in names}
+    answers: dict[str, list[AnswerTiming]] = {name: [] for name in names}
     for run in range(args.runs):
         for text, caller in zip(utterances, callers, strict=True):
             for name in names:
+                voice = TimedTTS(speech.tts)
+                timed = dataclasses.replace(speech, tts=voice)
                 result = await simulate_call(
-                    caller, agent, speech, settings=settings, llm=llm, options=VARIANTS[name]
+                    caller, agent, timed, settings=settings, llm=llm, options=VARIANTS[name]
                 )
                 turns[name] += result.latencies
+                answers[name] += [answer_timing(t, voice.spoken, filler) for t in result.latencies]
                 reply = next((t for who, t in reversed(result.transcript) if who == "agent"), "")
                 v2v = (
                     result.latencies[0].milliseconds()["voice_to_voice_ms"]
@@ -149,7 +230,14 @@ async def main() -> None:
                 )
                 print(f"run {run + 1} {name}: {text!r} -> {reply[:60]!r} (voice to voice {v2v} ms)")
                 first = split_sentences(reply, first_words=VARIANTS[name].first_chunk_words)
-                print(f"    first audio waited for: {first[0] if first else ''!r}")
+                opening = first[0] if first else ""
+                timing = answers[name][-1] if tools and result.latencies else None
+                if timing is not None and timing.filler:  # the first audio was the filler
+                    answer, heard = _ms(timing.answer_first_audio), _ms(timing.answer_heard)
+                    print(f"    first audio: the filler {filler!r}; the answer's {answer} ms")
+                    print(f"    the answer heard from {heard} ms, its audio waited for {opening!r}")
+                else:
+                    print(f"    first audio waited for: {opening!r}")
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}; agent tools: {len(tools)}; load average at end: {_load()}"
@@ -159,9 +247,26 @@ async def main() -> None:
         print(f"{'stage (ms from end of speech)':<32} {'p50':>6} {'p95':>6} {'n':>3}")
         for stage in STAGES:
             values = [v for t in turns[name] if (v := getattr(t, stage)) is not None]
-            if values:
-                p50, p95 = percentile(values, 50), percentile(values, 95)
-                print(f"{stage:<32} {p50 * 1000:>6.0f} {p95 * 1000:>6.0f} {len(values):>3}")
+            label = f"{stage} (filler if said)" if tools and stage in FILLER_STAGES else stage
+            _row(label, values)
+        if tools:
+            fillers = sum(a.filler for a in answers[name])
+            print(f"answer (after the filler, said in {fillers} of {len(answers[name])} turns):")
+            for stage in ("answer_first_audio", "answer_heard"):
+                _row(stage, [v for a in answers[name] if (v := getattr(a, stage)) is not None])
+
+
+FILLER_STAGES = ("first_audio", "voice_to_voice")
+
+
+def _row(label: str, values: list[float]) -> None:
+    if values:
+        p50, p95 = percentile(values, 50), percentile(values, 95)
+        print(f"{label:<32} {p50 * 1000:>6.0f} {p95 * 1000:>6.0f} {len(values):>3}")
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
 
 
 def _load() -> str:
