@@ -18,7 +18,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.audio.scripted_vad import RATE, ScriptedVAD, marked_audio, script
-from tests.conversation import conftest as session_fixtures
 from tests.voice.fakes import Call, ScriptedSTT
 from voxline import Agent, Session
 from voxline.audio.clock import VirtualClock
@@ -40,8 +39,6 @@ from voxline.voice import speaker
 from voxline.voice.listener import Listener
 from voxline.voice.providers import SpeechProviders
 
-store = session_fixtures.store  # a SQLite store and settings on the fake model
-settings = session_fixtures.settings
 GAVE_UP = "peer stopped reading; ending the call"
 WORDS = [f"word{index}" for index in range(2000)]
 LONG_REPLY = " ".join(WORDS)  # 2000 tokens from the fake model, all at once
