@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/voice_latency.py [--runs 2] [--tools | --tool-turns]
         [--baseline | --compare] [--no-filler]
-        [--silence SECONDS]
+        [--silence SECONDS] [--end-of-turn silence|smart-turn]
 
 Each utterance is synthesised with espeak-ng (or Piper when espeak-ng is missing), framed with
 silence and streamed in real time through `VoicePipeline` (Silero VAD, Whisper tiny.en, the
@@ -26,6 +26,8 @@ utterance both ways, alternating, so a busy machine's load falls on both alike, 
 table for each. The load average is printed at the start and the end. `--silence` sets the
 end-of-turn silence: on a machine so busy that transcribing the pause takes longer than the
 default 0.6 s wait, no guess can start in time, and a longer wait shows what a guess saves.
+`--end-of-turn smart-turn` gives the agent the semantic end of turn (`audio/smart_turn.py`)
+instead of the silence rule.
 """
 
 from __future__ import annotations
@@ -193,6 +195,12 @@ async def main() -> None:
         default=None,
         help="the agent's end-of-turn silence in seconds (default: the agent default, 0.6)",
     )
+    parser.add_argument(
+        "--end-of-turn",
+        choices=["silence", "smart-turn"],
+        default="silence",
+        help="the agent's turn.end_of_turn (smart-turn needs the smart-turn extra)",
+    )
     args = parser.parse_args()
     names = (
         ["shipped", "baseline"] if args.compare else ["baseline" if args.baseline else "shipped"]
@@ -206,6 +214,7 @@ async def main() -> None:
     turn: dict[str, object] = {} if args.silence is None else {"end_of_turn_silence": args.silence}
     filler = "" if args.no_filler else DEFAULT_PHRASE
     turn["tool_filler"] = {"phrase": filler}
+    turn["end_of_turn"] = args.end_of_turn
     agent = Agent(name="bench", instructions=INSTRUCTIONS, llm="local", tools=tools, turn=turn)  # type: ignore[arg-type]
     speech = await load_speech_providers(agent.spec)
     llm = create_llm("local", settings)
@@ -240,7 +249,8 @@ async def main() -> None:
                     print(f"    first audio waited for: {opening!r}")
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}; agent tools: {len(tools)}; load average at end: {_load()}"
+        f"{platform.python_version()}; agent tools: {len(tools)}; "
+        f"end of turn: {args.end_of_turn}; load average at end: {_load()}"
     )
     for name in names:
         print(f"\n{name} ({len(turns[name])} turns)")
