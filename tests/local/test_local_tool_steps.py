@@ -9,7 +9,6 @@ import pytest
 from tests.local.scripted_engine import ScriptedEngine
 from voxline.providers.llm.base import (
     ChatMessage,
-    LLMError,
     LLMEvent,
     LLMRequest,
     TextDelta,
@@ -20,7 +19,7 @@ from voxline.providers.llm.base import (
     Usage,
     complete,
 )
-from voxline.providers.llm.local import CALL_BIAS, LocalLLM
+from voxline.providers.llm.local import ARGUMENT_TOKENS, CALL_BIAS, LocalLLM
 from voxline.providers.llm.local_tools import CALL_OPENING, arguments_opening, render_prompt
 
 WEATHER = ToolDefinition(
@@ -167,10 +166,14 @@ async def test_a_required_or_named_tool_goes_straight_to_its_call(choice: str) -
     assert body["prompt"].endswith(arguments_opening("get_weather"))
 
 
-async def test_cut_off_arguments_are_an_error() -> None:
-    llm, _ = _local([['{"'], ['{"city": "Os']])
-    with pytest.raises(LLMError):
-        await complete(llm, _ask("Weather in Oslo?", [WEATHER]))
+async def test_arguments_cut_off_at_the_cap_are_taken_as_invented() -> None:
+    """A model with no value to write runs on ("1234567890…") until the token cap: the call
+    is withdrawn and the caller asked for the value, never an error or a half call."""
+    llm, engine = _local([['{"'], ['{"city": "12345678901234567890'], ["Which city?"]])
+    result = await complete(llm, _ask("What's the weather?", [WEATHER]))
+    assert result.tool_calls == [] and result.text == "Which city?"
+    assert engine.bodies[1]["n_predict"] == ARGUMENT_TOKENS
+    assert "The user has not said the city" in engine.bodies[2]["prompt"]
 
 
 async def test_without_tools_the_text_passes_through_unconstrained() -> None:

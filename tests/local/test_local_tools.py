@@ -11,7 +11,6 @@ import pytest
 
 from voxline.providers.llm.base import (
     ChatMessage,
-    LLMError,
     TextDelta,
     ToolCallRequest,
     ToolDefinition,
@@ -27,6 +26,7 @@ from voxline.providers.llm.local_tools import (
     parse_arguments,
     render_prompt,
     review_call,
+    runaway,
     speech_grammar,
 )
 
@@ -175,11 +175,24 @@ def test_without_tools_text_passes_through_untouched() -> None:
     assert parser.feed("{not") == [TextDelta("{not")] and not parser.done
 
 
-def test_cut_off_arguments_are_an_error_not_a_call() -> None:
+@pytest.mark.parametrize(
+    ("raw", "stop"),
+    [
+        ('{"order_id": "12345678901', False),
+        ('{"order_id": "123456789012', True),
+        ('{"minutes": 100000000000', True),
+        ('{"time": "' + "very " * 13, True),
+        ('{"time": "tonight at eight", "restaurant": "The Ivy"}', False),
+    ],
+)
+def test_a_value_running_on_without_end_is_seen_early(raw: str, stop: bool) -> None:
+    assert runaway(raw) is stop
+
+
+def test_cut_off_arguments_are_no_arguments() -> None:
     assert parse_arguments('{"city": "Oslo"}') == {"city": "Oslo"}
-    for raw in ['{"ci', "[1]", ""]:
-        with pytest.raises(LLMError):
-            parse_arguments(raw)
+    for raw in ['{"order_id": "1234567890123456789', "[1]", ""]:
+        assert parse_arguments(raw) is None
 
 
 @pytest.mark.parametrize(
@@ -199,9 +212,12 @@ def test_words_may_hold_a_value_when_they_hold_a_number_or_a_name(said: str, hol
 
 
 # -- the checks on a chosen call -------------------------------------------------------------
-def test_a_required_value_the_caller_never_said_becomes_a_question() -> None:
+@pytest.mark.parametrize("arguments", [{"city": "Paris"}, {}])
+def test_a_required_value_the_caller_never_said_becomes_a_question(
+    arguments: dict[str, str],
+) -> None:
     messages = [SYSTEM, ChatMessage("user", "What will the weather be like tomorrow?")]
-    verdict = review_call(_call("get_weather", city="Paris"), WEATHER, messages)
+    verdict = review_call(_call("get_weather", **arguments), WEATHER, messages)
     assert verdict.call is None and "city" in verdict.note and "Ask them" in verdict.note
 
 

@@ -40,7 +40,6 @@ from typing import Any
 
 from voxline.providers.llm.base import (
     ChatMessage,
-    LLMError,
     LLMEvent,
     TextDelta,
     ToolCallRequest,
@@ -204,19 +203,26 @@ class StepParser:
         return [TextDelta(text)] if text else []
 
 
-def parse_arguments(raw: str) -> dict[str, Any]:
-    """The arguments object an arguments step wrote; an error when it was cut off."""
+def parse_arguments(raw: str) -> dict[str, Any] | None:
+    """The arguments object an arguments step wrote; None when it was cut off.
+
+    Cut off means the step hit its token cap, which happens when the model has no value to
+    write and invents one without end ("order_id": "123456789012…", "minutes": 1000000…): the
+    call is then treated as one whose required values were not said."""
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        value = exc
-    if not isinstance(value, dict):
-        raise LLMError(
-            "the local model's tool call was cut off or malformed",
-            provider="local",
-            retryable=False,
-        )
-    return value
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+_RUNAWAY = re.compile(r'\d{12}|"[^"]{64,}$')
+
+
+def runaway(raw: str) -> bool:
+    """Whether the arguments written so far hold a value no caller says: twelve digits in a
+    row, or an unclosed string of 64 chars (the model inventing without end)."""
+    return _RUNAWAY.search(raw) is not None
 
 
 def new_call_id() -> str:
@@ -253,7 +259,7 @@ def review_call(
     known = _words(" ".join(m.content or "" for m in messages if m.role != "assistant"))
     properties = tool.parameters.get("properties", {}) if tool.parameters else {}
     required = set(tool.parameters.get("required", [])) if tool.parameters else set()
-    missing = []
+    missing = [name.replace("_", " ") for name in sorted(required - arguments.keys())]
     for name, value in list(arguments.items()):
         spec = properties.get(name, {})
         if "enum" in spec or "const" in spec or _given(value, known):
