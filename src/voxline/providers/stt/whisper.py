@@ -13,14 +13,14 @@ Specs: `local` / `whisper`, `local:MODEL` (`tiny.en`, `base` or a CTranslate2 di
 `local:MODEL#beam=N` (beam search of N instead of greedy decoding). A bare `local` is resolved
 per channel (`resolve_local_spec`, `CHANNEL_MODELS`), from `benchmarks/stt_accuracy.py` on 44
 sentences of names, numbers, addresses and e-mails spoken by espeak-ng and Piper. Every
-utterance shorter than 29 s is encoded in a window fitted to it (`whisper_window`) rather than
-Whisper's 30 s: a third of the CPU. With that window, tiny.en with a beam of 5 scored 13.3% WER
-at 16 kHz and 20.1% on 8 kHz µ-law phone audio at 0.047 CPU seconds per audio second, against
-14.2% / 24.2% at 0.138 for greedy decoding of the full window (the earlier wideband default) and
-12.1% / 21.0% at 0.157 for the beam on the full window (the earlier phone default); greedy on
-the fitted window loses more (17.4% / 25.8%). So both channels get `tiny.en#beam=5` today; the
-per-channel table stays because the best choice has differed (Whisper base, extra
-`whisper-base`, was no better on the phone: 22.1% with a full-window beam).
+utterance shorter than 29 s is encoded in a window fitted to it (`whisper_window`: at least
+15 s, where Whisper's 30 s window is fixed), for under half the CPU. With that window tiny.en
+with a beam of 5 scored 12.2% WER at 16 kHz and 21.4% on 8 kHz µ-law phone audio at 0.068 CPU
+seconds per audio second, against 14.2% / 24.2% at 0.138 for greedy decoding of the full window
+(the earlier wideband default) and 12.1% / 21.0% at 0.157 for the beam on the full window (the
+earlier phone default); greedy on the fitted window scored 15.5% / 24.6% at 0.058. So both
+channels get `tiny.en#beam=5` today; the per-channel table stays because the best choice has
+differed (Whisper base, extra `whisper-base`, was no better on the phone: 22.1%).
 
 One model per process serves every session through a `ModelWorker`: transcription runs on its
 thread, utterances queue in order, and the event loop stays free. Recognizers that differ only in
