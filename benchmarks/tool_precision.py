@@ -592,6 +592,8 @@ async def main() -> None:
         outcomes.append(outcome)
         if (miss := _miss(outcome)) is not None:
             print(miss, flush=True)
+        if outcome.withdrawn:
+            print(f"named then withdrawn: {case.id} {case.text!r}", flush=True)
     print(f"load average at end: {os.getloadavg()}")
     rows = report(outcomes)
     width = max(len(name) for name, _ in rows)

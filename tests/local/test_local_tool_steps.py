@@ -189,3 +189,24 @@ async def test_warming_evaluates_the_system_prefix_and_the_grammar_engine() -> N
     assert body["n_predict"] == 1 and "start: speech" in body["grammar"]
     real = render_prompt([SYSTEM, ChatMessage("user", "Hi")], [WEATHER])
     assert real.startswith(body["prompt"].removesuffix("<|im_start|>assistant\n"))
+
+
+async def test_a_call_after_a_result_this_turn_comes_whole_never_named_first() -> None:
+    """Only the turn's first call is announced early (that is when a filler is said); a later
+    one that the review could still stop comes as one complete delta or not at all."""
+    llm, _ = _local([['{"'], ['{"city": "Oslo"}']])
+    messages = [
+        SYSTEM,
+        ChatMessage("user", "What's the weather in Rome and in Oslo?"),
+        ChatMessage(
+            "assistant", tool_calls=[ToolCallRequest("c1", "get_weather", '{"city": "Rome"}')]
+        ),
+        ChatMessage("tool", "sunny", tool_call_id="c1"),
+    ]
+    events = await _events(llm, LLMRequest(messages, [WEATHER]))
+    [call] = events
+    assert isinstance(call, ToolCallDelta) and call.id and call.name == "get_weather"
+    assert call.arguments == '{"city": "Oslo"}'
+    llm, _ = _local([['{"'], ['{"city": "Rome"}'], ["Rome is sunny."]])  # a repeat: stopped
+    events = await _events(llm, LLMRequest(messages, [WEATHER]))
+    assert events == [TextDelta("Rome is sunny.")]

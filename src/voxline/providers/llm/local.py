@@ -13,10 +13,12 @@ grammar and streams speech at once; a call it opens is written in short constrai
 after it on the same prompt, its name announced before its arguments (see `local_tools`).
 
 The call's events: `ToolCallDelta(index=0, id, name, arguments="")` as soon as the name is
-chosen and the caller's words are about that tool (a voice channel can say a filler while the
-arguments are written), then `ToolCallDelta(index=0, arguments=JSON)` once they pass the
-checks, or `ToolCallDelta(index=0, withdrawn=True)` and the spoken answer when they do not
-(an invented value becomes a question), so a named call that is not made never runs.
+chosen, when the caller's words are about that tool and no tool has answered yet this turn (a
+voice channel can say a filler while the arguments are written); then either
+`ToolCallDelta(index=0, arguments=JSON)` once they pass the checks, or
+`ToolCallDelta(index=0, withdrawn=True)` and the spoken answer when they do not (an invented
+value becomes a question), so a named call that is not made never runs. Any other call comes
+as one complete `ToolCallDelta`, or not at all.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -154,16 +157,15 @@ class LocalLLM:
         self.last_decision = None
         tools = _offered(request)
         speak = request.tool_choice != "required" and not _named(request)
+        # Every tool stays in the system message whatever `tool_choice` says, so the cached
+        # prefix is the same for every step; what a step may write is narrowed after it.
+        prompt = render_prompt(request.messages, request.tools)
         if not request.tools or request.tool_choice == "none" or not tools:
-            # Every tool stays in the system message whatever `tool_choice` says, so the
-            # cached prefix is the same for every step; the grammar alone forbids a call.
-            grammar = speech_grammar() if request.tools else None
-            prompt = render_prompt(request.messages, request.tools)
+            grammar = speech_grammar() if request.tools else None  # a grammar forbids a call
             body = self._body(request, prompt, grammar)
             async for event in self._generate(body, StepParser(speech_only=not grammar), started):
                 yield event
             return
-        prompt = render_prompt(request.messages, request.tools)
         if speak:
             body = self._body(request, prompt, None)
             # Greedy, as the constrained steps are: the call bias was tuned that way.
@@ -210,15 +212,20 @@ class LocalLLM:
                 yield event
             return
         call_id = new_call_id()
-        if about:
+        # Announced before its arguments only while the turn is still silent of results:
+        # that is when a voice channel's filler is said (once per reply); a later step's call
+        # (a second tool, a repeat the review stops) comes whole or not at all.
+        early = about and not has_results(request.messages)
+        if early:
             yield ToolCallDelta(index=0, id=call_id, name=tool.name)
         opened = prompt + arguments_opening(tool.name)
         body = self._body(request, opened, arguments_grammar(tool), ARGUMENT_TOKENS)
         raw = ""
-        async for text in self._texts(body, started):
-            raw += text
-            if runaway(raw):  # an invented value that never ends: stop writing it now
-                break
+        async with aclosing(self._texts(body, started)) as texts:  # closed: llama.cpp stops
+            async for text in texts:
+                raw += text
+                if runaway(raw):  # an invented value that never ends: stop writing it now
+                    break
         parsed = parse_arguments(raw)
         if parsed is None:
             log.info("local tool arguments cut off", tool=tool.name, written=raw[:80])
@@ -227,13 +234,13 @@ class LocalLLM:
             ToolCallRequest(call_id, tool.name, arguments), tool, request.messages
         )
         if verdict.call is not None:
-            if about:
+            if early:
                 yield ToolCallDelta(index=0, arguments=verdict.call.arguments)
             else:
                 yield ToolCallDelta(0, call_id, tool.name, verdict.call.arguments)
             yield self._usage
             return
-        if about:
+        if early:
             yield ToolCallDelta(index=0, withdrawn=True)
         async for event in self._speak(request, verdict.note, tool.name):
             yield event
@@ -249,7 +256,7 @@ class LocalLLM:
         async for event in self._generate(body, StepParser(), None):
             yield event
 
-    async def _texts(self, body: dict[str, Any], started: float) -> AsyncIterator[str]:
+    async def _texts(self, body: dict[str, Any], started: float) -> AsyncGenerator[str]:
         """The raw text of a constrained step of a call (nothing of it is spoken); its usage
         is kept for the call's `Usage` event."""
         parser = StepParser(speech_only=True)
