@@ -84,8 +84,8 @@ class TimedVAD:
 
     The gate opens its batched stream through `batched_stream`; the wrapper counts the windows
     it submits and the answers that come back (after the gate has stepped on each). `track`,
-    called right after a frame is pushed, calls `on_done(token)` once every window submitted so
-    far is answered: at once when none waits (inline, or no window completed)."""
+    called right after a frame's push submitted windows, calls `on_done(token)` once every
+    window submitted so far is answered (at once when they already are)."""
 
     def __init__(self, model: SileroVAD, on_done: Callable[[float], None]) -> None:
         self.label = model.label
@@ -110,6 +110,7 @@ class TimedVAD:
         return None if inner is None else _CountingStream(inner, self)
 
     def track(self, token: float) -> None:
+        """Call right after a push that submitted windows."""
         if self.submitted > self.answered:
             self._frames.append((token, self.submitted))
         else:
@@ -207,10 +208,11 @@ async def run_voxline(
 
         def pusher(pipeline: VoicePipeline, timed: TimedVAD | None) -> Push:
             async def push(payload: bytes, deadline: float) -> None:
+                before = timed.submitted if timed is not None else 0
                 pipeline.push_audio(mulaw_decode(payload))
-                if timed is not None:  # done when the batch holding its windows is answered
-                    timed.track(deadline)
-                else:
+                if timed is not None and timed.submitted > before:
+                    timed.track(deadline)  # done when its windows' batch is answered
+                else:  # no window completed (or decided inline): its work is done
                     timings.record(deadline, loop.time())
 
             return push

@@ -381,6 +381,10 @@ def table(runs: dict[str, list[RunResult]]) -> None:
             )
         print(f"{count:>8} | " + " | ".join(cells))
     print("! = behind: p99 later than one frame (20 ms), or the core over 95% busy")
+    print(
+        "%core/call: process CPU time, all threads (time.process_time), per wall second, / calls;"
+        "\nevery run is one process pinned to one core, so calls kept up = calls per core"
+    )
 
 
 def summary(runs: dict[str, list[RunResult]], capacity: dict[str, int], harness: Fit) -> None:

@@ -153,6 +153,21 @@ async def test_windows_arriving_during_a_batch_form_the_next_capped_batches() ->
     scheduler.close()
 
 
+async def test_a_full_batch_does_not_wait_out_the_gather() -> None:
+    model = HeldModel()
+    loop = asyncio.get_running_loop()
+    scheduler: BatchScheduler[Member] = BatchScheduler(
+        model, loop=loop, gather=3600.0, gather_from=1, max_batch=3, worker_from=10
+    )
+    queue_windows(scheduler, "ab")
+    await asyncio.sleep(0)
+    assert model.batches == []  # two of three: waiting for more calls' windows
+    queue_windows(scheduler, "c")
+    await asyncio.sleep(0)
+    assert model.batches == [["a", "b", "c"]]
+    scheduler.close()
+
+
 async def test_run_waits_for_the_batch_in_flight_then_answers_the_rest_in_order() -> None:
     model = HeldModel(hold=True)
     scheduler = scheduler_for(model, worker_from=1)

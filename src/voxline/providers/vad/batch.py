@@ -235,7 +235,7 @@ class BatchScheduler(Generic[M]):
             batch, future = self._in_flight
             self.stats.waits += 1
             wait([future])
-            self._completed(batch)
+            self._completed(batch, resume=False)
         self._cancel_handle()
         ready = self._ready
         while ready and not self.closed:
@@ -254,9 +254,10 @@ class BatchScheduler(Generic[M]):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _schedule(self) -> None:
+    def _schedule(self, *, now: bool = False) -> None:
         """Arranges the next dispatch: after the gather wait with many streams open and a
-        batch not yet full, else at the next loop turn."""
+        batch not yet full, else at the next loop turn (`now`: at once, without waiting for
+        a loop turn: the worker's batch was just delivered, so the loop has had its turn)."""
         assert self.loop is not None
         self._cancel_handle()
         if (
@@ -268,7 +269,10 @@ class BatchScheduler(Generic[M]):
             if delay > 0:
                 self._handle = self.loop.call_later(delay, self._dispatch)
                 return
-        self._handle = self.loop.call_soon(self._dispatch)
+        if now:
+            self._dispatch()
+        else:
+            self._handle = self.loop.call_soon(self._dispatch)
 
     def _cancel_handle(self) -> None:
         if self._handle is not None:
@@ -332,8 +336,9 @@ class BatchScheduler(Generic[M]):
         batch.compute()
         batch.finish()
 
-    def _completed(self, batch: Batch) -> None:
-        """The worker's batch is done (on the loop): deliver it, then start the next."""
+    def _completed(self, batch: Batch, *, resume: bool = True) -> None:
+        """The worker's batch is done (on the loop): deliver it, then (`resume`) start the
+        next."""
         if self._in_flight is None or self._in_flight[0] is not batch:
             return  # `run` delivered it already, or the scheduler closed
         future = self._in_flight[1]
@@ -345,8 +350,8 @@ class BatchScheduler(Generic[M]):
         except Exception:
             log.exception("a VAD batch failed outside the model run")
         batch.finish()
-        if self._ready and self._handle is None and not self.closed:
-            self._schedule()
+        if resume and self._ready and self._handle is None and not self.closed:
+            self._schedule(now=True)
 
     def _stop_worker(self) -> None:
         if self._worker is not None:
