@@ -60,7 +60,7 @@ from _callers import (
     phases,
     summarise,
 )
-from _voxline_calls import REPLY, SPEECH_SECONDS_PER_CHAR
+from _voxline_calls import REPLY, RESAMPLER_PHASES, SPEECH_SECONDS_PER_CHAR
 
 TIMING = "bench_timing"
 
@@ -248,6 +248,9 @@ async def run_pipecat(
         call = PipecatCall(analyzer, timings)
         await call.start()
         calls.append(call)
+    for index, call in enumerate(calls):  # the same resampler phases as voxline's calls
+        for frame in script.frames[: index % RESAMPLER_PHASES]:
+            await call.push(frame, float("-inf"))  # due before the measured window: not timed
     pushes: list[Push] = [call.push for call in calls]
     wall, cpu = await drive(pushes, script, timings, warmup=warmup, seconds=seconds)
     await _drained(timings)

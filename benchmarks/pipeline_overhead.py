@@ -10,6 +10,9 @@ of that one core; and the frame lateness (frame due -> all its inbound work done
 decision on every window the frame completed included) at p50/p99. The concurrency ramps
 through `--sessions` until frames fall behind (p99 later than one frame, or the core over 95%
 busy), then bisects between the last good and the first bad count: that is the calls per core.
+Audio held inside the 8 -> 16 kHz stream resampler (soxr "HQ" releases it in ~104 ms blocks, in
+both frameworks) is not counted as lateness; each call's resampler is put at its own phase
+before the run (`_voxline_calls.RESAMPLER_PHASES`), as calls started at unrelated moments are.
 
     python benchmarks/pipeline_overhead.py [--sessions 10,25,50,100,200,400] [--seconds 10]
         [--vad scripted|silero] [--turn-every 10] [--core N] [--vad-costs] [--gather-ms MS]

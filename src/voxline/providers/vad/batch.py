@@ -282,7 +282,9 @@ class BatchScheduler(Generic[M]):
     def _take(self) -> tuple[Batch | None, int]:
         """The next batch, prepared, and its size: the oldest `max_batch` streams with a window
         queued (None when no stream has one). Left-over windows keep `_since`: they are as old
-        as the batch's."""
+        as the batch's, so the next batch goes as soon as this one is delivered. (Restarting
+        the gather for them was tried: at 150 calls it raised p99 from ~10 to ~34 ms and saved
+        no measurable CPU: a stream whose audio came in a burst waits one gather per window.)"""
         ready = self._ready
         members: list[M] = []
         empty: list[M] = []
