@@ -155,7 +155,7 @@ class BatchScheduler(Generic[M]):
         max_batch: int = 64,
         gather: float = 0.0,
         gather_from: int = 32,
-        worker_from: int = 8,
+        worker_from: int = 32,
     ) -> None:
         if max_batch < 1 or worker_from < 1:
             raise ValueError("max_batch and worker_from must be at least 1")
@@ -372,7 +372,7 @@ class LoopSchedulers(Generic[M]):
         max_batch: int = 64,
         gather: float = 0.0,
         gather_from: int = 32,
-        worker_from: int = 8,
+        worker_from: int = 32,
     ) -> None:
         self._prepare = prepare
         self._max_batch = max_batch
