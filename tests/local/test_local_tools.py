@@ -19,6 +19,7 @@ from voxline.providers.llm.local_tools import (
     CALL_OPENING,
     TOOL_RULES,
     StepParser,
+    about_caller,
     arguments_grammar,
     arguments_opening,
     may_hold_value,
@@ -219,6 +220,12 @@ def test_a_required_value_the_caller_never_said_becomes_a_question(
     messages = [SYSTEM, ChatMessage("user", "What will the weather be like tomorrow?")]
     verdict = review_call(_call("get_weather", **arguments), WEATHER, messages)
     assert verdict.call is None and "city" in verdict.note and "Ask them" in verdict.note
+
+
+def test_words_are_about_a_tool_by_what_they_ask_not_when() -> None:
+    forecast = ToolDefinition("get_weather", "Get today's weather forecast for a city.", {})
+    assert about_caller(forecast, [ChatMessage("user", "What's the forecast for Rome?")])
+    assert not about_caller(forecast, [ChatMessage("user", "It's a nice day today.")])
 
 
 @pytest.mark.parametrize("said", ["Hello, how are you?", "What is the capital of France?"])

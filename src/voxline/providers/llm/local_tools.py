@@ -315,6 +315,11 @@ _PLAIN = frozenset(
         "show",
         "list",
         "name",
+        # Times of day say when, not what: "It's raining here today." is not about a tool
+        # described as "today's weather forecast".
+        "today",
+        "tonight",
+        "tomorrow",
     }
 )
 
