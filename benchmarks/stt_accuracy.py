@@ -15,8 +15,8 @@ things a phone agent must get right) is spoken by espeak-ng and by the bundled P
 Candidates are written `MODEL[/OPTION...]`: `tiny.en`, `base`; `/beam5` beam search of 5
 instead of greedy; `/hints` the agent's `stt_hints` (`HINTS`: the business's own names, as an
 agent would list them) as the prompt; `/nots` text-only decoding without timestamps; `/full`
-Whisper's whole 30 s encoder window instead of one fitted to the utterance
-(`voxline.providers.stt.whisper_window`);
+Whisper's whole 30 s encoder window, `/fit` one fitted to the utterance
+(`voxline.providers.stt.whisper_window`; the default with a beam, as in the specs);
 `/up=QUALITY` another soxr quality for the 8 kHz -> 16 kHz step (the pipeline uses HQ).
 
 Word error rate normalization, applied to reference and transcript alike, so a spelling choice
@@ -295,7 +295,7 @@ class Candidate:
     @classmethod
     def parse(cls, name: str) -> Candidate:
         model, *options = name.split("/")
-        beam, prompt, timestamps, quality, fitted = 1, None, True, "HQ", True
+        beam, prompt, timestamps, quality, fitted = 1, None, True, "HQ", None
         for option in options:
             if re.fullmatch(r"beam\d+", option):
                 beam = int(option[4:])
@@ -305,12 +305,13 @@ class Candidate:
                 prompt = GENERIC_PROMPT
             elif option == "nots":
                 timestamps = False
-            elif option == "full":
-                fitted = False
+            elif option in ("full", "fit"):
+                fitted = option == "fit"
             elif option.startswith("up=") and option[3:] in ("QQ", "LQ", "MQ", "HQ", "VHQ"):
                 quality = option[3:]
             else:
                 raise SystemExit(f"unknown option {option!r} in candidate {name!r}")
+        fitted = beam > 1 if fitted is None else fitted  # as `local:MODEL#beam=N` chooses
         decoding = Decoding(beam_size=beam, prompt=prompt, timestamps=timestamps, fitted=fitted)
         return cls(name, model, decoding, quality)  # type: ignore[arg-type]
 
