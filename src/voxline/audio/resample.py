@@ -12,6 +12,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from voxline.audio.upsample import IntegerUpsampler
+
 Quality = Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
 
 _EMPTY = np.zeros(0, dtype=np.int16)
@@ -32,7 +34,10 @@ class StreamResampler:
 
     Output lags input by the filter delay (about 30 ms at "HQ"), and the first calls may return
     nothing while the filter fills; `flush()` drains the tail at the end of the stream. When the
-    rates are equal the input is handed back unchanged (no copy, no delay).
+    rates are equal the input is handed back unchanged (no copy, no delay). Upsampling by a
+    whole factor (the phone's 8 kHz to 16 kHz) uses `IntegerUpsampler` instead of soxr, whose
+    streaming mode returns that ratio in 104 ms blocks (`voxline.audio.upsample`): every frame
+    comes out at once, 2 ms late. `quality` applies to soxr only.
     """
 
     def __init__(self, in_rate: int, out_rate: int, *, quality: Quality = "HQ") -> None:
@@ -41,7 +46,9 @@ class StreamResampler:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._stream: Any = None
-        if in_rate != out_rate:
+        if out_rate > in_rate and out_rate % in_rate == 0:
+            self._stream = _Upsampling(out_rate // in_rate)
+        elif in_rate != out_rate:
             self._stream = _soxr().ResampleStream(
                 in_rate, out_rate, 1, dtype="int16", quality=quality
             )
@@ -67,12 +74,32 @@ class StreamResampler:
             self._stream.clear()
 
 
+class _Upsampling:
+    """`IntegerUpsampler` behind the part of soxr's stream interface used above."""
+
+    def __init__(self, factor: int) -> None:
+        self._upsampler = IntegerUpsampler(factor)
+
+    def resample_chunk(
+        self, pcm: npt.NDArray[np.int16], last: bool = False
+    ) -> npt.NDArray[np.int16]:
+        out = self._upsampler.process(pcm)
+        return np.concatenate([out, self._upsampler.flush()]) if last else out
+
+    def clear(self) -> None:
+        self._upsampler.reset()
+
+
 def resample(
     pcm: npt.NDArray[np.int16], in_rate: int, out_rate: int, *, quality: Quality = "HQ"
 ) -> npt.NDArray[np.int16]:
-    """One-shot conversion of a whole clip (a WAV file, a finished TTS utterance)."""
+    """One-shot conversion of a whole clip (a WAV file, a finished TTS utterance); whole-factor
+    upsampling uses the same filter as `StreamResampler`, so a stream and a clip agree."""
     if in_rate == out_rate:
         return pcm
+    if out_rate > in_rate and out_rate % in_rate == 0:
+        upsampler = IntegerUpsampler(out_rate // in_rate)
+        return np.concatenate([upsampler.process(pcm), upsampler.flush()])
     out: npt.NDArray[np.int16] = _soxr().resample(
         np.ascontiguousarray(pcm), in_rate, out_rate, quality=quality
     )
