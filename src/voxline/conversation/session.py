@@ -472,13 +472,19 @@ class Session:
         )
 
     def _run_context(self, call_id: str) -> RunContext:
+        return self.run_context(call_id)
+
+    def run_context(self, call_id: str, *, can_say: bool = True) -> RunContext:
+        """What a tool run for `call_id` gets: the conversation, its subject and data, a
+        bound log, and `say` unless the caller's engine speaks by other means (`can_say`
+        False: the Realtime engine, whose model owns what is said)."""
         return RunContext(
             conversation_id=self.id,
             call_id=call_id,
             subject=self.subject,
             user_data=self.user_data,
             session=self,
-            say=self._say_text,
+            say=self._say_text if can_say else None,
             log=self.log.bind(call_id=call_id),
         )
 

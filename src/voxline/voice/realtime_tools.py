@@ -7,7 +7,8 @@ business (it knows which response asked and whether one is speaking), so each fi
 is handed back to it through `on_finished`.
 
 - Each call runs as a task of the session's group (timeouts, retries, breaker and approvals
-  are the executor's), with a `RunContext` made of the session's public fields.
+  are the executor's), with the `RunContext` the session makes (`Session.run_context`,
+  without `say`).
 - The result is recorded as a `ToolResultTurn` and sent as `function_call_output`; when the
   socket that asked has been redialled since, the call item is sent again first, since the new
   server never saw it.
@@ -107,15 +108,7 @@ class RealtimeToolCalls:
         self.session.bus.emit("tool_finished", call=call, outcome=outcome, turn=result)
 
     def _context(self, call_id: str) -> RunContext:
-        session = self.session
-        return RunContext(
-            conversation_id=session.id,
-            call_id=call_id,
-            subject=session.subject,
-            user_data=session.user_data,
-            session=session,
-            log=session.log.bind(call_id=call_id),
-        )
+        return self.session.run_context(call_id, can_say=False)
 
     def on_approval_resolved(self, approval: ApprovalRecord) -> None:
         """The session ran a decided approval and recorded a fresh call/result pair: send both,
