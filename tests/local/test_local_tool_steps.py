@@ -210,3 +210,24 @@ async def test_a_call_after_a_result_this_turn_comes_whole_never_named_first() -
     llm, _ = _local([['{"'], ['{"city": "Rome"}'], ["Rome is sunny."]])  # a repeat: stopped
     events = await _events(llm, LLMRequest(messages, [WEATHER]))
     assert events == [TextDelta("Rome is sunny.")]
+
+
+async def test_the_same_tool_again_with_no_new_value_is_never_written() -> None:
+    """After its result, a call of the same tool whose every value the caller said is already
+    in the earlier call could only repeat it: the model speaks the result instead, without
+    writing arguments the review would refuse."""
+    llm, engine = _local([['{"'], ["Paris will be sunny."]])
+    messages = [
+        SYSTEM,
+        ChatMessage("user", "What's the weather in Paris tomorrow?"),
+        ChatMessage(
+            "assistant", tool_calls=[ToolCallRequest("c1", "get_weather", '{"city": "Paris"}')]
+        ),
+        ChatMessage("tool", "Paris tomorrow: sunny", tool_call_id="c1"),
+    ]
+    events = await _events(llm, LLMRequest(messages, [WEATHER]))
+    assert events == [TextDelta("Paris will be sunny.")]
+    _, speech = engine.bodies  # the decision step, then speech: no arguments step
+    assert "get_weather already answered" in speech["prompt"]
+    cached = render_prompt(messages, [WEATHER]).removesuffix("<|im_start|>assistant\n")
+    assert speech["prompt"].startswith(cached)  # the note only follows the cached prefix

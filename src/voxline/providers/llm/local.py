@@ -57,6 +57,7 @@ from voxline.providers.llm.local_tools import (
     may_hold_value,
     name_grammar,
     new_call_id,
+    nothing_new_for,
     parse_arguments,
     render_prompt,
     review_call,
@@ -198,6 +199,14 @@ class LocalLLM:
             name = "".join([t async for t in self._texts(body, started)]).split('"')[0]
             tool = next((t for t in tools if t.name == name), tool)
         about = not speak or about_caller(tool, request.messages)
+        if speak and nothing_new_for(tool, request.messages):
+            # The same tool again with nothing the caller said left to ask it: the call could
+            # only repeat one whose result is above, so it is not written (its arguments and
+            # the review that would refuse them cost a second on 2 cores).
+            note = f"{tool.name} already answered. Tell the user what its result above says."
+            async for event in self._speak(request, note, tool.name):
+                yield event
+            return
         if not about and has_results(request.messages):
             # A further step reaching for a tool the caller did not ask about: the request is
             # answered by what the earlier steps found.

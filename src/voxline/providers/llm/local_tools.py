@@ -346,14 +346,32 @@ def may_hold_value(messages: Sequence[ChatMessage]) -> bool:
     (digits or a number word) or a name (a capitalised word that does not start a sentence).
     "Hello, how are you?" holds none, so a call there could only invent its values; "Do I need
     a coat in Oslo?" holds "Oslo", so the call is written and its values checked."""
-    said = _last_said(messages)
-    if any(ch.isdigit() for ch in said) or _words(said) & _NUMBER_WORDS.keys():
-        return True
+    return bool(_values(_last_said(messages)))
+
+
+def _values(said: str) -> set[str]:
+    """What in `said` a tool argument could take (see `may_hold_value`), lowercased."""
+    found = {w.lower() for w in re.findall(r"\d+", said)} | (_words(said) & _NUMBER_WORDS.keys())
     for sentence in re.split(r"[.!?]+\s*", said):
         for word in re.findall(r"[A-Za-z][\w'-]*", sentence)[1:]:
             if word[0].isupper() and word not in ("I", "I'm", "I'd", "I'll", "I've"):
-                return True
-    return False
+                found.add(word.lower())
+    return found
+
+
+def nothing_new_for(tool: ToolDefinition, messages: Sequence[ChatMessage]) -> bool:
+    """`tool` was already called since the caller last spoke, and every value the caller's
+    words hold is in those calls' arguments: a further call could only repeat one ("the
+    weather in Paris" asked again after its result). "Paris and Oslo" after Paris's result
+    still holds a new value, so a second call is left to write."""
+    earlier = ""
+    for message in reversed(messages):
+        if message.role == "user":
+            break
+        earlier += " ".join(c.arguments.lower() for c in message.tool_calls if c.name == tool.name)
+    if not earlier:
+        return False
+    return all(value in earlier for value in _values(_last_said(messages)))
 
 
 def has_results(messages: Sequence[ChatMessage]) -> bool:
