@@ -19,7 +19,7 @@ from voxline.providers.llm.base import (
     Usage,
     complete,
 )
-from voxline.providers.llm.local import ARGUMENT_TOKENS, CALL_BIAS, LocalLLM
+from voxline.providers.llm.local import ANSWERED_NOTE, ARGUMENT_TOKENS, CALL_BIAS, LocalLLM
 from voxline.providers.llm.local_tools import CALL_OPENING, arguments_opening, render_prompt
 
 WEATHER = ToolDefinition(
@@ -215,8 +215,28 @@ async def test_a_call_after_a_result_this_turn_comes_whole_never_named_first() -
 async def test_the_same_tool_again_with_no_new_value_is_never_written() -> None:
     """After its result, a call of the same tool whose every value the caller said is already
     in the earlier call could only repeat it: the model speaks the result instead, without
-    writing arguments the review would refuse."""
-    llm, engine = _local([['{"'], ["Paris will be sunny."]])
+    writing arguments the review would refuse (another tool, not called yet, keeps the step
+    open to calls)."""
+    llm, engine = _local([['{"'], ['get_weather"'], ["Paris will be sunny."]])
+    messages = [
+        SYSTEM,
+        ChatMessage("user", "What's the weather in Paris tomorrow?"),
+        ChatMessage(
+            "assistant", tool_calls=[ToolCallRequest("c1", "get_weather", '{"city": "Paris"}')]
+        ),
+        ChatMessage("tool", "Paris tomorrow: sunny", tool_call_id="c1"),
+    ]
+    events = await _events(llm, LLMRequest(messages, [WEATHER, TIMER]))
+    assert events == [TextDelta("Paris will be sunny.")]
+    decision, _, speech = engine.bodies  # the decision, the name, then speech: no arguments
+    assert decision["logit_bias"] == [["{", CALL_BIAS], ['{"', CALL_BIAS]]
+    assert "get_weather already answered" in speech["prompt"]
+    cached = render_prompt(messages, [WEATHER, TIMER]).removesuffix("<|im_start|>assistant\n")
+    assert speech["prompt"].startswith(cached)  # the note only follows the cached prefix
+
+
+async def test_once_every_tool_answered_all_the_caller_asked_the_step_is_the_answer() -> None:
+    llm, engine = _local([["Paris will be sunny."]])
     messages = [
         SYSTEM,
         ChatMessage("user", "What's the weather in Paris tomorrow?"),
@@ -227,7 +247,9 @@ async def test_the_same_tool_again_with_no_new_value_is_never_written() -> None:
     ]
     events = await _events(llm, LLMRequest(messages, [WEATHER]))
     assert events == [TextDelta("Paris will be sunny.")]
-    _, speech = engine.bodies  # the decision step, then speech: no arguments step
-    assert "get_weather already answered" in speech["prompt"]
-    cached = render_prompt(messages, [WEATHER]).removesuffix("<|im_start|>assistant\n")
-    assert speech["prompt"].startswith(cached)  # the note only follows the cached prefix
+    [step] = engine.bodies  # no biased step that could only open a repeat
+    assert "logit_bias" not in step and ANSWERED_NOTE in step["prompt"]
+    asked_more = [*messages[:1], ChatMessage("user", "Weather in Paris and Oslo?"), *messages[2:]]
+    llm, engine = _local([["Oslo?"]])
+    await _events(llm, LLMRequest(asked_more, [WEATHER]))  # Oslo not asked yet: calls allowed
+    assert engine.bodies[0]["logit_bias"] == [["{", CALL_BIAS], ['{"', CALL_BIAS]]

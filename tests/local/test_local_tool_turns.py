@@ -10,7 +10,7 @@ from tests.conversation.order_tools import order_tools, reply_engine
 from tests.local.scripted_engine import ScriptedEngine
 from voxline.conversation.engine import ReplyPlan
 from voxline.conversation.turns import BotTurn, ToolCallTurn, TurnStore
-from voxline.providers.llm.local import LocalLLM
+from voxline.providers.llm.local import ANSWERED_NOTE, LocalLLM
 
 
 async def _reply(
@@ -47,13 +47,16 @@ async def test_check_then_act_shows_each_result_as_a_tool_response_on_a_growing_
         assert after.startswith(before)
     lookup = '<tool_response>\n{"status": "delivered", "total": "$42.50"}\n</tool_response>'
     assert f"<|im_start|>user\n{lookup}<|im_end|>" in prompts[3]
+    # Both tools have now done all the caller asked: the last step is the answer, with a
+    # note after the refund's result (appended: the cached prefix still holds).
     assert prompts[6].endswith(
         '<|im_start|>user\n<tool_response>\n{"refunded": "$42.50"}\n</tool_response>'
-        "<|im_end|>\n<|im_start|>assistant\n"
+        f"<|im_end|>\n<|im_start|>system\n{ANSWERED_NOTE}<|im_end|>\n<|im_start|>assistant\n"
     )
-    assert all(p.count("<|im_start|>system") == 1 for p in prompts)
-    # The steps that may speak run unconstrained; only a call's name and arguments are not.
-    assert ["grammar" in body for body in scripted.bodies] == [False, True, True] * 2 + [False]
+    assert all(p.count("<|im_start|>system") == 1 for p in prompts[:6])
+    # The steps that may call run unconstrained; a call's name and arguments, and the answer
+    # once nothing is left to call (speech only), are constrained.
+    assert ["grammar" in body for body in scripted.bodies] == [False, True, True] * 2 + [True]
     spoken = [t.content for t in turns if isinstance(t, BotTurn)]
     assert spoken == ["It was delivered, so I refunded $42.50."]
 

@@ -82,6 +82,7 @@ CONTEXT_TOKENS = 8192
 # two-step success from 0/5 to 3/5 against 3.5, with no call on any of the 10 requests needing
 # none (and none on all 24 small-talk, statement and knowledge requests).
 CALL_BIAS = 5.0
+ANSWERED_NOTE = "The results above answer the user. Tell the user what they say."
 
 log = structlog.get_logger(__name__)
 Chunk = dict[str, Any]
@@ -165,6 +166,13 @@ class LocalLLM:
             grammar = speech_grammar() if request.tools else None  # a grammar forbids a call
             body = self._body(request, prompt, grammar)
             async for event in self._generate(body, StepParser(speech_only=not grammar), started):
+                yield event
+            return
+        if speak and all(nothing_new_for(tool, request.messages) for tool in tools):
+            # Every tool has answered all the caller asked of it this turn: a call could only
+            # repeat one (the biased first token opened such repeats after every result), so
+            # this step is the answer, steered to the results by a note after the cached prefix.
+            async for event in self._speak(request, ANSWERED_NOTE, "(every tool answered)"):
                 yield event
             return
         if speak:
