@@ -193,7 +193,7 @@ class Session:
             self._state,
             self._executor,
             self.delivery,
-            self._run_context,
+            self.run_context,
             tasks=self.tasks,
             guardrails=Guardrails.for_agent(self.spec.guardrails, self.settings),
         )
@@ -448,7 +448,7 @@ class Session:
         call_id = new_id("call")
         try:
             if tool is not None:
-                outcome = await executor.run_approved(record, tool, self._run_context(call_id))
+                outcome = await executor.run_approved(record, tool, self.run_context(call_id))
                 content, is_error = outcome.content, outcome.is_error
             else:
                 content = f"The {record.tool} tool is no longer available, so it was not run."
@@ -470,9 +470,6 @@ class Session:
             messages=[ChatMessage(role="system", content=self.agent.instructions())],
             tools=[t.definition() for t in self._tools.values()],
         )
-
-    def _run_context(self, call_id: str) -> RunContext:
-        return self.run_context(call_id)
 
     def run_context(self, call_id: str, *, can_say: bool = True) -> RunContext:
         """What a tool run for `call_id` gets: the conversation, its subject and data, a
