@@ -9,6 +9,7 @@ import json
 import pytest
 
 from tests.local.scripted_engine import ScriptedEngine
+from tests.local.test_local_tools import WEATHER
 from voxline.providers.llm.base import (
     ChatMessage,
     LLMEvent,
@@ -24,11 +25,6 @@ from voxline.providers.llm.base import (
 from voxline.providers.llm.local import ANSWERED_NOTE, ARGUMENT_TOKENS, CALL_BIAS, LocalLLM
 from voxline.providers.llm.local_tools import CALL_OPENING, arguments_opening, render_prompt
 
-WEATHER = ToolDefinition(
-    "get_weather",
-    "Get the weather.",
-    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
 TIMER = ToolDefinition(
     "set_timer",
     "Start a timer.",

@@ -19,23 +19,13 @@ import numpy.typing as npt
 import pytest
 
 from tests.audio.test_silero_gate import RATE, room_noise
+from tests.audio.test_vad_batch import Member
 from voxline.providers.llm.base import ConfigurationError
 from voxline.providers.vad.batch import BatchScheduler
 from voxline.providers.vad.silero import CHUNK_SAMPLES, SileroVAD
 
 HANG_GUARD = 30.0  # seconds: only a broken scheduler ever waits this long
 TOLERANCE = 1e-5
-
-
-class Member:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.windows: list[int] = []
-        self.answers: list[int] = []
-
-    @property
-    def queued(self) -> int:
-        return len(self.windows)
 
 
 class HeldBatch:
