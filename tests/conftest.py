@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import structlog
@@ -14,9 +15,13 @@ import structlog
 from tests.store.conftest import redis_prefix, scratch_postgres_url
 from voxline.guardrails.redact import reset_redaction
 from voxline.logging import uninstall_stdlib_redaction
+from voxline.providers.llm.base import ConfigurationError
 from voxline.settings import Settings
 from voxline.store.base import Store
 from voxline.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from voxline.providers.vad.silero import SileroVAD
 
 
 @pytest.fixture(autouse=True)
@@ -56,3 +61,16 @@ async def redis_key_prefix() -> AsyncIterator[str]:
     Redis is not reachable)."""
     async with redis_prefix() as prefix:
         yield prefix
+
+
+@pytest.fixture(scope="session")
+def silero() -> SileroVAD:
+    """The embedded Silero model, able to batch calls (skips where it cannot)."""
+    module = pytest.importorskip("voxline.providers.vad.silero")
+    try:
+        vad: SileroVAD = module.create_silero_vad()
+    except ConfigurationError as exc:
+        pytest.skip(f"the Silero model is not available: {exc}")
+    if not vad.batchable:
+        pytest.skip("the onnx package is missing: Silero runs unbatched")
+    return vad

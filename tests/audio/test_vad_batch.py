@@ -17,7 +17,6 @@ import pytest
 
 from tests.audio.test_silero_gate import RATE, room_noise, speak
 from voxline.audio.turn_taking import GateEvent, SpeechEnded, SpeechGate, SpeechStarted
-from voxline.providers.llm.base import ConfigurationError
 from voxline.providers.vad.batch import BatchScheduler, LoopSchedulers
 from voxline.providers.vad.silero import CHUNK_SAMPLES, SileroVAD
 
@@ -156,18 +155,6 @@ def test_batches_are_capped_at_max_batch() -> None:
 
 
 # -- the real model ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def silero() -> SileroVAD:
-    module = pytest.importorskip("voxline.providers.vad.silero")
-    try:
-        vad: SileroVAD = module.create_silero_vad()
-    except ConfigurationError as exc:
-        pytest.skip(f"the Silero model is not available: {exc}")
-    if not vad.batchable:
-        pytest.skip("the onnx package is missing: Silero runs unbatched")
-    return vad
 
 
 @pytest.fixture(scope="module")

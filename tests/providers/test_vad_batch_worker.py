@@ -20,7 +20,6 @@ import pytest
 
 from tests.audio.test_silero_gate import RATE, room_noise
 from tests.audio.test_vad_batch import Member
-from voxline.providers.llm.base import ConfigurationError
 from voxline.providers.vad.batch import BatchScheduler
 from voxline.providers.vad.silero import CHUNK_SAMPLES, SileroVAD
 
@@ -193,21 +192,9 @@ async def test_close_while_a_batch_is_in_flight_neither_hangs_nor_delivers_nor_l
 # -- the real model on the worker ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shared() -> SileroVAD:
-    module = pytest.importorskip("voxline.providers.vad.silero")
-    try:
-        vad: SileroVAD = module.create_silero_vad()
-    except ConfigurationError as exc:
-        pytest.skip(f"the Silero model is not available: {exc}")
-    if not vad.batchable:
-        pytest.skip("the onnx package is missing: Silero runs unbatched")
-    return vad
-
-
-def threaded_model(shared: SileroVAD, *, max_batch: int) -> SileroVAD:
-    """The shared session, every batch of two or more on the worker, at most `max_batch`."""
-    return SileroVAD(shared._session, max_batch=max_batch, worker_from=2, gather=0.0)
+def threaded_model(silero: SileroVAD, *, max_batch: int) -> SileroVAD:
+    """The silero session, every batch of two or more on the worker, at most `max_batch`."""
+    return SileroVAD(silero._session, max_batch=max_batch, worker_from=2, gather=0.0)
 
 
 def calls(count: int) -> list[npt.NDArray[np.int16]]:
@@ -232,9 +219,9 @@ def one_at_a_time(vad: SileroVAD, audio: npt.NDArray[np.int16]) -> list[float]:
 
 
 async def test_threaded_capped_batches_equal_one_at_a_time_runs_per_call(
-    shared: SileroVAD,
+    silero: SileroVAD,
 ) -> None:
-    vad = threaded_model(shared, max_batch=3)
+    vad = threaded_model(silero, max_batch=3)
     audio = calls(7)
     answers: list[list[float]] = [[] for _ in audio]
     streams = [vad.batched_stream(got.append) for got in answers]
@@ -249,7 +236,7 @@ async def test_threaded_capped_batches_equal_one_at_a_time_runs_per_call(
     stats = vad.batch_stats()
     assert stats.largest == 3 and stats.threaded > 0  # split at the cap, off the loop
     for one, got in zip(audio, answers, strict=True):
-        assert np.max(np.abs(np.array(got) - np.array(one_at_a_time(shared, one)))) <= TOLERANCE
+        assert np.max(np.abs(np.array(got) - np.array(one_at_a_time(silero, one)))) <= TOLERANCE
     worker = vad.schedulers.current().worker
     for stream in streams:
         assert stream is not None
@@ -273,8 +260,8 @@ class HeldSession:
         return self.session.run(outputs, feeds)
 
 
-async def test_a_reset_while_its_window_computes_keeps_the_fresh_state(shared: SileroVAD) -> None:
-    session = HeldSession(shared._session)
+async def test_a_reset_while_its_window_computes_keeps_the_fresh_state(silero: SileroVAD) -> None:
+    session = HeldSession(silero._session)
     vad = SileroVAD(session, max_batch=8, worker_from=2, gather=0.0)
     audio = calls(3)
     answers: list[list[float]] = [[] for _ in audio]
@@ -307,9 +294,9 @@ async def test_a_reset_while_its_window_computes_keeps_the_fresh_state(shared: S
 
 
 async def test_closing_the_model_with_a_batch_in_flight_ends_the_worker(
-    shared: SileroVAD,
+    silero: SileroVAD,
 ) -> None:
-    vad = threaded_model(shared, max_batch=64)
+    vad = threaded_model(silero, max_batch=64)
     got: list[float] = []
     streams = [vad.batched_stream(got.append) for _ in range(40)]
     window = windows(room_noise(0.1, seed=3))[0]
@@ -334,8 +321,8 @@ async def test_closing_the_model_with_a_batch_in_flight_ends_the_worker(
         stream.close()  # type: ignore[union-attr]
 
 
-def test_without_an_event_loop_big_batches_still_answer_inline(shared: SileroVAD) -> None:
-    vad = threaded_model(shared, max_batch=4)
+def test_without_an_event_loop_big_batches_still_answer_inline(silero: SileroVAD) -> None:
+    vad = threaded_model(silero, max_batch=4)
     got: list[Sequence[float]] = []
     stream = vad.batched_stream(lambda p: got.append([p]))
     assert stream is not None
