@@ -153,6 +153,8 @@ async def test_a_realtime_agent_on_media_streams(
         assert response.status_code == 200, response.text
         async with media_call(twilio, ET.fromstring(response.text)) as phone:
             conn = await model.connection()
+            # the agent sends its session.update just after the socket opens
+            await eventually(lambda: bool(conn.of("session.update")))
             session = conn.of("session.update")[0]["session"]
             µlaw = {"type": "audio/pcmu"}
             assert (
