@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.providers.realtime_server import Call, FakeRealtimeServer, Reply
 from tests.server.conftest import EnvFactory, lookup_order
-from tests.server.twilio_emulator import WAIT
+from tests.server.twilio_emulator import WAIT, eventually
 from voxline import Agent
 from voxline.agents.spec import AgentSpec
 from voxline.conversation.turns import BotTurn, UserTurn, turn_from_record
@@ -104,6 +104,8 @@ async def test_a_realtime_agent_in_the_browser(make_env: EnvFactory) -> None:
             hello = await call.event("hello")
             assert (hello["input_rate"], hello["output_rate"]) == (16000, PAGE_RATE)
             conn = await model.connection()
+            # the agent sends its session.update just after the socket opens
+            await eventually(lambda: bool(conn.of("session.update")))
             session = conn.of("session.update")[0]["session"]
             pcm24 = {"type": "audio/pcm", "rate": MODEL_RATE}
             assert session["audio"]["input"]["format"] == pcm24
